@@ -1,0 +1,769 @@
+//! The `renkei` command line: argument parsing and the thin glue between
+//! files and the library. Exit status: 0 ok, 1 failure, 2 usage, 3
+//! verification failed.
+
+use std::fs;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::identity::Kind;
+use crate::package::{self, Limits, MemberSource, PackageKind};
+use crate::pki::{self, ca::Ca, CertInfo, TrustStore};
+use crate::profile::Profile;
+
+/// Exit status for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status for a failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for a usage error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when verification of a package or certificate failed.
+pub const EXIT_VERIFY: u8 = 3;
+
+/// A failure with its exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit status.
+    pub code: u8,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: EXIT_FAILURE,
+            error: e.into(),
+        }
+    }
+}
+
+fn verify_failure(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_VERIFY,
+        error: e.into(),
+    }
+}
+
+/// renkei (連携): end-to-end encrypted referral letters between the medical
+/// facilities of a region.
+#[derive(Parser, Debug)]
+#[command(name = "renkei", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The regional CA: create it, issue and revoke certificates, make CRLs.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Create a profile folder: signing key, age identity and a request for the CA.
+    Keygen(KeygenArgs),
+    /// Manage a profile folder.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Show or verify certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Seal a package: sign it and encrypt it for its recipients.
+    Seal(SealArgs),
+    /// Open a package: decrypt, verify everything, then release its members.
+    Open(OpenArgs),
+    /// Walk through a whole referral round trip with the demo keys.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Create a CA: an Ed25519 key (mode 0600) and a self-signed certificate.
+    Init {
+        /// The CA folder (created; must not hold a CA yet).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name, e.g. "○○地域医療連携ネットワーク CA".
+        #[arg(long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a certificate from a facility's request.
+    Issue {
+        /// The CA folder.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The request file (request.csr from `renkei keygen`).
+        #[arg(long)]
+        request: PathBuf,
+        /// Where to write the certificate (PEM).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+    },
+    /// Revoke a certificate this CA issued (then publish a new CRL).
+    Revoke {
+        /// The CA folder.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The certificate to revoke.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Write the current CRL.
+    Crl {
+        /// The CA folder.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Where to write the CRL (PEM).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Days until the next update.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+struct KeygenArgs {
+    /// The profile folder to create.
+    #[arg(long)]
+    profile: PathBuf,
+    /// The 10-digit medical institution code (for a relay or auditor: a short ID such as relay-1).
+    #[arg(long = "facility-id", alias = "id")]
+    facility_id: String,
+    /// The facility's name as it should appear to others.
+    #[arg(long)]
+    name: String,
+    /// What the facility is.
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// DNS name clients connect to (relay only; may repeat).
+    #[arg(long)]
+    dns: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCommand {
+    /// Install the issued certificate, the CA certificate, the CRL, the relay address.
+    Install {
+        /// The profile folder.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The certificate the CA issued for this profile.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// The region's CA certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The CA's current CRL.
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// The relay URL (https://HOST:PORT).
+        #[arg(long)]
+        relay: Option<String>,
+    },
+    /// Show the profile.
+    Show {
+        /// The profile folder.
+        #[arg(long)]
+        profile: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCommand {
+    /// Show what a certificate binds.
+    Show {
+        /// The certificate (PEM or DER).
+        cert: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a certificate against a CA certificate (and CRL).
+    Verify {
+        /// The certificate.
+        cert: PathBuf,
+        /// The region's CA certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The CA's CRL.
+        #[arg(long)]
+        crl: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SealArgs {
+    /// The sender's profile folder.
+    #[arg(long)]
+    profile: PathBuf,
+    /// A recipient's certificate (repeat for several recipients).
+    #[arg(long = "to", required = true)]
+    to: Vec<PathBuf>,
+    /// The clinical document (FHIR JSON).
+    #[arg(long)]
+    document: PathBuf,
+    /// An attachment (repeat for several).
+    #[arg(long = "attach")]
+    attach: Vec<PathBuf>,
+    /// What the package is.
+    #[arg(long, value_enum, default_value_t = PackageKind::Referral)]
+    kind: PackageKind,
+    /// The package this one answers.
+    #[arg(long = "in-reply-to")]
+    in_reply_to: Option<String>,
+    /// The referral thread (defaults to the answered package's thread, or a new one).
+    #[arg(long)]
+    thread: Option<String>,
+    /// Do not encrypt a copy to the sender's own key.
+    #[arg(long = "no-self-copy")]
+    no_self_copy: bool,
+    /// Output file, or - for standard output.
+    #[arg(short = 'o', long = "out")]
+    out: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct OpenArgs {
+    /// The recipient's profile folder.
+    #[arg(long)]
+    profile: PathBuf,
+    /// The package file, or - for standard input.
+    input: String,
+    /// The folder to create for the verified members (must not exist).
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// The demo keys folder.
+    #[arg(long, default_value = "keys-example")]
+    keys: PathBuf,
+}
+
+/// Run the CLI; returns the exit status.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Ca(c) => ca(c),
+        Command::Keygen(a) => keygen(a),
+        Command::Profile(c) => profile(c),
+        Command::Cert(c) => cert(c),
+        Command::Seal(a) => seal(a),
+        Command::Open(a) => open(a),
+        Command::Demo(a) => crate::demo::run(&a.keys),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Write a new file atomically; refuse to replace an existing one.
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path.exists() {
+        bail!(
+            "{} already exists; choose another name or move it away",
+            path.display()
+        );
+    }
+    pki::ca::write_file_atomic(path, bytes)?;
+    Ok(())
+}
+
+fn ca(c: CaCommand) -> Result<(), Failure> {
+    match c {
+        CaCommand::Init { dir, name, days } => {
+            let ca = Ca::init(&dir, &name, days)?;
+            let info = x509_fingerprint(ca.cert_pem());
+            println!("created CA {name:?} in {}", dir.display());
+            println!("  certificate: {}", dir.join("ca.crt").display());
+            println!(
+                "  key:         {} (mode 0600; keep it offline)",
+                dir.join("ca.key").display()
+            );
+            println!("  fingerprint: {info}");
+        }
+        CaCommand::Issue {
+            ca,
+            request,
+            out,
+            days,
+        } => {
+            let ca = Ca::open(&ca)?;
+            let bytes = read(&request)?;
+            let req =
+                pki::request::parse(&bytes).with_context(|| format!("{}", request.display()))?;
+            let pem = ca.issue(&req, days)?;
+            write_new(&out, pem.as_bytes())?;
+            let info = CertInfo::parse_pem(pem.as_bytes(), "issued")?;
+            println!(
+                "issued certificate {} for {} {} ({}), valid until {}",
+                info.serial, info.kind, info.id, info.name, info.not_after
+            );
+            println!("  written to {}", out.display());
+        }
+        CaCommand::Revoke { ca, cert } => {
+            let ca = Ca::open(&ca)?;
+            let info = CertInfo::parse_pem(&read(&cert)?, &cert.display().to_string())?;
+            let e = ca.revoke(&info)?;
+            println!(
+                "revoked certificate {} of {} ({}) at {}; publish a new CRL with `renkei ca crl`",
+                e.serial,
+                e.id,
+                e.name,
+                pki::cert::rfc3339(e.revoked_at.unwrap_or_default())
+            );
+        }
+        CaCommand::Crl { ca, out, days } => {
+            let ca = Ca::open(&ca)?;
+            let pem = ca.crl(days)?;
+            pki::ca::write_file_atomic(&out, pem.as_bytes())?;
+            let revoked = ca
+                .index()?
+                .issued
+                .iter()
+                .filter(|e| e.revoked_at.is_some())
+                .count();
+            println!(
+                "wrote CRL to {} ({revoked} revoked certificates)",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn x509_fingerprint(pem_text: &str) -> String {
+    pki::read_pem_or_der(pem_text.as_bytes(), "CERTIFICATE")
+        .map(|d| pki::sha256_hex(&d))
+        .unwrap_or_default()
+}
+
+fn keygen(a: KeygenArgs) -> Result<(), Failure> {
+    let p = Profile::create(&a.profile, &a.facility_id, a.kind, &a.name, &a.dns)?;
+    println!(
+        "created profile {} for {} {} ({})",
+        a.profile.display(),
+        a.kind,
+        p.config.id,
+        a.name
+    );
+    println!(
+        "  signing key:  {} (mode 0600)",
+        p.path(Profile::SIGNING_KEY).display()
+    );
+    println!(
+        "  age identity: {} (mode 0600)",
+        p.path(Profile::AGE_KEY).display()
+    );
+    println!("  request:      {}", p.path(Profile::REQUEST).display());
+    println!("next: send the request to the region's CA, then run `renkei profile install --profile {} --cert CERT --ca CA.crt`", a.profile.display());
+    Ok(())
+}
+
+fn profile(c: ProfileCommand) -> Result<(), Failure> {
+    match c {
+        ProfileCommand::Install {
+            profile,
+            cert,
+            ca,
+            crl,
+            relay,
+        } => {
+            let mut p = Profile::open(&profile)?;
+            let cert = cert.map(|c| read(&c)).transpose()?;
+            let ca = ca.map(|c| read(&c)).transpose()?;
+            let crl = crl.map(|c| read(&c)).transpose()?;
+            if cert.is_none() && ca.is_none() && crl.is_none() && relay.is_none() {
+                return Err(Failure {
+                    code: EXIT_USAGE,
+                    error: anyhow!("nothing to install: give --cert, --ca, --crl or --relay"),
+                });
+            }
+            let done = p.install(
+                cert.as_deref(),
+                ca.as_deref(),
+                crl.as_deref(),
+                relay.as_deref(),
+            )?;
+            println!("installed into {}: {}", profile.display(), done.join(", "));
+        }
+        ProfileCommand::Show { profile, json } => {
+            let p = Profile::open(&profile)?;
+            let cert = p.certificate().ok();
+            if json {
+                let v = serde_json::json!({
+                    "id": p.config.id, "kind": p.config.kind, "name": p.config.name,
+                    "relay": p.config.relay, "certificate": cert,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{} {} ({})", p.config.kind, p.config.id, p.config.name);
+                if let Some(r) = &p.config.relay {
+                    println!("relay: {r}");
+                }
+                match cert {
+                    Some(c) => println!(
+                        "certificate: valid until {}, fingerprint {}",
+                        c.not_after, c.fingerprint
+                    ),
+                    None => println!("certificate: not installed or not valid"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_cert(info: &CertInfo) {
+    println!("ID:            {}", info.id);
+    println!("name:          {}", info.name);
+    println!("kind:          {}", info.kind);
+    println!("issuer:        {}", info.issuer);
+    println!("valid:         {} to {}", info.not_before, info.not_after);
+    if let Some(r) = &info.age_recipient {
+        println!("age recipient: {r}");
+    }
+    for d in &info.dns_names {
+        println!("DNS name:      {d}");
+    }
+    println!("signing key:   {}", hex::encode(info.signing_key));
+    println!("serial:        {}", info.serial);
+    println!("fingerprint:   SHA-256 {}", info.fingerprint);
+}
+
+fn cert(c: CertCommand) -> Result<(), Failure> {
+    match c {
+        CertCommand::Show { cert, json } => {
+            let info = CertInfo::parse_pem(&read(&cert)?, &cert.display().to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_cert(&info);
+            }
+        }
+        CertCommand::Verify { cert, ca, crl } => {
+            let trust =
+                TrustStore::new(&read(&ca)?, crl.map(|c| read(&c)).transpose()?.as_deref())?;
+            let info = CertInfo::parse_pem(&read(&cert)?, &cert.display().to_string())?;
+            let info = trust.verify(&info.der, None).map_err(verify_failure)?;
+            println!(
+                "OK: {} {} ({}) is certified by {}, valid until {}{}",
+                info.kind,
+                info.id,
+                info.name,
+                trust.ca_name,
+                info.not_after,
+                if trust.crl_der().is_some() {
+                    ", not revoked"
+                } else {
+                    " (no CRL checked)"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Verify each recipient certificate file against the profile's trust store.
+pub fn load_recipients(trust: &TrustStore, files: &[PathBuf]) -> anyhow::Result<Vec<CertInfo>> {
+    let mut out = Vec::new();
+    for f in files {
+        let info = CertInfo::parse_pem(&read(f)?, &f.display().to_string())?;
+        let info = trust
+            .verify(&info.der, None)
+            .with_context(|| format!("recipient certificate {}", f.display()))?;
+        info.facility_id()?;
+        out.push(info);
+    }
+    Ok(out)
+}
+
+/// Open a file as a member source.
+pub fn member_from_file(
+    path: &Path,
+    in_package: String,
+    media_type: String,
+) -> anyhow::Result<MemberSource<'static>> {
+    let f = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    Ok(MemberSource {
+        path: in_package,
+        media_type,
+        size: meta.len(),
+        reader: Box::new(io::BufReader::new(f)),
+    })
+}
+
+/// Build the attachment member sources.
+pub fn attachments(files: &[PathBuf]) -> anyhow::Result<Vec<MemberSource<'static>>> {
+    files
+        .iter()
+        .map(|f| {
+            let name = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow!("{} has no usable file name", f.display()))?;
+            package::path::check_attachment_name(name)
+                .map_err(|why| anyhow!("attachment name {name:?} is not allowed ({why})"))?;
+            member_from_file(
+                f,
+                format!("{}/{name}", package::ATTACHMENTS_DIR),
+                package::media_type_for(name).into(),
+            )
+        })
+        .collect()
+}
+
+/// Where sealed bytes go: a new file written atomically, or stdout.
+pub enum Output {
+    /// A temporary file persisted on success.
+    File(tempfile::NamedTempFile, PathBuf),
+    /// Standard output.
+    Stdout(io::Stdout),
+}
+
+impl Output {
+    /// Open `-` (stdout, refused on a terminal) or a new file.
+    pub fn create(spec: &str) -> anyhow::Result<Output> {
+        if spec == "-" {
+            if io::stdout().is_terminal() {
+                bail!("refusing to write an encrypted package to a terminal; use -o FILE or redirect standard output");
+            }
+            return Ok(Output::Stdout(io::stdout()));
+        }
+        let path = PathBuf::from(spec);
+        if path.exists() {
+            bail!(
+                "{} already exists; choose another name or move it away",
+                path.display()
+            );
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".renkei-seal-")
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot write in {}", dir.display()))?;
+        Ok(Output::File(tmp, path))
+    }
+
+    /// Make the output permanent.
+    pub fn commit(self) -> anyhow::Result<()> {
+        match self {
+            Output::File(tmp, path) => {
+                tmp.as_file().sync_all()?;
+                tmp.persist_noclobber(&path)
+                    .map_err(|e| anyhow!("cannot create {}: {}", path.display(), e.error))?;
+            }
+            Output::Stdout(mut s) => s.flush()?,
+        }
+        Ok(())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f, _) => f.write(buf),
+            Output::Stdout(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f, _) => f.flush(),
+            Output::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+fn seal(a: SealArgs) -> Result<(), Failure> {
+    let p = Profile::open(&a.profile)?;
+    let trust = p.trust()?;
+    let me = p.certificate()?;
+    let key = p.signing_key()?;
+    let recipients = load_recipients(&trust, &a.to)?;
+    let document = member_from_file(
+        &a.document,
+        package::DOCUMENT_PATH.into(),
+        "application/fhir+json".into(),
+    )?;
+    let attachments = attachments(&a.attach)?;
+    let mut out = Output::create(&a.out)?;
+    let sealed = package::seal(
+        package::SealRequest {
+            sender_key: &key,
+            sender_cert: &me,
+            sender_copy: !a.no_self_copy,
+            recipients: &recipients,
+            kind: a.kind,
+            thread_id: a.thread.clone().or_else(|| a.in_reply_to.clone()),
+            in_reply_to: a.in_reply_to.clone(),
+            document,
+            attachments,
+            limits: Limits::default(),
+        },
+        io::BufWriter::new(&mut out),
+    )?;
+    out.commit()?;
+    let m = &sealed.manifest;
+    if a.json {
+        let v = serde_json::json!({
+            "package_id": m.package_id, "envelope_id": hex::encode(sealed.envelope_id),
+            "size": sealed.ciphertext_size, "manifest": m,
+        });
+        eprintln!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        eprintln!(
+            "sealed {} {} for {} ({} members, {} bytes)",
+            m.kind,
+            m.package_id,
+            m.recipients
+                .iter()
+                .map(|r| r.facility_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            m.members.len(),
+            sealed.ciphertext_size
+        );
+        eprintln!("  envelope ID: {}", hex::encode(sealed.envelope_id));
+    }
+    Ok(())
+}
+
+/// Open a package file (or stdin) into a new folder: stage, verify, rename.
+pub fn open_to_dir(p: &Profile, input: &str, out: &Path) -> Result<package::Opened, Failure> {
+    let trust = p.trust()?;
+    let me = p.facility_id()?;
+    let identity = p.age_identity()?;
+    if out.exists() {
+        return Err(anyhow!(
+            "{} already exists; give a new folder name for the opened package",
+            out.display()
+        )
+        .into());
+    }
+    let parent = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".renkei-open-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    let reader: Box<dyn Read> = if input == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(io::BufReader::new(
+            fs::File::open(input).with_context(|| format!("cannot read {input}"))?,
+        ))
+    };
+    let opened = package::open_into(
+        reader,
+        &identity,
+        &trust,
+        &me,
+        staging.path(),
+        &Limits::default(),
+        None,
+    )
+    .map_err(|e| {
+        if e.is_verification_failure() {
+            verify_failure(e)
+        } else {
+            Failure::from(e)
+        }
+    })?;
+    let kept = staging.keep();
+    fs::rename(&kept, out).map_err(|e| {
+        let _ = fs::remove_dir_all(&kept);
+        anyhow!("cannot create {}: {e}", out.display())
+    })?;
+    Ok(opened)
+}
+
+fn open(a: OpenArgs) -> Result<(), Failure> {
+    let p = Profile::open(&a.profile)?;
+    let opened = open_to_dir(&p, &a.input, &a.out)?;
+    print_opened(&opened, &a.out, a.json)?;
+    Ok(())
+}
+
+/// Print who sent what.
+pub fn print_opened(o: &package::Opened, out: &Path, json: bool) -> anyhow::Result<()> {
+    let m = &o.manifest;
+    if json {
+        let v = serde_json::json!({
+            "verified": true,
+            "package_id": m.package_id,
+            "kind": m.kind,
+            "created": m.created,
+            "sender": {
+                "facility_id": m.sender.facility_id, "name": o.sender.name,
+                "kind": o.sender.kind, "cert_sha256": o.sender.fingerprint,
+            },
+            "recipients": m.recipients,
+            "thread_id": m.thread_id,
+            "in_reply_to": m.in_reply_to,
+            "members": m.members,
+            "out_dir": out,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "verified {} ({}) {}",
+        m.kind.japanese(),
+        m.kind,
+        m.package_id
+    );
+    println!(
+        "  from:        {} {} ({})",
+        o.sender.kind, m.sender.facility_id, o.sender.name
+    );
+    println!(
+        "  to:          {}",
+        m.recipients
+            .iter()
+            .map(|r| r.facility_id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  created:     {}", m.created);
+    println!("  thread:      {}", m.thread_id);
+    if let Some(r) = &m.in_reply_to {
+        println!("  in reply to: {r}");
+    }
+    println!("  members in {}:", out.display());
+    for mem in &m.members {
+        println!(
+            "    {:<40} {:>10} bytes  {}",
+            mem.path, mem.size, mem.media_type
+        );
+    }
+    Ok(())
+}

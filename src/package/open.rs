@@ -1,0 +1,349 @@
+//! Opening: decrypt, stream members to a staging folder while hashing them,
+//! then verify everything before the caller releases the folder.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::hash::HashingReader;
+use super::manifest::Manifest;
+use super::{path, Limits, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH};
+use crate::identity::FacilityId;
+use crate::keys::{verify_ed25519, AgeIdentity};
+use crate::pki::{CertError, CertInfo, TrustStore};
+
+/// Why a package was not opened. Every variant but [`OpenError::Io`] means
+/// the package failed verification; nothing from it may be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Local I/O failed (disk full, permissions): not a verdict on the package.
+    #[error("{0}")]
+    Io(io::Error),
+    /// The age layer did not decrypt or authenticate: altered, truncated, or
+    /// not an age file. One opaque variant for all such failures.
+    #[error("the package is damaged or was altered in transit (decryption failed); ask the sender to send it again")]
+    Damaged,
+    /// None of this facility's keys can decrypt it.
+    #[error("this package was not encrypted for this facility")]
+    NotEncryptedForUs,
+    /// Decrypted, but this facility is not among the signed recipients.
+    #[error("this package is addressed to {addressed}, not to this facility ({me}); it may have been forwarded. Do not use it; report it to the sender {sender}")]
+    NotAddressedToUs {
+        /// This facility.
+        me: String,
+        /// The signed recipients.
+        addressed: String,
+        /// The sender.
+        sender: String,
+    },
+    /// The inner structure is wrong (unsafe path, wrong entry type, order,
+    /// duplicates, limits, missing manifest).
+    #[error("the package is malformed: {0}")]
+    Malformed(String),
+    /// The sender certificate is not acceptable.
+    #[error("the sender's certificate is not acceptable: {0}")]
+    Sender(#[from] CertError),
+    /// The manifest signature does not verify.
+    #[error(
+        "the sender's signature on the manifest does not verify; the package was altered or forged"
+    )]
+    BadSignature,
+    /// A member differs from the manifest.
+    #[error("member {path} does not match the signed manifest ({why})")]
+    MemberMismatch {
+        /// Member path.
+        path: String,
+        /// Size or hash.
+        why: String,
+    },
+    /// A member listed in the manifest is absent.
+    #[error("member {0} is listed in the manifest but missing from the package")]
+    MissingMember(String),
+    /// A member is present but not in the manifest.
+    #[error("member {0} is in the package but not in the signed manifest")]
+    ExtraMember(String),
+}
+
+impl OpenError {
+    /// True when the package itself failed verification (as opposed to a
+    /// local I/O failure).
+    pub fn is_verification_failure(&self) -> bool {
+        !matches!(self, OpenError::Io(_))
+    }
+
+    /// A short stable reason code (for delivery receipts and JSON output).
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            OpenError::Io(_) => "local-io",
+            OpenError::Damaged => "damaged",
+            OpenError::NotEncryptedForUs => "not-encrypted-for-recipient",
+            OpenError::NotAddressedToUs { .. } => "not-addressed-to-recipient",
+            OpenError::Malformed(_) => "malformed",
+            OpenError::Sender(CertError::Revoked { .. }) => "sender-revoked",
+            OpenError::Sender(CertError::Expired { .. }) => "sender-expired",
+            OpenError::Sender(CertError::UnknownIssuer(_)) => "sender-unknown-ca",
+            OpenError::Sender(_) => "sender-certificate",
+            OpenError::BadSignature => "bad-signature",
+            OpenError::MemberMismatch { .. } => "member-mismatch",
+            OpenError::MissingMember(_) => "missing-member",
+            OpenError::ExtraMember(_) => "extra-member",
+        }
+    }
+}
+
+/// A verified package.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// The sender's verified certificate.
+    pub sender: CertInfo,
+}
+
+fn malformed(s: impl Into<String>) -> OpenError {
+    OpenError::Malformed(s.into())
+}
+
+/// Map an error from reading the decrypted stream: age reports
+/// authentication failures as `InvalidData`; tar reports truncation as
+/// `UnexpectedEof` or `Other`. All are damage; genuine local write errors
+/// are raised elsewhere.
+fn stream_err(_e: io::Error) -> OpenError {
+    OpenError::Damaged
+}
+
+/// Decrypt and verify the package read from `input` for facility `me`,
+/// writing members under `staging` (an empty folder the caller owns and
+/// deletes on error). `at` is the verification time (now if `None`).
+pub fn open_into<R: Read>(
+    input: R,
+    identity: &AgeIdentity,
+    trust: &TrustStore,
+    me: &FacilityId,
+    staging: &Path,
+    limits: &Limits,
+    at: Option<SystemTime>,
+) -> Result<Opened, OpenError> {
+    let decryptor = age::Decryptor::new(input).map_err(|_| OpenError::Damaged)?;
+    let stream = match decryptor.decrypt(std::iter::once(identity.inner() as &dyn age::Identity)) {
+        Ok(s) => s,
+        Err(age::DecryptError::NoMatchingKeys) => return Err(OpenError::NotEncryptedForUs),
+        Err(_) => return Err(OpenError::Damaged),
+    };
+    let mut archive = tar::Archive::new(stream);
+    let mut seen: HashMap<String, (u64, [u8; 32])> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut manifest_bytes: Option<Vec<u8>> = None;
+    let mut signature: Option<Vec<u8>> = None;
+    let mut cert_pem: Option<Vec<u8>> = None;
+    let mut total: u64 = 0;
+    let mut count = 0usize;
+    {
+        let entries = archive.entries().map_err(stream_err)?;
+        for entry in entries {
+            let mut entry = entry.map_err(stream_err)?;
+            count += 1;
+            if count > limits.max_members {
+                return Err(malformed(format!(
+                    "more than {} members",
+                    limits.max_members
+                )));
+            }
+            let raw_path = entry.path_bytes().into_owned();
+            let p =
+                String::from_utf8(raw_path).map_err(|_| malformed("a member path is not UTF-8"))?;
+            let shown: String = p.chars().take(80).collect();
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(malformed(format!(
+                    "member {shown:?} is not a regular file (links, devices and folders are refused)"
+                )));
+            }
+            path::check(&p)
+                .map_err(|why| malformed(format!("unsafe member path {shown:?}: {why}")))?;
+            if seen.contains_key(&p) || order.contains(&p) {
+                return Err(malformed(format!("duplicate member {shown:?}")));
+            }
+            if signature.is_some() {
+                return Err(OpenError::ExtraMember(p));
+            }
+            let size = entry.size();
+            match p.as_str() {
+                MANIFEST_PATH => {
+                    if size > limits.max_manifest_bytes {
+                        return Err(malformed(format!(
+                            "the manifest is larger than {} bytes",
+                            limits.max_manifest_bytes
+                        )));
+                    }
+                    let mut b = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut b).map_err(stream_err)?;
+                    manifest_bytes = Some(b);
+                }
+                SIGNATURE_PATH => {
+                    if manifest_bytes.is_none() {
+                        return Err(malformed("the signature comes before the manifest"));
+                    }
+                    if size != 64 {
+                        return Err(OpenError::BadSignature);
+                    }
+                    let mut b = Vec::with_capacity(64);
+                    entry.read_to_end(&mut b).map_err(stream_err)?;
+                    signature = Some(b);
+                }
+                _ => {
+                    if manifest_bytes.is_some() {
+                        return Err(OpenError::ExtraMember(p));
+                    }
+                    if size > limits.max_member_bytes {
+                        return Err(malformed(format!(
+                            "member {shown:?} is larger than {} bytes",
+                            limits.max_member_bytes
+                        )));
+                    }
+                    total = total.saturating_add(size);
+                    if total > limits.max_total_bytes {
+                        return Err(malformed(format!(
+                            "members add up to more than {} bytes",
+                            limits.max_total_bytes
+                        )));
+                    }
+                    let mut reader = HashingReader::new(&mut entry);
+                    if p == SENDER_CERT_PATH {
+                        if size > limits.max_cert_bytes {
+                            return Err(malformed("the sender certificate is too large"));
+                        }
+                        let mut b = Vec::new();
+                        reader.read_to_end(&mut b).map_err(stream_err)?;
+                        cert_pem = Some(b);
+                    } else {
+                        let dest = staging.join(&p);
+                        if let Some(parent) = dest.parent() {
+                            fs::create_dir_all(parent).map_err(OpenError::Io)?;
+                        }
+                        let mut f = fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&dest)
+                            .map_err(OpenError::Io)?;
+                        copy_split(&mut reader, &mut f)?;
+                        f.sync_all().map_err(OpenError::Io)?;
+                    }
+                    let (n, digest) = reader.finish();
+                    if n != size {
+                        return Err(OpenError::Damaged);
+                    }
+                    seen.insert(p.clone(), (n, digest));
+                    order.push(p);
+                }
+            }
+        }
+    }
+    // Drain what follows the tar end: zero padding only, then the age
+    // stream's authenticated end (a truncated stream fails here).
+    let mut rest = archive.into_inner();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = rest.read(&mut buf).map_err(stream_err)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(OpenError::ExtraMember(
+                "(data after the end of the archive)".into(),
+            ));
+        }
+    }
+
+    let manifest_bytes = manifest_bytes.ok_or_else(|| malformed("no manifest"))?;
+    let signature = signature.ok_or_else(|| malformed("no manifest signature"))?;
+    let cert_pem = cert_pem.ok_or_else(|| OpenError::MissingMember(SENDER_CERT_PATH.into()))?;
+    let manifest =
+        Manifest::parse(&manifest_bytes).map_err(|e| malformed(format!("manifest: {e}")))?;
+
+    let cert = CertInfo::parse_pem(&cert_pem, "sender certificate")?;
+    let sender = trust.verify(&cert.der, at)?;
+    let sender_id = sender.facility_id()?.clone();
+    if manifest.sender.facility_id != sender_id || manifest.sender.cert_sha256 != sender.fingerprint
+    {
+        return Err(OpenError::BadSignature);
+    }
+    if !verify_ed25519(
+        &sender.signing_key,
+        &Manifest::signed_message(&manifest_bytes),
+        &signature,
+    ) {
+        return Err(OpenError::BadSignature);
+    }
+
+    // From here the manifest is the sender's genuine statement.
+    let mut listed = HashSet::new();
+    for m in &manifest.members {
+        if !listed.insert(m.path.as_str()) {
+            return Err(malformed(format!("the manifest lists {} twice", m.path)));
+        }
+        let (size, digest) = seen
+            .get(&m.path)
+            .ok_or_else(|| OpenError::MissingMember(m.path.clone()))?;
+        if *size != m.size {
+            return Err(OpenError::MemberMismatch {
+                path: m.path.clone(),
+                why: format!("size {size}, signed {}", m.size),
+            });
+        }
+        if hex::encode(digest) != m.sha256 {
+            return Err(OpenError::MemberMismatch {
+                path: m.path.clone(),
+                why: "SHA-256 differs".into(),
+            });
+        }
+    }
+    if let Some(extra) = order.iter().find(|p| !listed.contains(p.as_str())) {
+        return Err(OpenError::ExtraMember(extra.clone()));
+    }
+    if !seen.contains_key(DOCUMENT_PATH) {
+        return Err(OpenError::MissingMember(DOCUMENT_PATH.into()));
+    }
+    let mine = identity.recipient().to_string();
+    let addressed = manifest
+        .recipients
+        .iter()
+        .any(|r| &r.facility_id == me && r.age_recipient == mine);
+    let own_copy =
+        &sender_id == me && manifest.sender_copy && sender.age_recipient.as_deref() == Some(&mine);
+    if !addressed && !own_copy {
+        return Err(OpenError::NotAddressedToUs {
+            me: me.to_string(),
+            addressed: manifest
+                .recipients
+                .iter()
+                .map(|r| r.facility_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            sender: format!("{} ({})", sender.name, sender_id),
+        });
+    }
+    // Keep the signed evidence beside the members.
+    for (name, bytes) in [
+        (SENDER_CERT_PATH, &cert_pem[..]),
+        (MANIFEST_PATH, &manifest_bytes[..]),
+        (SIGNATURE_PATH, &signature[..]),
+    ] {
+        fs::write(staging.join(name), bytes).map_err(OpenError::Io)?;
+    }
+    Ok(Opened { manifest, sender })
+}
+
+/// Copy a member to disk, telling decryption/truncation failures (reading)
+/// apart from local write failures.
+fn copy_split<R: Read, W: io::Write>(r: &mut R, w: &mut W) -> Result<(), OpenError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).map_err(stream_err)?;
+        if n == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).map_err(OpenError::Io)?;
+    }
+}

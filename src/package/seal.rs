@@ -1,0 +1,251 @@
+//! Sealing: stream members into a tar, sign the manifest, encrypt with age.
+
+use std::io::{self, Read, Write};
+
+use super::hash::{HashingReader, HashingWriter};
+use super::manifest::{Manifest, MemberEntry, RecipientEntry, SenderEntry};
+use super::{
+    path, Limits, PackageKind, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH,
+};
+use crate::keys::SigningKey;
+use crate::pki::CertInfo;
+
+/// Why sealing failed. Nothing usable was written when this is returned;
+/// the caller discards its output.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Reading a member or writing the output failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A member's name is not allowed.
+    #[error("attachment name {0:?} is not allowed ({1})")]
+    BadName(String, &'static str),
+    /// Two members with one name.
+    #[error("two members are named {0:?}; rename one attachment")]
+    Duplicate(String),
+    /// A member changed size while it was being read.
+    #[error("{0} changed while it was being sealed (expected {1} bytes, read {2}); try again")]
+    SizeChanged(String, u64, u64),
+    /// Too many or too large members.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A certificate is not a facility certificate.
+    #[error(transparent)]
+    Cert(#[from] crate::pki::CertError),
+    /// age refused the recipients.
+    #[error("could not encrypt: {0}")]
+    Encrypt(String),
+}
+
+/// One member to seal: its path in the package, media type, exact size and
+/// a reader for its content.
+pub struct MemberSource<'a> {
+    /// Path inside the package (`document.json` or `attachments/NAME`).
+    pub path: String,
+    /// Media type.
+    pub media_type: String,
+    /// Exact size in bytes.
+    pub size: u64,
+    /// The content.
+    pub reader: Box<dyn Read + 'a>,
+}
+
+/// Everything needed to seal one package.
+pub struct SealRequest<'a> {
+    /// The sender's signing key.
+    pub sender_key: &'a SigningKey,
+    /// The sender's certificate (must match the key).
+    pub sender_cert: &'a CertInfo,
+    /// Also encrypt to the sender's own recipient.
+    pub sender_copy: bool,
+    /// Verified recipient certificates.
+    pub recipients: &'a [CertInfo],
+    /// Package kind.
+    pub kind: PackageKind,
+    /// Thread ID; a new thread when `None`.
+    pub thread_id: Option<String>,
+    /// The package this answers.
+    pub in_reply_to: Option<String>,
+    /// The clinical document (`document.json`).
+    pub document: MemberSource<'a>,
+    /// Attachments (`attachments/NAME`).
+    pub attachments: Vec<MemberSource<'a>>,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+/// The result of sealing.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// SHA-256 of the ciphertext: the envelope ID.
+    pub envelope_id: [u8; 32],
+    /// Size of the ciphertext.
+    pub ciphertext_size: u64,
+}
+
+/// Seal a package into `out`.
+pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError> {
+    let sender_id = req.sender_cert.facility_id()?.clone();
+    if req.sender_cert.signing_key != req.sender_key.public_key() {
+        return Err(SealError::Encrypt(
+            "the profile's certificate does not match its signing key; install the certificate issued for this key".into(),
+        ));
+    }
+    if req.recipients.is_empty() {
+        return Err(SealError::Encrypt("no recipients".into()));
+    }
+    let mut recipients = Vec::new();
+    let mut age_recipients: Vec<age::x25519::Recipient> = Vec::new();
+    for c in req.recipients {
+        let id = c.facility_id()?.clone();
+        if recipients
+            .iter()
+            .any(|r: &RecipientEntry| r.facility_id == id)
+        {
+            continue;
+        }
+        let r = c.recipient()?;
+        recipients.push(RecipientEntry {
+            facility_id: id,
+            age_recipient: r.to_string(),
+        });
+        age_recipients.push(r);
+    }
+    if req.sender_copy && !recipients.iter().any(|r| r.facility_id == sender_id) {
+        age_recipients.push(req.sender_cert.recipient()?);
+    }
+    let count = 2 + 1 + 1 + req.attachments.len();
+    if count > req.limits.max_members {
+        return Err(SealError::TooLarge(format!(
+            "{} attachments are more than a package may hold ({})",
+            req.attachments.len(),
+            req.limits.max_members - 4
+        )));
+    }
+    let mut names = vec![DOCUMENT_PATH.to_string(), SENDER_CERT_PATH.to_string()];
+    let mut total = req.document.size;
+    for a in &req.attachments {
+        path::check(&a.path).map_err(|why| SealError::BadName(a.path.clone(), why))?;
+        if names.contains(&a.path) {
+            return Err(SealError::Duplicate(a.path.clone()));
+        }
+        names.push(a.path.clone());
+        if a.size > req.limits.max_member_bytes {
+            return Err(SealError::TooLarge(format!(
+                "{} is larger than {} bytes",
+                a.path, req.limits.max_member_bytes
+            )));
+        }
+        total += a.size;
+    }
+    if total > req.limits.max_total_bytes {
+        return Err(SealError::TooLarge(format!(
+            "the package would exceed {} bytes",
+            req.limits.max_total_bytes
+        )));
+    }
+
+    let package_id = uuid::Uuid::new_v4().to_string();
+    let created = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is valid");
+    let mtime = created.unix_timestamp().max(0) as u64;
+    let encryptor =
+        age::Encryptor::with_recipients(age_recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| SealError::Encrypt(e.to_string()))?;
+    let hashing_out = HashingWriter::new(out);
+    let stream = encryptor.wrap_output(hashing_out)?;
+    let mut tar = tar::Builder::new(stream);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut members = Vec::new();
+
+    let append =
+        |tar: &mut tar::Builder<_>, m: MemberSource<'_>| -> Result<MemberEntry, SealError> {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(m.size);
+            header.set_mode(0o644);
+            header.set_mtime(mtime);
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut reader = HashingReader::new(m.reader.take(m.size));
+            tar.append_data(&mut header, &m.path, &mut reader)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        SealError::SizeChanged(m.path.clone(), m.size, 0)
+                    } else {
+                        SealError::Io(e)
+                    }
+                })?;
+            let (n, digest) = reader.finish();
+            if n != m.size {
+                return Err(SealError::SizeChanged(m.path, m.size, n));
+            }
+            Ok(MemberEntry {
+                path: m.path,
+                media_type: m.media_type,
+                size: n,
+                sha256: hex::encode(digest),
+            })
+        };
+
+    let mut doc = req.document;
+    doc.path = DOCUMENT_PATH.to_string();
+    members.push(append(&mut tar, doc)?);
+    for a in req.attachments {
+        members.push(append(&mut tar, a)?);
+    }
+    let cert_pem = req.sender_cert.pem().into_bytes();
+    members.push(append(
+        &mut tar,
+        MemberSource {
+            path: SENDER_CERT_PATH.into(),
+            media_type: "application/pem-certificate-chain".into(),
+            size: cert_pem.len() as u64,
+            reader: Box::new(io::Cursor::new(cert_pem)),
+        },
+    )?);
+
+    let manifest = Manifest {
+        format: super::FORMAT.into(),
+        package_id: package_id.clone(),
+        kind: req.kind,
+        created: created
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formattable"),
+        sender: SenderEntry {
+            facility_id: sender_id,
+            name: req.sender_cert.name.clone(),
+            cert_sha256: req.sender_cert.fingerprint.clone(),
+        },
+        recipients,
+        sender_copy: req.sender_copy,
+        thread_id: req.thread_id.unwrap_or(package_id),
+        in_reply_to: req.in_reply_to,
+        members,
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("serializable");
+    let sig = req
+        .sender_key
+        .sign(&Manifest::signed_message(&manifest_bytes));
+    for (p, bytes) in [
+        (MANIFEST_PATH, &manifest_bytes[..]),
+        (SIGNATURE_PATH, &sig[..]),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, p, bytes)?;
+    }
+    let stream = tar.into_inner()?;
+    let hashing_out = stream.finish()?;
+    let (mut out, size, digest) = hashing_out.finish();
+    out.flush()?;
+    Ok(Sealed {
+        manifest,
+        envelope_id: digest,
+        ciphertext_size: size,
+    })
+}

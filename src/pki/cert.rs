@@ -1,0 +1,405 @@
+//! Reading a renkei certificate and validating it against the region's CA
+//! and CRL.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde::Serialize;
+use x509_parser::oid_registry::Oid;
+use x509_parser::prelude::*;
+
+use crate::identity::{Kind, PrincipalId};
+
+/// Why a certificate was not accepted. The message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// Not a parsable X.509 certificate.
+    #[error("{0}: not a readable X.509 certificate")]
+    Malformed(String),
+    /// Parsable, but not a renkei certificate (missing ID, kind, or key).
+    #[error("{what}: not a renkei certificate ({why})")]
+    NotRenkei {
+        /// Which certificate.
+        what: String,
+        /// What is missing.
+        why: String,
+    },
+    /// Does not chain to this region's CA.
+    #[error("the certificate of {0} was not issued by this region's CA; it cannot be trusted")]
+    UnknownIssuer(String),
+    /// Outside its validity period.
+    #[error("the certificate of {id} is not valid now (valid {not_before} to {not_after}); ask {id} to renew it with the CA")]
+    Expired {
+        /// Holder.
+        id: String,
+        /// Start.
+        not_before: String,
+        /// End.
+        not_after: String,
+    },
+    /// On the CRL.
+    #[error("the certificate of {id} was revoked on {date}; do not exchange documents with this key, and ask {id} for its new certificate")]
+    Revoked {
+        /// Holder.
+        id: String,
+        /// When.
+        date: String,
+    },
+    /// The CRL is unusable (bad signature, another CA, unreadable).
+    #[error("the CRL is not usable: {0}; fetch the current CRL from the network operator")]
+    BadCrl(String),
+    /// Any other path-validation failure.
+    #[error("the certificate of {id} failed validation ({why})")]
+    Invalid {
+        /// Holder.
+        id: String,
+        /// webpki's reason.
+        why: String,
+    },
+    /// A certificate of the wrong kind for the purpose.
+    #[error("{id} is a {kind}, not a {want}")]
+    WrongKind {
+        /// Holder.
+        id: String,
+        /// Its kind.
+        kind: Kind,
+        /// What was expected.
+        want: String,
+    },
+}
+
+/// What a renkei certificate says.
+#[derive(Clone, Serialize)]
+pub struct CertInfo {
+    /// Facility or service ID.
+    pub id: PrincipalId,
+    /// Holder's name (subject CN).
+    pub name: String,
+    /// Holder's kind.
+    pub kind: Kind,
+    /// The age recipient (facilities only).
+    pub age_recipient: Option<String>,
+    /// DNS names (relay).
+    pub dns_names: Vec<String>,
+    /// Ed25519 signing key, hex.
+    #[serde(serialize_with = "ser_hex")]
+    pub signing_key: [u8; 32],
+    /// Issuer CN.
+    pub issuer: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Start of validity (RFC 3339).
+    pub not_before: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    #[serde(skip)]
+    /// Start of validity, seconds since the epoch.
+    pub not_before_unix: i64,
+    #[serde(skip)]
+    /// End of validity, seconds since the epoch.
+    pub not_after_unix: i64,
+    /// SHA-256 of the DER certificate, hex.
+    pub fingerprint: String,
+    /// The DER certificate.
+    #[serde(skip)]
+    pub der: Vec<u8>,
+}
+
+fn ser_hex<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
+}
+
+impl fmt::Debug for CertInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CertInfo({} {} {})",
+            self.id, self.kind, self.fingerprint
+        )
+    }
+}
+
+pub(crate) fn rfc3339(unix: i64) -> String {
+    ::time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+impl CertInfo {
+    /// Parse a DER certificate; `what` names it in errors.
+    pub fn parse(der: &[u8], what: &str) -> Result<Self, CertError> {
+        let (rest, cert) =
+            X509Certificate::from_der(der).map_err(|_| CertError::Malformed(what.into()))?;
+        if !rest.is_empty() {
+            return Err(CertError::Malformed(what.into()));
+        }
+        let not_renkei = |why: &str| CertError::NotRenkei {
+            what: what.into(),
+            why: why.into(),
+        };
+        let name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .ok_or_else(|| not_renkei("no subject common name"))?
+            .to_string();
+        let issuer = cert
+            .issuer()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut kind = None;
+        let mut age_recipient = None;
+        let kind_oid = Oid::from(&super::oid_kind()[..]).expect("valid oid");
+        let age_oid = Oid::from(&super::oid_age_recipient()[..]).expect("valid oid");
+        for ext in cert.extensions() {
+            if ext.oid == kind_oid {
+                let s = super::parse_der_utf8(ext.value)
+                    .ok_or_else(|| not_renkei("bad kind extension"))?;
+                kind = Some(s.parse::<Kind>().map_err(|e| not_renkei(&e))?);
+            } else if ext.oid == age_oid {
+                let s = super::parse_der_utf8(ext.value)
+                    .ok_or_else(|| not_renkei("bad age recipient extension"))?;
+                s.parse::<age::x25519::Recipient>().map_err(|_| {
+                    not_renkei("the age recipient extension is not an age1 recipient")
+                })?;
+                age_recipient = Some(s);
+            }
+        }
+        let kind = kind.ok_or_else(|| not_renkei("no kind extension"))?;
+        let mut id = None;
+        let mut dns_names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for gn in &san.value.general_names {
+                match gn {
+                    GeneralName::URI(u) => {
+                        let prefix = if kind.is_facility() {
+                            "urn:renkei:facility:".to_string()
+                        } else {
+                            format!("urn:renkei:{}:", kind.as_str())
+                        };
+                        if let Some(rest) = u.strip_prefix(&prefix) {
+                            if id.is_some() {
+                                return Err(not_renkei("more than one renkei ID"));
+                            }
+                            id = Some(
+                                PrincipalId::parse(kind, rest)
+                                    .map_err(|e| not_renkei(&e.to_string()))?,
+                            );
+                        }
+                    }
+                    GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        let id = id.ok_or_else(|| not_renkei("no renkei ID in subjectAltName"))?;
+        if kind.is_facility() && age_recipient.is_none() {
+            return Err(not_renkei(
+                "a facility certificate without an age recipient",
+            ));
+        }
+        let spki = cert.public_key();
+        if spki.algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ED25519
+            || spki.subject_public_key.data.len() != 32
+        {
+            return Err(not_renkei("the subject key is not Ed25519"));
+        }
+        let mut signing_key = [0u8; 32];
+        signing_key.copy_from_slice(&spki.subject_public_key.data);
+        let v = cert.validity();
+        Ok(CertInfo {
+            id,
+            name,
+            kind,
+            age_recipient,
+            dns_names,
+            signing_key,
+            issuer,
+            serial: hex::encode(cert.raw_serial()),
+            not_before: rfc3339(v.not_before.timestamp()),
+            not_after: rfc3339(v.not_after.timestamp()),
+            not_before_unix: v.not_before.timestamp(),
+            not_after_unix: v.not_after.timestamp(),
+            fingerprint: super::sha256_hex(der),
+            der: der.to_vec(),
+        })
+    }
+
+    /// Parse a PEM (or DER) certificate file's bytes.
+    pub fn parse_pem(bytes: &[u8], what: &str) -> Result<Self, CertError> {
+        let der = super::read_pem_or_der(bytes, "CERTIFICATE")
+            .ok_or_else(|| CertError::Malformed(what.into()))?;
+        Self::parse(&der, what)
+    }
+
+    /// The certificate as PEM.
+    pub fn pem(&self) -> String {
+        ::pem::encode(&::pem::Pem::new("CERTIFICATE", self.der.clone()))
+    }
+
+    /// The facility ID, or an error for a relay/auditor certificate.
+    pub fn facility_id(&self) -> Result<&crate::identity::FacilityId, CertError> {
+        self.id.facility().ok_or_else(|| CertError::WrongKind {
+            id: self.id.to_string(),
+            kind: self.kind,
+            want: "medical facility".into(),
+        })
+    }
+
+    /// The age recipient as a typed value.
+    pub fn recipient(&self) -> Result<age::x25519::Recipient, CertError> {
+        self.age_recipient
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| CertError::WrongKind {
+                id: self.id.to_string(),
+                kind: self.kind,
+                want: "facility with an age recipient".into(),
+            })
+    }
+}
+
+/// The trust anchor (region CA) and, if known, the current CRL.
+#[derive(Clone)]
+pub struct TrustStore {
+    ca_der: Vec<u8>,
+    crl_der: Option<Vec<u8>>,
+    /// The CA's name.
+    pub ca_name: String,
+}
+
+impl TrustStore {
+    /// Build from a CA certificate and an optional CRL (PEM or DER).
+    pub fn new(ca: &[u8], crl: Option<&[u8]>) -> Result<Self, CertError> {
+        let ca_der = super::read_pem_or_der(ca, "CERTIFICATE")
+            .ok_or_else(|| CertError::Malformed("CA certificate".into()))?;
+        let (_, c) = X509Certificate::from_der(&ca_der)
+            .map_err(|_| CertError::Malformed("CA certificate".into()))?;
+        let ca_name = c
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or("")
+            .to_string();
+        webpki::anchor_from_trusted_cert(&CertificateDer::from(ca_der.as_slice()))
+            .map_err(|_| CertError::Malformed("CA certificate".into()))?;
+        let crl_der = match crl {
+            None => None,
+            Some(b) => {
+                let der = super::read_pem_or_der(b, "X509 CRL")
+                    .ok_or_else(|| CertError::BadCrl("not a PEM or DER CRL".into()))?;
+                let (_, parsed) = CertificateRevocationList::from_der(&der)
+                    .map_err(|_| CertError::BadCrl("unreadable".into()))?;
+                parsed
+                    .verify_signature(c.public_key())
+                    .map_err(|_| CertError::BadCrl("not signed by this region's CA".into()))?;
+                Some(der)
+            }
+        };
+        Ok(TrustStore {
+            ca_der,
+            crl_der,
+            ca_name,
+        })
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    /// The CRL, DER, if any.
+    pub fn crl_der(&self) -> Option<&[u8]> {
+        self.crl_der.as_deref()
+    }
+
+    /// Validate `der` at time `at` (now if `None`): chain to the CA, validity,
+    /// CRL, and the extended key usage of its kind; then parse it.
+    pub fn verify(&self, der: &[u8], at: Option<SystemTime>) -> Result<CertInfo, CertError> {
+        let info = CertInfo::parse(der, "certificate")?;
+        let id = info.id.to_string();
+        let now = at.unwrap_or_else(SystemTime::now);
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let anchor_der = CertificateDer::from(self.ca_der.as_slice());
+        let anchors = [webpki::anchor_from_trusted_cert(&anchor_der)
+            .map_err(|_| CertError::Malformed("CA certificate".into()))?];
+        let cert_der = CertificateDer::from(der);
+        let ee = webpki::EndEntityCert::try_from(&cert_der)
+            .map_err(|_| CertError::Malformed(id.clone()))?;
+        let crl = match &self.crl_der {
+            Some(d) => Some(
+                webpki::BorrowedCertRevocationList::from_der(d)
+                    .map_err(|e| CertError::BadCrl(format!("{e:?}")))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let crls: Vec<&webpki::CertRevocationList<'_>> = crl.iter().collect();
+        let revocation = if crls.is_empty() {
+            None
+        } else {
+            Some(
+                webpki::RevocationOptionsBuilder::new(&crls)
+                    .expect("non-empty")
+                    .with_depth(webpki::RevocationCheckDepth::EndEntity)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                    .build(),
+            )
+        };
+        let usage = if info.kind == Kind::Relay {
+            webpki::KeyUsage::server_auth()
+        } else {
+            webpki::KeyUsage::client_auth()
+        };
+        let r = ee.verify_for_usage(
+            &[webpki::ring::ED25519],
+            &anchors,
+            &[],
+            UnixTime::since_unix_epoch(Duration::from_secs(secs)),
+            usage,
+            revocation,
+            None,
+        );
+        match r {
+            Ok(_) => Ok(info),
+            Err(webpki::Error::UnknownIssuer)
+            | Err(webpki::Error::InvalidSignatureForPublicKey) => Err(CertError::UnknownIssuer(id)),
+            Err(webpki::Error::CertExpired { .. }) | Err(webpki::Error::CertNotValidYet { .. }) => {
+                Err(CertError::Expired {
+                    id,
+                    not_before: info.not_before,
+                    not_after: info.not_after,
+                })
+            }
+            Err(webpki::Error::CertRevoked) => Err(CertError::Revoked {
+                date: self
+                    .revocation_date(&info)
+                    .unwrap_or_else(|| "an unknown date".into()),
+                id,
+            }),
+            Err(e) => Err(CertError::Invalid {
+                id,
+                why: format!("{e:?}"),
+            }),
+        }
+    }
+
+    fn revocation_date(&self, info: &CertInfo) -> Option<String> {
+        let (_, crl) = CertificateRevocationList::from_der(self.crl_der.as_ref()?).ok()?;
+        let found = crl
+            .iter_revoked_certificates()
+            .find(|r| hex::encode(r.raw_serial()) == info.serial)
+            .map(|r| rfc3339(r.revocation_date.timestamp())[..10].to_string());
+        found
+    }
+}

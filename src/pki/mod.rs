@@ -1,0 +1,70 @@
+//! The region's public-key infrastructure: certificate requests, the CA's
+//! issuance and revocation, and reading and verifying certificates.
+//!
+//! rcgen makes certificates, CSRs and CRLs; x509-parser reads them;
+//! rustls-webpki validates the path to the region's CA and the CRL.
+
+pub mod ca;
+pub mod cert;
+pub mod request;
+
+pub use cert::{CertError, CertInfo, TrustStore};
+
+/// The renkei object-identifier arc: `2.25.7046431728351929657`, an arc of
+/// the ITU-T X.667 UUID branch chosen at random (see docs/FORMAT.md).
+pub const OID_ARC: [u64; 2] = [2, 25];
+/// The random component of the renkei arc.
+pub const OID_ARC_ID: u64 = 7_046_431_728_351_929_657;
+
+/// Extension holding the facility's age X25519 recipient (UTF8String).
+pub fn oid_age_recipient() -> Vec<u64> {
+    vec![OID_ARC[0], OID_ARC[1], OID_ARC_ID, 1]
+}
+
+/// Extension holding the holder's kind (UTF8String, e.g. `hospital`).
+pub fn oid_kind() -> Vec<u64> {
+    vec![OID_ARC[0], OID_ARC[1], OID_ARC_ID, 2]
+}
+
+/// The dotted form of an OID.
+pub fn oid_string(arcs: &[u64]) -> String {
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// DER UTF8String encoding (our extension values are short).
+pub(crate) fn der_utf8(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    assert!(b.len() < 128, "extension values are short");
+    let mut v = vec![0x0c, b.len() as u8];
+    v.extend_from_slice(b);
+    v
+}
+
+/// Decode a DER UTF8String extension value.
+pub(crate) fn parse_der_utf8(v: &[u8]) -> Option<String> {
+    use x509_parser::der_parser::der::parse_der_utf8string;
+    let (rest, obj) = parse_der_utf8string(v).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    obj.as_str().ok().map(str::to_string)
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// Read a PEM or DER certificate file's DER bytes.
+pub fn read_pem_or_der(bytes: &[u8], tag: &str) -> Option<Vec<u8>> {
+    if let Ok(p) = pem::parse(bytes) {
+        return (p.tag() == tag).then(|| p.into_contents());
+    }
+    if bytes.first() == Some(&0x30) {
+        return Some(bytes.to_vec());
+    }
+    None
+}
