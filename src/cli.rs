@@ -74,8 +74,171 @@ enum Command {
     Seal(SealArgs),
     /// Open a package: decrypt, verify everything, then release its members.
     Open(OpenArgs),
+    /// Run the relay server.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+    /// The facility directory on the relay.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+    /// Publish or fetch the CA's CRL through the relay.
+    #[command(subcommand)]
+    Crl(CrlCommand),
+    /// Seal a package for facilities found in the directory and upload it to the relay.
+    Send(SendArgs),
+    /// List envelopes waiting for this facility.
+    Inbox(InboxArgs),
+    /// Download, verify and store envelopes; post signed delivery receipts.
+    Receive(ReceiveArgs),
+    /// Show the delivery status of sent packages, each backed by a verified receipt.
+    Status(StatusArgs),
     /// Walk through a whole referral round trip with the demo keys.
     Demo(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Conn {
+    /// The facility's profile folder.
+    #[arg(long)]
+    profile: PathBuf,
+    /// The relay URL (default: the profile's).
+    #[arg(long)]
+    relay: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RelayCommand {
+    /// Serve the relay API over mutual TLS.
+    Serve {
+        /// The relay's profile folder (kind relay).
+        #[arg(long)]
+        profile: PathBuf,
+        /// The data folder (SQLite database and ciphertext).
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Settings file (TOML: max_upload_bytes, expiry_after_secs, delete_after_secs, sweep_interval_secs).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Database URL instead of the embedded SQLite (postgres://...).
+        #[arg(long = "database-url")]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DirectoryCommand {
+    /// Publish this facility's certificate.
+    Publish {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Search the directory (every certificate is verified against the CA and CRL).
+    Search {
+        #[command(flatten)]
+        conn: Conn,
+        /// Part of the name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Kind.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one facility.
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        /// Facility ID.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CrlCommand {
+    /// Publish a CRL made by `renkei ca crl` (anyone may; the relay checks the CA's signature and that it is newer).
+    Publish {
+        #[command(flatten)]
+        conn: Conn,
+        /// The CRL file.
+        #[arg(long)]
+        crl: PathBuf,
+    },
+    /// Fetch the relay's CRL into the profile if it is newer.
+    Fetch {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SendArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Recipient facility ID (repeat for several).
+    #[arg(long = "to", required = true)]
+    to: Vec<String>,
+    /// The clinical document (FHIR JSON).
+    #[arg(long)]
+    document: PathBuf,
+    /// An attachment (repeat for several).
+    #[arg(long = "attach")]
+    attach: Vec<PathBuf>,
+    /// What the package is.
+    #[arg(long, value_enum, default_value_t = PackageKind::Referral)]
+    kind: PackageKind,
+    /// The package this one answers.
+    #[arg(long = "in-reply-to")]
+    in_reply_to: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InboxArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReceiveArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The envelope to receive.
+    envelope: Option<String>,
+    /// Receive everything waiting.
+    #[arg(long, conflicts_with = "envelope")]
+    all: bool,
+    /// Where verified packages go (default PROFILE/received).
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// One envelope (default: all sent).
+    envelope: Option<String>,
+    /// All sent packages.
+    #[arg(long, conflicts_with = "envelope")]
+    all: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,7 +386,7 @@ struct SealArgs {
     /// The package this one answers.
     #[arg(long = "in-reply-to")]
     in_reply_to: Option<String>,
-    /// The referral thread (defaults to the answered package's thread, or a new one).
+    /// The referral thread ID (default: a new thread, or, with --in-reply-to, the answered package's ID; `send` looks the real thread up in the local store).
     #[arg(long)]
     thread: Option<String>,
     /// Do not encrypt a copy to the sender's own key.
@@ -268,8 +431,360 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cert(c) => cert(c),
         Command::Seal(a) => seal(a),
         Command::Open(a) => open(a),
+        Command::Relay(c) => relay(c),
+        Command::Directory(c) => net(|| directory(c)),
+        Command::Crl(c) => net(|| crl(c)),
+        Command::Send(a) => net(|| send(a)),
+        Command::Inbox(a) => net(|| inbox(a)),
+        Command::Receive(a) => net(|| receive(a)),
+        Command::Status(a) => net(|| status(a)),
         Command::Demo(a) => crate::demo::run(&a.keys),
     }
+}
+
+/// A tokio runtime for the network commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn net<F, Fut>(f: F) -> Result<(), Failure>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    runtime()?.block_on(f())
+}
+
+fn op_failure(e: crate::client::ops::OpError) -> Failure {
+    if e.is_verification_failure() {
+        verify_failure(e)
+    } else {
+        Failure::from(e)
+    }
+}
+
+async fn session(c: &Conn) -> Result<crate::client::ops::Session, Failure> {
+    crate::client::ops::Session::open(&c.profile, c.relay.as_deref())
+        .await
+        .map_err(op_failure)
+}
+
+fn relay(c: RelayCommand) -> Result<(), Failure> {
+    match c {
+        RelayCommand::Serve {
+            profile,
+            data,
+            listen,
+            config,
+            database_url,
+        } => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(io::stderr)
+                .try_init();
+            let config = match config {
+                Some(p) => toml::from_str(&String::from_utf8(read(&p)?)?)
+                    .with_context(|| format!("{}", p.display()))?,
+                None => crate::relay::RelayConfig::default(),
+            };
+            runtime()?.block_on(async move {
+                let state = crate::relay::RelayState::open(
+                    &profile,
+                    &data,
+                    database_url.as_deref(),
+                    config,
+                )
+                .await?;
+                crate::relay::run(listen, state).await?;
+                Ok::<(), anyhow::Error>(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn print_entry(c: &CertInfo) {
+    println!("{:<12} {:<28} {}", c.id, c.kind.as_str(), c.name);
+}
+
+async fn directory(c: DirectoryCommand) -> Result<(), Failure> {
+    match c {
+        DirectoryCommand::Publish { conn } => {
+            let s = session(&conn).await?;
+            let me = s.publish().await.map_err(op_failure)?;
+            println!(
+                "published the certificate of {} {} ({}) on {}",
+                me.kind,
+                me.id,
+                me.name,
+                s.client.url()
+            );
+        }
+        DirectoryCommand::Search {
+            conn,
+            name,
+            kind,
+            json,
+        } => {
+            let s = session(&conn).await?;
+            let results = s
+                .directory_search(name.as_deref(), kind)
+                .await
+                .map_err(op_failure)?;
+            let mut bad = Vec::new();
+            let mut good = Vec::new();
+            for r in results {
+                match r {
+                    Ok(c) => good.push(c),
+                    Err(e) => bad.push(e.to_string()),
+                }
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"facilities": good, "refused": bad})
+                    )?
+                );
+            } else {
+                for c in &good {
+                    print_entry(c);
+                }
+                if good.is_empty() {
+                    println!("no facility found");
+                }
+            }
+            for b in &bad {
+                eprintln!("warning: {b}");
+            }
+            if !bad.is_empty() {
+                return Err(verify_failure(anyhow!(
+                    "{} directory entries did not verify",
+                    bad.len()
+                )));
+            }
+        }
+        DirectoryCommand::Show { conn, id, json } => {
+            let s = session(&conn).await?;
+            let id: crate::identity::FacilityId = id.parse()?;
+            let c = s.directory_show(&id).await.map_err(op_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print_cert(&c);
+                println!("verified:      chain to {} and CRL", s.trust.ca_name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn crl(c: CrlCommand) -> Result<(), Failure> {
+    match c {
+        CrlCommand::Publish { conn, crl } => {
+            let s = session(&conn).await?;
+            let n = s.publish_crl(&read(&crl)?).await.map_err(op_failure)?;
+            println!("published CRL number {n} on {}", s.client.url());
+        }
+        CrlCommand::Fetch { conn } => {
+            // Session::open already fetched and installed a newer CRL.
+            let s = session(&conn).await?;
+            println!(
+                "CRL number {} installed in {}",
+                crate::relay::crl_number(s.trust.crl_der()),
+                conn.profile.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    if !io::stderr().is_terminal() || total < 4 << 20 {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_message("uploading");
+    Some(pb)
+}
+
+async fn send(a: SendArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let to =
+        a.to.iter()
+            .map(|t| t.parse::<crate::identity::FacilityId>())
+            .collect::<Result<Vec<_>, _>>()?;
+    let bar: std::sync::Arc<std::sync::Mutex<Option<indicatif::ProgressBar>>> = Default::default();
+    let bar2 = bar.clone();
+    let out = s
+        .send(
+            crate::client::ops::SendRequest {
+                to,
+                document: a.document,
+                attachments: a.attach,
+                kind: a.kind,
+                in_reply_to: a.in_reply_to,
+                thread: None,
+            },
+            move |n, total| {
+                let mut b = bar2.lock().expect("lock");
+                if b.is_none() {
+                    *b = progress_bar(total);
+                }
+                if let Some(pb) = b.as_ref() {
+                    pb.set_position(n);
+                }
+            },
+        )
+        .await
+        .map_err(op_failure)?;
+    if let Some(pb) = bar.lock().expect("lock").take() {
+        pb.finish_and_clear();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "sent {} {} to {} — accepted by relay {} at {} (log index {}){}",
+            out.manifest.kind,
+            out.manifest.package_id,
+            out.manifest
+                .recipients
+                .iter()
+                .map(|r| r.facility_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            out.acceptance.relay,
+            out.acceptance.accepted_at,
+            out.acceptance.log_index,
+            if out.created {
+                ""
+            } else {
+                " (already accepted before)"
+            }
+        );
+        println!("  envelope ID: {}", out.envelope_id);
+        println!("  thread:      {}", out.manifest.thread_id);
+    }
+    Ok(())
+}
+
+async fn inbox(a: InboxArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let items = s.inbox().await.map_err(op_failure)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else if items.is_empty() {
+        println!("nothing waiting");
+    } else {
+        for e in &items {
+            println!(
+                "{}  from {}  {} bytes  accepted {}",
+                e.envelope_id, e.sender, e.size, e.accepted_at
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn receive(a: ReceiveArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let out_dir = a.out.clone().unwrap_or_else(|| s.profile.path("received"));
+    let ids: Vec<String> = match (&a.envelope, a.all) {
+        (Some(e), _) => vec![e.clone()],
+        (None, true) => s
+            .inbox()
+            .await
+            .map_err(op_failure)?
+            .into_iter()
+            .map(|e| e.envelope_id)
+            .collect(),
+        (None, false) => {
+            return Err(Failure {
+                code: EXIT_USAGE,
+                error: anyhow!("give an ENVELOPE or --all"),
+            });
+        }
+    };
+    let mut failures = Vec::new();
+    let mut results = Vec::new();
+    for id in &ids {
+        match s.receive(id, &out_dir).await {
+            Ok(r) => {
+                if !a.json {
+                    println!(
+                        "received {} {} from {} ({}) into {}; delivery receipt sent",
+                        r.manifest.kind,
+                        r.manifest.package_id,
+                        r.manifest.sender.facility_id,
+                        r.sender_name,
+                        r.folder.display()
+                    );
+                }
+                results.push(serde_json::json!({"envelope_id": r.envelope_id, "outcome": "verified", "manifest": r.manifest, "folder": r.folder}));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                results.push(serde_json::json!({"envelope_id": id, "outcome": "failed", "error": e.to_string()}));
+                failures.push(e);
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else if ids.is_empty() {
+        println!("nothing waiting");
+    }
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(e) => Err(op_failure(e)),
+    }
+}
+
+async fn status(a: StatusArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let _ = a.all;
+    let list = s.status(a.envelope.as_deref()).await.map_err(op_failure)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("nothing sent yet");
+    }
+    for st in &list {
+        println!(
+            "{} {} ({}) accepted {}",
+            st.sent.kind,
+            st.sent.package_id,
+            &st.sent.envelope_id[..16],
+            st.accepted_at.as_deref().unwrap_or("-")
+        );
+        for r in &st.recipients {
+            let mut line = format!("  {:<12} {}", r.recipient, r.state);
+            if let Some(reason) = &r.reason {
+                line.push_str(&format!(" ({reason})"));
+            }
+            if let (Some(at), Some(by)) = (&r.at, &r.signed_by) {
+                line.push_str(&format!(" at {at}, signed by {by}"));
+            }
+            if let Some(i) = r.log_index {
+                line.push_str(&format!(", log index {i}"));
+            }
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -308,6 +823,13 @@ fn ca(c: CaCommand) -> Result<(), Failure> {
             days,
         } => {
             let ca = Ca::open(&ca)?;
+            if out.exists() {
+                return Err(anyhow!(
+                    "{} already exists; choose another name or move it away (nothing was issued)",
+                    out.display()
+                )
+                .into());
+            }
             let bytes = read(&request)?;
             let req =
                 pki::request::parse(&bytes).with_context(|| format!("{}", request.display()))?;

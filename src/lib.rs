@@ -8,9 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod identity;
 pub mod keys;
 pub mod package;
 pub mod pki;
 pub mod profile;
+pub mod receipt;
+pub mod relay;

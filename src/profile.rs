@@ -286,6 +286,19 @@ impl Profile {
             None => fs::read(self.path(Self::CRL)).ok(),
         };
         let trust = TrustStore::new(&ca_bytes, crl_bytes.as_deref())?;
+        if let (Some(new), Ok(old)) = (crl, fs::read(self.path(Self::CRL))) {
+            let old = TrustStore::new(&ca_bytes, Some(&old)).ok();
+            let old_n = old
+                .as_ref()
+                .map(|t| crate::relay::crl_number(t.crl_der()))
+                .unwrap_or(0);
+            let new_n = crate::relay::crl_number(TrustStore::new(&ca_bytes, Some(new))?.crl_der());
+            if new_n < old_n {
+                return Err(ProfileError::NotReady(format!(
+                    "this CRL (number {new_n}) is older than the installed one (number {old_n}); not installed"
+                )));
+            }
+        }
         let mut cert_pem = None;
         if let Some(c) = cert {
             let info = CertInfo::parse_pem(c, "certificate")?;

@@ -44,7 +44,7 @@ pub enum OpenError {
     Malformed(String),
     /// The sender certificate is not acceptable.
     #[error("the sender's certificate is not acceptable: {0}")]
-    Sender(#[from] CertError),
+    Sender(CertError),
     /// The manifest signature does not verify.
     #[error(
         "the sender's signature on the manifest does not verify; the package was altered or forged"
@@ -102,6 +102,15 @@ pub struct Opened {
     pub sender: CertInfo,
 }
 
+impl From<CertError> for OpenError {
+    fn from(e: CertError) -> Self {
+        OpenError::Sender(e)
+    }
+}
+
+/// Longest GNU long-name record accepted (a path plus its NUL).
+const MAX_LONG_NAME: u64 = path::MAX_PATH_BYTES as u64 + 1;
+
 fn malformed(s: impl Into<String>) -> OpenError {
     OpenError::Malformed(s.into())
 }
@@ -140,10 +149,27 @@ pub fn open_into<R: Read>(
     let mut cert_pem: Option<Vec<u8>> = None;
     let mut total: u64 = 0;
     let mut count = 0usize;
+    let mut names: HashSet<String> = HashSet::new();
+    let mut long_name: Option<Vec<u8>> = None;
     {
-        let entries = archive.entries().map_err(stream_err)?;
+        // Raw mode: GNU long-name records are handled here, bounded, and
+        // every other kind of header (PAX, links, devices) is refused.
+        let entries = archive.entries().map_err(stream_err)?.raw(true);
         for entry in entries {
             let mut entry = entry.map_err(stream_err)?;
+            let etype = entry.header().entry_type();
+            if etype == tar::EntryType::GNULongName {
+                if long_name.is_some() || entry.size() > MAX_LONG_NAME {
+                    return Err(malformed("a member path is too long"));
+                }
+                let mut b = Vec::new();
+                entry.read_to_end(&mut b).map_err(stream_err)?;
+                while b.last() == Some(&0) {
+                    b.pop();
+                }
+                long_name = Some(b);
+                continue;
+            }
             count += 1;
             if count > limits.max_members {
                 return Err(malformed(format!(
@@ -151,18 +177,21 @@ pub fn open_into<R: Read>(
                     limits.max_members
                 )));
             }
-            let raw_path = entry.path_bytes().into_owned();
+            let raw_path = match long_name.take() {
+                Some(n) => n,
+                None => entry.header().path_bytes().into_owned(),
+            };
             let p =
                 String::from_utf8(raw_path).map_err(|_| malformed("a member path is not UTF-8"))?;
             let shown: String = p.chars().take(80).collect();
-            if entry.header().entry_type() != tar::EntryType::Regular {
+            if etype != tar::EntryType::Regular {
                 return Err(malformed(format!(
-                    "member {shown:?} is not a regular file (links, devices and folders are refused)"
+                    "member {shown:?} is not a regular file (links, devices, folders and extended headers are refused)"
                 )));
             }
             path::check(&p)
                 .map_err(|why| malformed(format!("unsafe member path {shown:?}: {why}")))?;
-            if seen.contains_key(&p) || order.contains(&p) {
+            if !names.insert(p.clone()) {
                 return Err(malformed(format!("duplicate member {shown:?}")));
             }
             if signature.is_some() {
@@ -301,6 +330,11 @@ pub fn open_into<R: Read>(
     }
     if let Some(extra) = order.iter().find(|p| !listed.contains(p.as_str())) {
         return Err(OpenError::ExtraMember(extra.clone()));
+    }
+    if !manifest.members.iter().map(|m| &m.path).eq(order.iter()) {
+        return Err(malformed(
+            "the members are not in the order the manifest lists them",
+        ));
     }
     if !seen.contains_key(DOCUMENT_PATH) {
         return Err(OpenError::MissingMember(DOCUMENT_PATH.into()));

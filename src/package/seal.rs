@@ -93,6 +93,24 @@ pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError>
             "the profile's certificate does not match its signing key; install the certificate issued for this key".into(),
         ));
     }
+    for (what, v) in [
+        ("thread", &req.thread_id),
+        ("in-reply-to", &req.in_reply_to),
+    ] {
+        if let Some(v) = v {
+            if uuid::Uuid::parse_str(v).is_err() {
+                return Err(SealError::Encrypt(format!(
+                    "the {what} ID {v:?} is not a package ID (a UUID)"
+                )));
+            }
+        }
+    }
+    if req.document.size > req.limits.max_member_bytes {
+        return Err(SealError::TooLarge(format!(
+            "the document is larger than {} bytes",
+            req.limits.max_member_bytes
+        )));
+    }
     if req.recipients.is_empty() {
         return Err(SealError::Encrypt("no recipients".into()));
     }

@@ -1,0 +1,197 @@
+//! The profile's local store (`PROFILE/store.db`, SQLite): what this
+//! facility sent and received, and every receipt it verified.
+
+use std::path::Path;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use crate::relay::store::ReceiptRow;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/client");
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalStoreError {
+    /// Database failure.
+    #[error("local store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migration failure.
+    #[error("local store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A sent package.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SentRow {
+    /// Envelope ID.
+    pub envelope_id: String,
+    /// Package ID.
+    pub package_id: String,
+    /// Thread.
+    pub thread_id: String,
+    /// Answered package.
+    pub in_reply_to: Option<String>,
+    /// Kind.
+    pub kind: String,
+    /// Recipients.
+    pub recipients: Vec<String>,
+    /// Ciphertext size.
+    pub size: i64,
+    /// When.
+    pub created_at: String,
+}
+
+/// A received package (verified or rejected).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReceivedRow {
+    /// Envelope ID.
+    pub envelope_id: String,
+    /// Package ID (when verified).
+    pub package_id: Option<String>,
+    /// Thread (when verified).
+    pub thread_id: Option<String>,
+    /// Answered package.
+    pub in_reply_to: Option<String>,
+    /// Kind (when verified).
+    pub kind: Option<String>,
+    /// Sender (from the relay for rejected packages; from the verified signature otherwise).
+    pub sender: String,
+    /// Sender name.
+    pub sender_name: Option<String>,
+    /// verified / rejected.
+    pub outcome: String,
+    /// Reason code when rejected.
+    pub reason: Option<String>,
+    /// Folder (verified) or kept ciphertext (rejected).
+    pub location: String,
+    /// When.
+    pub received_at: String,
+}
+
+/// The local store.
+#[derive(Clone)]
+pub struct LocalStore {
+    pool: SqlitePool,
+}
+
+impl LocalStore {
+    /// Open (create, migrate) `PROFILE/store.db`.
+    pub async fn open(profile_dir: &Path) -> Result<LocalStore, LocalStoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(profile_dir.join("store.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(LocalStore { pool })
+    }
+
+    /// Record a sent package.
+    pub async fn add_sent(&self, r: &SentRow) -> Result<(), LocalStoreError> {
+        sqlx::query("INSERT OR IGNORE INTO sent (envelope_id, package_id, thread_id, in_reply_to, kind, recipients, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&r.envelope_id)
+            .bind(&r.package_id)
+            .bind(&r.thread_id)
+            .bind(&r.in_reply_to)
+            .bind(&r.kind)
+            .bind(r.recipients.join(","))
+            .bind(r.size)
+            .bind(&r.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sent packages, oldest first; one if `envelope` is given.
+    pub async fn sent(&self, envelope: Option<&str>) -> Result<Vec<SentRow>, LocalStoreError> {
+        let rows = sqlx::query("SELECT envelope_id, package_id, thread_id, in_reply_to, kind, recipients, size, created_at FROM sent WHERE (? IS NULL OR envelope_id = ?) ORDER BY created_at, envelope_id")
+            .bind(envelope)
+            .bind(envelope)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SentRow {
+                envelope_id: r.get(0),
+                package_id: r.get(1),
+                thread_id: r.get(2),
+                in_reply_to: r.get(3),
+                kind: r.get(4),
+                recipients: r
+                    .get::<String, _>(5)
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                size: r.get(6),
+                created_at: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Record a received package.
+    pub async fn add_received(&self, r: &ReceivedRow) -> Result<(), LocalStoreError> {
+        sqlx::query("INSERT OR REPLACE INTO received (envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&r.envelope_id)
+            .bind(&r.package_id)
+            .bind(&r.thread_id)
+            .bind(&r.in_reply_to)
+            .bind(&r.kind)
+            .bind(&r.sender)
+            .bind(&r.sender_name)
+            .bind(&r.outcome)
+            .bind(&r.reason)
+            .bind(&r.location)
+            .bind(&r.received_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Received packages, oldest first.
+    pub async fn received(&self) -> Result<Vec<ReceivedRow>, LocalStoreError> {
+        let rows = sqlx::query("SELECT envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at FROM received ORDER BY received_at, envelope_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ReceivedRow {
+                envelope_id: r.get(0),
+                package_id: r.get(1),
+                thread_id: r.get(2),
+                in_reply_to: r.get(3),
+                kind: r.get(4),
+                sender: r.get(5),
+                sender_name: r.get(6),
+                outcome: r.get(7),
+                reason: r.get(8),
+                location: r.get(9),
+                received_at: r.get(10),
+            })
+            .collect())
+    }
+
+    /// Keep a verified receipt.
+    pub async fn add_receipt(
+        &self,
+        envelope_id: &str,
+        r: &ReceiptRow,
+    ) -> Result<(), LocalStoreError> {
+        sqlx::query("INSERT OR IGNORE INTO receipts (envelope_id, log_index, purpose, signer, body, signature) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(envelope_id)
+            .bind(r.log_index as i64)
+            .bind(r.receipt.purpose.as_str())
+            .bind(&r.signer)
+            .bind(&r.receipt.body)
+            .bind(&r.receipt.signature)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

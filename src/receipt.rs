@@ -1,0 +1,300 @@
+//! Signed receipts: small JSON documents with a detached Ed25519 signature
+//! over domain-separated bytes (`renkei/v1/<purpose>\n` + exact body bytes).
+//! Receipts never contain plaintext: only envelope IDs (SHA-256 of the
+//! ciphertext), facility IDs, sizes, times and outcomes.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::FacilityId;
+use crate::keys::{verify_ed25519, SigningKey};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Largest receipt body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What a receipt attests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// The sender submitted this ciphertext to these recipients.
+    Submission,
+    /// The relay stored the ciphertext durably.
+    Acceptance,
+    /// A recipient opened and verified (or rejected) the package.
+    Delivery,
+    /// The relay gave up waiting for a recipient.
+    Expiry,
+}
+
+impl Purpose {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Submission => "submission",
+            Purpose::Acceptance => "acceptance",
+            Purpose::Delivery => "delivery",
+            Purpose::Expiry => "expiry",
+        }
+    }
+
+    /// The domain-separation prefix.
+    pub fn context(self) -> String {
+        format!("renkei/v1/{}\n", self.as_str())
+    }
+}
+
+/// Why a receipt was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReceiptError {
+    /// Not parsable, wrong purpose, or too large.
+    #[error("malformed receipt: {0}")]
+    Malformed(String),
+    /// The signature does not verify with the named signer's key.
+    #[error("the receipt's signature does not verify")]
+    BadSignature,
+}
+
+/// A receipt as stored and exchanged: the exact body text and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedReceipt {
+    /// What it attests.
+    pub purpose: Purpose,
+    /// The exact signed JSON body.
+    pub body: String,
+    /// Base64 Ed25519 signature over `context || body`.
+    pub signature: String,
+}
+
+impl SignedReceipt {
+    /// Sign a body.
+    pub fn sign<T: Serialize>(purpose: Purpose, body: &T, key: &SigningKey) -> SignedReceipt {
+        let body = serde_json::to_string(body).expect("serializable");
+        let sig = key.sign(&Self::message(purpose, &body));
+        SignedReceipt {
+            purpose,
+            body,
+            signature: B64.encode(sig),
+        }
+    }
+
+    fn message(purpose: Purpose, body: &str) -> Vec<u8> {
+        let mut m = purpose.context().into_bytes();
+        m.extend_from_slice(body.as_bytes());
+        m
+    }
+
+    /// Verify with the signer's Ed25519 key.
+    pub fn verify(&self, public_key: &[u8; 32]) -> Result<(), ReceiptError> {
+        let sig = B64
+            .decode(&self.signature)
+            .map_err(|_| ReceiptError::BadSignature)?;
+        if verify_ed25519(public_key, &Self::message(self.purpose, &self.body), &sig) {
+            Ok(())
+        } else {
+            Err(ReceiptError::BadSignature)
+        }
+    }
+
+    /// Parse the body as `T`, checking the purpose.
+    pub fn parse<T: for<'de> Deserialize<'de>>(&self, want: Purpose) -> Result<T, ReceiptError> {
+        if self.purpose != want {
+            return Err(ReceiptError::Malformed(format!(
+                "a {} receipt, not {}",
+                self.purpose.as_str(),
+                want.as_str()
+            )));
+        }
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(ReceiptError::Malformed("too large".into()));
+        }
+        serde_json::from_str(&self.body).map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+
+    /// SHA-256 of the body bytes, hex (how acceptance refers to submission).
+    pub fn body_sha256(&self) -> String {
+        crate::pki::sha256_hex(self.body.as_bytes())
+    }
+
+    /// Parse a JSON-encoded signed receipt from untrusted bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<SignedReceipt, ReceiptError> {
+        if bytes.len() > 2 * MAX_BODY_BYTES {
+            return Err(ReceiptError::Malformed("too large".into()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+}
+
+/// By the sender: this ciphertext, to these recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// SHA-256 of the ciphertext, hex.
+    pub envelope_id: String,
+    /// Ciphertext size in bytes.
+    pub size: u64,
+    /// The sender.
+    pub sender: FacilityId,
+    /// SHA-256 of the sender's certificate, hex.
+    pub sender_cert_sha256: String,
+    /// The addressed facilities.
+    pub recipients: Vec<FacilityId>,
+    /// When (RFC 3339).
+    pub submitted_at: String,
+}
+
+/// By the relay: stored durably.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acceptance {
+    /// The envelope.
+    pub envelope_id: String,
+    /// SHA-256 of the submission receipt's body, hex.
+    pub submission_sha256: String,
+    /// The relay's ID.
+    pub relay: String,
+    /// When (RFC 3339).
+    pub accepted_at: String,
+    /// Index of the submission in the relay's receipt log.
+    pub log_index: u64,
+}
+
+/// Outcome of opening a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Opened and verified.
+    Verified,
+    /// Refused; see the reason code.
+    Rejected,
+}
+
+/// By a recipient: opened and verified, or rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// The envelope.
+    pub envelope_id: String,
+    /// The recipient.
+    pub recipient: FacilityId,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Reason code when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub delivered_at: String,
+}
+
+/// By the relay: not fetched in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expiry {
+    /// The envelope.
+    pub envelope_id: String,
+    /// The recipient that did not fetch it.
+    pub recipient: FacilityId,
+    /// The relay's ID.
+    pub relay: String,
+    /// When (RFC 3339).
+    pub expired_at: String,
+}
+
+/// Now, RFC 3339 UTC, whole seconds.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formattable")
+}
+
+/// Check an envelope ID: 64 lowercase hex digits.
+pub fn valid_envelope_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub() -> Submission {
+        Submission {
+            envelope_id: "ab".repeat(32),
+            size: 10,
+            sender: "1311234569".parse().unwrap(),
+            sender_cert_sha256: "cd".repeat(32),
+            recipients: vec!["1317654323".parse().unwrap()],
+            submitted_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn sign_verify_and_domain_separation() {
+        let k = SigningKey::generate();
+        let r = SignedReceipt::sign(Purpose::Submission, &sub(), &k);
+        r.verify(&k.public_key()).unwrap();
+        assert_eq!(
+            r.parse::<Submission>(Purpose::Submission).unwrap(),
+            sub_with(&r)
+        );
+        // The same bytes under another purpose do not verify.
+        let mut other = r.clone();
+        other.purpose = Purpose::Delivery;
+        assert_eq!(
+            other.verify(&k.public_key()),
+            Err(ReceiptError::BadSignature)
+        );
+        let mut edited = r.clone();
+        edited.body = edited.body.replace("\"size\":10", "\"size\":11");
+        assert_eq!(
+            edited.verify(&k.public_key()),
+            Err(ReceiptError::BadSignature)
+        );
+        assert!(r.verify(&SigningKey::generate().public_key()).is_err());
+        assert!(r.parse::<Acceptance>(Purpose::Acceptance).is_err());
+    }
+
+    fn sub_with(r: &SignedReceipt) -> Submission {
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    #[test]
+    fn malformed_receipts_are_refused() {
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            b"{\"purpose\":\"x\",\"body\":\"\",\"signature\":\"\"}",
+        ] {
+            assert!(SignedReceipt::from_json(bad).is_err());
+        }
+        let huge = vec![b' '; 64 * 1024];
+        assert!(SignedReceipt::from_json(&huge).is_err());
+        let r = SignedReceipt {
+            purpose: Purpose::Submission,
+            body: "{\"envelope_id\":1}".into(),
+            signature: String::new(),
+        };
+        assert!(r.parse::<Submission>(Purpose::Submission).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn receipt_json_round_trip(size in 0u64..u64::MAX, reason in proptest::option::of("[a-z-]{1,20}")) {
+            let k = SigningKey::generate();
+            let d = Delivery { envelope_id: "0f".repeat(32), recipient: "1317654323".parse().unwrap(), outcome: if reason.is_some() { Outcome::Rejected } else { Outcome::Verified }, reason, delivered_at: now_rfc3339() };
+            let r = SignedReceipt::sign(Purpose::Delivery, &d, &k);
+            let back = SignedReceipt::from_json(&serde_json::to_vec(&r).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&back, &r);
+            proptest::prop_assert_eq!(back.parse::<Delivery>(Purpose::Delivery).unwrap(), d);
+            let mut s = sub(); s.size = size;
+            let r = SignedReceipt::sign(Purpose::Submission, &s, &k);
+            proptest::prop_assert_eq!(r.parse::<Submission>(Purpose::Submission).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Every relay error becomes an RFC 9457 problem-details response here, in
+//! one place. Internals are logged, never returned.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Short, safe explanation for the client.
+    pub detail: String,
+    /// What is logged (never sent).
+    pub internal: Option<String>,
+}
+
+impl ApiError {
+    /// A client error with a safe detail.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: detail.into(),
+            internal: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 403.
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// 500 or 503 with the cause logged only.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        let text = e.to_string();
+        let unavailable = text.contains("pool timed out")
+            || text.contains("Connection refused")
+            || text.contains("connection")
+            || text.contains("database is locked");
+        ApiError {
+            status: if unavailable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            },
+            detail: if unavailable {
+                "the relay's storage is temporarily unavailable; retry later".into()
+            } else {
+                "internal error; the relay operator can find the cause in the relay's log".into()
+            },
+            internal: Some(text),
+        }
+    }
+}
+
+impl From<super::store::StoreError> for ApiError {
+    fn from(e: super::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(i) = &self.internal {
+            tracing::error!(status = self.status.as_u16(), error = %i, "request failed");
+        } else {
+            tracing::info!(status = self.status.as_u16(), detail = %self.detail, "request refused");
+        }
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}

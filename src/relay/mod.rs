@@ -1,0 +1,228 @@
+//! The relay: an axum service over rustls with mandatory mutual TLS. It
+//! stores only ciphertext and signed receipts; every client is identified by
+//! its certificate, which must chain to the region's CA and not be revoked.
+
+pub mod error;
+pub mod routes;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::SigningKey;
+use crate::pki::{CertInfo, TrustStore};
+use crate::profile::Profile;
+use store::Store;
+
+/// Relay settings (`--config FILE`, TOML).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Largest accepted upload in bytes (larger gets 413, nothing stored).
+    pub max_upload_bytes: u64,
+    /// Seconds an envelope waits for a recipient before an expiry receipt.
+    pub expiry_after_secs: u64,
+    /// Seconds after the last outcome before the ciphertext is deleted.
+    pub delete_after_secs: u64,
+    /// Seconds between expiry/retention sweeps.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            max_upload_bytes: 2 << 30,
+            expiry_after_secs: 14 * 24 * 3600,
+            delete_after_secs: 7 * 24 * 3600,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// Errors starting the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Profile trouble.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    /// Storage trouble.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// TLS configuration trouble.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Socket trouble.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not a relay profile.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The caller of a request, from its verified client certificate.
+#[derive(Clone, Debug)]
+pub struct Caller(pub CertInfo);
+
+/// Shared state of one relay instance.
+pub struct RelayState {
+    /// Storage.
+    pub store: Store,
+    /// The relay's signing key (receipts, later checkpoints).
+    pub key: SigningKey,
+    /// The relay's certificate.
+    pub cert: CertInfo,
+    /// The relay's ID.
+    pub id: String,
+    /// Settings.
+    pub config: RelayConfig,
+    /// The CA and current CRL.
+    pub trust: RwLock<TrustStore>,
+    /// The current TLS configuration (rebuilt when a new CRL arrives).
+    pub tls: RwLock<Arc<rustls::ServerConfig>>,
+    profile_dir: PathBuf,
+}
+
+/// Shared handle.
+pub type AppState = Arc<RelayState>;
+
+impl RelayState {
+    /// Open the relay's profile and storage.
+    pub async fn open(
+        profile: &Path,
+        data: &Path,
+        database_url: Option<&str>,
+        config: RelayConfig,
+    ) -> Result<AppState, RelayError> {
+        let p = Profile::open(profile)?;
+        if p.config.kind != crate::identity::Kind::Relay {
+            return Err(RelayError::Config(format!(
+                "{} is a {} profile, not a relay profile",
+                profile.display(),
+                p.config.kind
+            )));
+        }
+        let cert = p.certificate()?;
+        let key = p.signing_key()?;
+        let store = Store::open(data, database_url).await?;
+        let mut trust = p.trust()?;
+        // A CRL published through the relay replaces the profile's if newer.
+        if let Some((_, pem)) = store.crl_get().await? {
+            if let Ok(t) = TrustStore::new(trust.ca_der(), Some(pem.as_bytes())) {
+                if crl_number(t.crl_der()) >= crl_number(trust.crl_der()) {
+                    trust = t;
+                }
+            }
+        }
+        let tls = tls::server_config(&p, &trust)?;
+        Ok(Arc::new(RelayState {
+            store,
+            key,
+            id: cert.id.to_string(),
+            cert,
+            config,
+            trust: RwLock::new(trust),
+            tls: RwLock::new(Arc::new(tls)),
+            profile_dir: profile.to_path_buf(),
+        }))
+    }
+
+    /// Install a newer CRL: trust store and TLS client verification.
+    pub fn install_crl(&self, trust: TrustStore) -> Result<(), RelayError> {
+        let p = Profile::open(&self.profile_dir)?;
+        let cfg = tls::server_config(&p, &trust)?;
+        *self.tls.write().expect("lock") = Arc::new(cfg);
+        *self.trust.write().expect("lock") = trust;
+        Ok(())
+    }
+
+    /// The current trust store.
+    pub fn trust(&self) -> TrustStore {
+        self.trust.read().expect("lock").clone()
+    }
+}
+
+/// The CRL number of a DER CRL (0 when absent).
+pub fn crl_number(der: Option<&[u8]>) -> u128 {
+    use x509_parser::prelude::FromDer;
+    der.and_then(|d| x509_parser::revocation_list::CertificateRevocationList::from_der(d).ok())
+        .and_then(|(_, c)| {
+            c.crl_number()
+                .map(|n| n.to_u64_digits().first().copied().unwrap_or(0) as u128)
+        })
+        .unwrap_or(0)
+}
+
+/// The relay's HTTP application (mutual TLS happens around it in [`serve`];
+/// every request carries a [`Caller`] extension).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::directory::router())
+        .merge(routes::envelopes::router())
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` resolves, then finish open
+/// requests (graceful shutdown, bounded to 30 s).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), RelayError> {
+    let router = app(state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let sweeper = tokio::spawn(routes::envelopes::sweep_loop(state.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                tls::spawn_connection(tcp, peer, state.clone(), router.clone(), &graceful);
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    sweeper.abort();
+    tracing::info!("shutting down: finishing open requests");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("open requests did not finish in 30 s"),
+    }
+    Ok(())
+}
+
+/// Bind `addr` and serve until Ctrl-C / SIGTERM.
+pub async fn run(addr: SocketAddr, state: AppState) -> Result<(), RelayError> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, relay = %state.id, "relay listening (mutual TLS)");
+    serve(listener, state, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

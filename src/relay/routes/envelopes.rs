@@ -1,0 +1,476 @@
+//! Envelopes and their receipts.
+//!
+//! - `POST /v1/envelopes`: upload ciphertext with a signed submission
+//!   (header `Renkei-Submission`); answered with the acceptance receipt.
+//! - `GET /v1/inbox`: envelopes waiting for the caller.
+//! - `GET /v1/sent`: envelopes the caller sent.
+//! - `GET /v1/envelopes/{id}`: download (recipients only).
+//! - `POST /v1/envelopes/{id}/receipts`: a recipient's delivery receipt.
+//! - `GET /v1/envelopes/{id}/receipts`: receipts (sender, recipients, auditors).
+//! - `GET /v1/receipts?after=N&limit=M`: the receipt log (auditors).
+
+use std::collections::HashSet;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::facility;
+use crate::identity::Kind;
+use crate::receipt::{self, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission};
+use crate::relay::error::ApiError;
+use crate::relay::store::{EnvelopeRow, ReceiptRow};
+use crate::relay::{AppState, Caller};
+
+/// The header carrying the base64 of the signed submission (JSON).
+pub const SUBMISSION_HEADER: &str = "renkei-submission";
+/// Most recipients of one envelope.
+pub const MAX_RECIPIENTS: usize = 64;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/envelopes", post(submit))
+        .route("/v1/inbox", get(inbox))
+        .route("/v1/sent", get(sent))
+        .route("/v1/envelopes/{id}", get(download))
+        .route(
+            "/v1/envelopes/{id}/receipts",
+            get(receipts).post(post_receipt),
+        )
+        .route("/v1/receipts", get(log))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// The answer to an upload.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    /// The relay's signed acceptance.
+    pub acceptance: SignedReceipt,
+    /// False when the envelope had been accepted before (idempotent resubmission).
+    pub created: bool,
+}
+
+/// Receipts of one envelope.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReceiptsResponse {
+    /// The envelope.
+    pub envelope: EnvelopeSummary,
+    /// Every receipt, in log order.
+    pub receipts: Vec<ReceiptRow>,
+    /// The relay's certificate (PEM), to verify relay-signed receipts offline.
+    pub relay_certificate: String,
+}
+
+/// What the relay knows of an envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvelopeSummary {
+    /// SHA-256 of the ciphertext.
+    pub envelope_id: String,
+    /// Sender.
+    pub sender: String,
+    /// Size.
+    pub size: i64,
+    /// Accepted (RFC 3339).
+    pub accepted_at: String,
+    /// Recipients and their state (pending, delivered, rejected, expired).
+    pub recipients: Vec<(String, String)>,
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if receipt::valid_envelope_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "an envelope ID is 64 lowercase hex digits (SHA-256 of the ciphertext)",
+        ))
+    }
+}
+
+async fn existing_acceptance(st: &AppState, id: &str) -> Result<Option<SignedReceipt>, ApiError> {
+    Ok(st
+        .store
+        .receipts(id)
+        .await?
+        .into_iter()
+        .find(|r| r.receipt.purpose == Purpose::Acceptance)
+        .map(|r| r.receipt))
+}
+
+async fn submit(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let me = facility(&caller)?;
+    let raw = headers.get(SUBMISSION_HEADER).ok_or_else(|| {
+        ApiError::bad_request("missing Renkei-Submission header (the signed submission receipt)")
+    })?;
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(raw.as_bytes())
+        .map_err(|_| ApiError::bad_request("Renkei-Submission is not base64"))?;
+    let signed =
+        SignedReceipt::from_json(&json).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let sub: Submission = signed
+        .parse(Purpose::Submission)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    signed.verify(&caller.0.signing_key).map_err(|_| {
+        ApiError::forbidden("the submission is not signed by the connecting facility's key")
+    })?;
+    if sub.sender != me || sub.sender_cert_sha256 != caller.0.fingerprint {
+        return Err(ApiError::forbidden(
+            "the submission names another sender than the connecting facility",
+        ));
+    }
+    check_id(&sub.envelope_id)?;
+    let unique: HashSet<_> = sub.recipients.iter().collect();
+    if sub.recipients.is_empty()
+        || sub.recipients.len() > MAX_RECIPIENTS
+        || unique.len() != sub.recipients.len()
+    {
+        return Err(ApiError::bad_request(format!(
+            "1 to {MAX_RECIPIENTS} distinct recipients are required"
+        )));
+    }
+    if sub.size > st.config.max_upload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "this relay accepts packages up to {} bytes; this one is {}",
+                st.config.max_upload_bytes, sub.size
+            ),
+        ));
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len != sub.size {
+            return Err(ApiError::bad_request(
+                "Content-Length differs from the signed size",
+            ));
+        }
+    }
+    if let Some(env) = st.store.envelope(&sub.envelope_id).await? {
+        if env.sender != me.as_str() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "this envelope was submitted by another facility",
+            ));
+        }
+        if let Some(acc) = existing_acceptance(&st, &sub.envelope_id).await? {
+            return Ok((
+                StatusCode::OK,
+                Json(SubmitResponse {
+                    acceptance: acc,
+                    created: false,
+                }),
+            )
+                .into_response());
+        }
+    }
+
+    // Stream to a temporary file, hashing; nothing is visible until committed.
+    let (mut file, tmp) = st.store.temp_file().await?;
+    let result = async {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut n: u64 = 0;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was interrupted"))?;
+            n += chunk.len() as u64;
+            if n > sub.size {
+                return Err(if n > st.config.max_upload_bytes {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the upload exceeds the relay's size limit",
+                    )
+                } else {
+                    ApiError::bad_request("the upload is longer than the signed size")
+                });
+            }
+            ctx.update(&chunk);
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        if n != sub.size || hex::encode(ctx.finish()) != sub.envelope_id {
+            return Err(ApiError::bad_request(
+                "the uploaded bytes do not match the signed submission (size or SHA-256)",
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        drop(file);
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    if let Err(e) = st.store.commit_blob(file, &tmp, &sub.envelope_id).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e.into());
+    }
+    match st.store.accept(&signed, &sub, &st.id, &st.key).await {
+        Ok(acceptance) => {
+            tracing::info!(envelope = %sub.envelope_id, sender = %me, size = sub.size, "accepted");
+            Ok((
+                StatusCode::CREATED,
+                Json(SubmitResponse {
+                    acceptance,
+                    created: true,
+                }),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            // A concurrent identical upload may have won the race.
+            if let Some(acc) = existing_acceptance(&st, &sub.envelope_id).await? {
+                return Ok((
+                    StatusCode::OK,
+                    Json(SubmitResponse {
+                        acceptance: acc,
+                        created: false,
+                    }),
+                )
+                    .into_response());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn summary(st: &AppState, env: &EnvelopeRow) -> Result<EnvelopeSummary, ApiError> {
+    Ok(EnvelopeSummary {
+        envelope_id: env.envelope_id.clone(),
+        sender: env.sender.clone(),
+        size: env.size,
+        accepted_at: crate::pki::cert::rfc3339(env.accepted_at),
+        recipients: st.store.recipients(&env.envelope_id).await?,
+    })
+}
+
+async fn inbox(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<EnvelopeSummary>>, ApiError> {
+    let me = facility(&caller)?;
+    let mut out = Vec::new();
+    for e in st.store.inbox(me.as_str()).await? {
+        out.push(summary(&st, &e).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn sent(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<EnvelopeSummary>>, ApiError> {
+    let me = facility(&caller)?;
+    let mut out = Vec::new();
+    for e in st.store.sent(me.as_str()).await? {
+        out.push(summary(&st, &e).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn download(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let me = facility(&caller)?;
+    let not_yours = || ApiError::not_found("no such envelope in this facility's inbox");
+    let env = st.store.envelope(&id).await?.ok_or_else(not_yours)?;
+    if !st
+        .store
+        .recipients(&id)
+        .await?
+        .iter()
+        .any(|(r, _)| r == me.as_str())
+    {
+        return Err(not_yours());
+    }
+    if env.blob_deleted {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "the ciphertext was deleted after its retention period",
+        ));
+    }
+    let file = tokio::fs::File::open(st.store.blob_path(&id))
+        .await
+        .map_err(ApiError::internal)?;
+    st.store.mark_fetched(&id, me.as_str()).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, env.size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn post_receipt(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    check_id(&id)?;
+    let me = facility(&caller)?;
+    let signed =
+        SignedReceipt::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let d: Delivery = signed
+        .parse(Purpose::Delivery)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if d.envelope_id != id || d.recipient != me {
+        return Err(ApiError::forbidden("a delivery receipt must be for this envelope and signed by the recipient that connects"));
+    }
+    if !st
+        .store
+        .recipients(&id)
+        .await?
+        .iter()
+        .any(|(r, _)| r == me.as_str())
+    {
+        return Err(ApiError::forbidden(
+            "this envelope is not addressed to the connecting facility",
+        ));
+    }
+    signed.verify(&caller.0.signing_key).map_err(|_| {
+        ApiError::forbidden("the delivery receipt is not signed by the connecting facility's key")
+    })?;
+    if d.outcome == Outcome::Rejected && d.reason.is_none() {
+        return Err(ApiError::bad_request("a rejection needs a reason code"));
+    }
+    let state = if d.outcome == Outcome::Verified {
+        "delivered"
+    } else {
+        "rejected"
+    };
+    if !st
+        .store
+        .add_outcome(&id, me.as_str(), state, me.as_str(), &signed)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "an outcome is already recorded for this recipient",
+        ));
+    }
+    tracing::info!(envelope = %id, recipient = %me, outcome = state, "delivery receipt");
+    Ok(StatusCode::CREATED)
+}
+
+async fn receipts(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<ReceiptsResponse>, ApiError> {
+    check_id(&id)?;
+    let env = st
+        .store
+        .envelope(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such envelope"))?;
+    let recipients = st.store.recipients(&id).await?;
+    let me = caller.0.id.to_string();
+    let allowed = caller.0.kind == Kind::Auditor
+        || env.sender == me
+        || recipients.iter().any(|(r, _)| *r == me);
+    if !allowed {
+        return Err(ApiError::not_found("no such envelope"));
+    }
+    Ok(Json(ReceiptsResponse {
+        envelope: summary(&st, &env).await?,
+        receipts: st.store.receipts(&id).await?,
+        relay_certificate: st.cert.pem(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    after: Option<u64>,
+    limit: Option<i64>,
+}
+
+async fn log(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<ReceiptRow>>, ApiError> {
+    if caller.0.kind != Kind::Auditor {
+        return Err(ApiError::forbidden(
+            "only auditors read the whole receipt log",
+        ));
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(Json(
+        st.store.receipts_since(q.after.unwrap_or(0), limit).await?,
+    ))
+}
+
+/// One sweep: expiry receipts for overdue recipients, deletion of finished
+/// ciphertext past retention.
+pub async fn sweep(st: &AppState) -> Result<(usize, usize), ApiError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut expired = 0;
+    for (env, recipient) in st
+        .store
+        .overdue(now - st.config.expiry_after_secs as i64)
+        .await?
+    {
+        let Ok(rid) = recipient.parse() else { continue };
+        let r = SignedReceipt::sign(
+            Purpose::Expiry,
+            &Expiry {
+                envelope_id: env.clone(),
+                recipient: rid,
+                relay: st.id.clone(),
+                expired_at: receipt::now_rfc3339(),
+            },
+            &st.key,
+        );
+        if st
+            .store
+            .add_outcome(&env, &recipient, "expired", &st.id, &r)
+            .await?
+        {
+            tracing::info!(envelope = %env, %recipient, "expired");
+            expired += 1;
+        }
+    }
+    let mut deleted = 0;
+    for env in st
+        .store
+        .finished_before(now - st.config.delete_after_secs as i64)
+        .await?
+    {
+        st.store.delete_blob(&env).await?;
+        deleted += 1;
+    }
+    Ok((expired, deleted))
+}
+
+/// Sweep forever at the configured interval.
+pub async fn sweep_loop(st: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
+        st.config.sweep_interval_secs.max(1),
+    ));
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep(&st).await {
+            tracing::warn!(detail = %e.detail, "sweep failed");
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The relay's storage: a SQL database (SQLite by default, PostgreSQL for
+//! several instances) through sqlx's `Any` driver, and content-addressed
+//! ciphertext files written durably (temporary file, fsync, rename, fsync
+//! of the folder) before anything refers to them.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tokio::io::AsyncWriteExt;
+
+use crate::keys::SigningKey;
+use crate::receipt::{self, Acceptance, Purpose, SignedReceipt, Submission};
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Database failure.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migration failure.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// File failure.
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// One stored envelope.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EnvelopeRow {
+    /// SHA-256 of the ciphertext.
+    pub envelope_id: String,
+    /// Sender facility ID.
+    pub sender: String,
+    /// Ciphertext size.
+    pub size: i64,
+    /// Acceptance time (unix seconds).
+    pub accepted_at: i64,
+    /// Whether the ciphertext was deleted after retention.
+    pub blob_deleted: bool,
+}
+
+/// One stored receipt with its log position.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptRow {
+    /// Position in the relay's receipt log (0-based).
+    pub log_index: u64,
+    /// Who signed it (facility or relay ID).
+    pub signer: String,
+    /// The receipt.
+    pub receipt: SignedReceipt,
+}
+
+/// The database and the blob folder.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Store {
+    /// Open (and migrate) the database at `url`, or `DATA/relay.db` when
+    /// `url` is `None`; ciphertext lives under `DATA/blobs`.
+    pub async fn open(data: &Path, url: Option<&str>) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        std::fs::create_dir_all(data.join("blobs"))?;
+        std::fs::create_dir_all(data.join("tmp"))?;
+        let (url, sqlite) = match url {
+            Some(u) => (u.to_string(), u.starts_with("sqlite:")),
+            None => (
+                format!("sqlite://{}?mode=rwc", data.join("relay.db").display()),
+                true,
+            ),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=FULL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        conn.execute("PRAGMA foreign_keys=ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        if sqlite {
+            SQLITE.run(&pool).await?;
+        } else {
+            POSTGRES.run(&pool).await?;
+        }
+        Ok(Store {
+            pool,
+            blobs: data.join("blobs"),
+            tmp: data.join("tmp"),
+        })
+    }
+
+    /// The database pool (for health checks).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Where the ciphertext of `envelope_id` is stored.
+    pub fn blob_path(&self, envelope_id: &str) -> PathBuf {
+        self.blobs.join(&envelope_id[..2]).join(envelope_id)
+    }
+
+    /// A new temporary file for an upload in progress.
+    pub async fn temp_file(&self) -> Result<(tokio::fs::File, PathBuf), StoreError> {
+        let name = format!("upload-{}", uuid::Uuid::new_v4());
+        let path = self.tmp.join(name);
+        let f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        Ok((f, path))
+    }
+
+    /// Make an upload durable under its content address.
+    pub async fn commit_blob(
+        &self,
+        mut file: tokio::fs::File,
+        tmp: &Path,
+        envelope_id: &str,
+    ) -> Result<(), StoreError> {
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        let dest = self.blob_path(envelope_id);
+        let dir = dest.parent().expect("has parent").to_path_buf();
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(tmp, &dest).await?;
+        let d = tokio::fs::File::open(&dir).await?;
+        d.sync_all().await?;
+        Ok(())
+    }
+
+    // --- directory ---
+
+    /// Publish (insert or replace) a facility's certificate.
+    pub async fn directory_put(
+        &self,
+        id: &str,
+        kind: &str,
+        name: &str,
+        pem: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM directory WHERE facility_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(id)
+            .bind(kind)
+            .bind(name)
+            .bind(pem)
+            .bind(fingerprint)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One facility's certificate (PEM).
+    pub async fn directory_get(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT cert_pem FROM directory WHERE facility_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Every published certificate (PEM), by ID.
+    pub async fn directory_all(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT cert_pem FROM directory ORDER BY facility_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    // --- CRL ---
+
+    /// The current CRL (number as decimal text, PEM).
+    pub async fn crl_get(&self) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT crl_number, pem FROM crl WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))))
+    }
+
+    /// Replace the current CRL.
+    pub async fn crl_put(&self, number: &str, pem: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM crl WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO crl (id, crl_number, pem, published_at) VALUES (1, $1, $2, $3)")
+            .bind(number)
+            .bind(pem)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // --- envelopes ---
+
+    fn envelope_from(r: &AnyRow) -> EnvelopeRow {
+        EnvelopeRow {
+            envelope_id: r.get(0),
+            sender: r.get(1),
+            size: r.get(2),
+            accepted_at: r.get(3),
+            blob_deleted: r.get::<i64, _>(4) != 0,
+        }
+    }
+
+    /// An envelope by ID.
+    pub async fn envelope(&self, envelope_id: &str) -> Result<Option<EnvelopeRow>, StoreError> {
+        let row = sqlx::query("SELECT envelope_id, sender, size, accepted_at, blob_deleted FROM envelopes WHERE envelope_id = $1")
+            .bind(envelope_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(Self::envelope_from))
+    }
+
+    /// Recipients of an envelope and their state.
+    pub async fn recipients(&self, envelope_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT recipient, state FROM envelope_recipients WHERE envelope_id = $1 ORDER BY recipient")
+            .bind(envelope_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Store a verified submission and sign the acceptance, in one
+    /// transaction. The ciphertext must already be durable. Returns the
+    /// acceptance receipt.
+    pub async fn accept(
+        &self,
+        submission: &SignedReceipt,
+        sub: &Submission,
+        relay_id: &str,
+        relay_key: &SigningKey,
+    ) -> Result<SignedReceipt, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        sqlx::query("INSERT INTO envelopes (envelope_id, sender, size, accepted_at, blob_deleted) VALUES ($1, $2, $3, $4, 0)")
+            .bind(&sub.envelope_id)
+            .bind(sub.sender.as_str())
+            .bind(sub.size as i64)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        for r in &sub.recipients {
+            sqlx::query("INSERT INTO envelope_recipients (envelope_id, recipient, state) VALUES ($1, $2, 'pending')")
+                .bind(&sub.envelope_id)
+                .bind(r.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let seq: i64 = sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at) VALUES ($1, 'submission', $2, $3, $4, $5) RETURNING seq")
+            .bind(&sub.envelope_id)
+            .bind(sub.sender.as_str())
+            .bind(&submission.body)
+            .bind(&submission.signature)
+            .bind(t)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let acceptance = SignedReceipt::sign(
+            Purpose::Acceptance,
+            &Acceptance {
+                envelope_id: sub.envelope_id.clone(),
+                submission_sha256: submission.body_sha256(),
+                relay: relay_id.to_string(),
+                accepted_at: receipt::now_rfc3339(),
+                log_index: (seq - 1) as u64,
+            },
+            relay_key,
+        );
+        sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at) VALUES ($1, 'acceptance', $2, $3, $4, $5)")
+            .bind(&sub.envelope_id)
+            .bind(relay_id)
+            .bind(&acceptance.body)
+            .bind(&acceptance.signature)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(acceptance)
+    }
+
+    /// Envelopes waiting for `recipient`.
+    pub async fn inbox(&self, recipient: &str) -> Result<Vec<EnvelopeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.envelope_id, e.sender, e.size, e.accepted_at, e.blob_deleted FROM envelopes e \
+             JOIN envelope_recipients r ON r.envelope_id = e.envelope_id \
+             WHERE r.recipient = $1 AND r.state = 'pending' AND e.blob_deleted = 0 ORDER BY e.accepted_at, e.envelope_id",
+        )
+        .bind(recipient)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Self::envelope_from).collect())
+    }
+
+    /// Envelopes sent by `sender`.
+    pub async fn sent(&self, sender: &str) -> Result<Vec<EnvelopeRow>, StoreError> {
+        let rows = sqlx::query("SELECT envelope_id, sender, size, accepted_at, blob_deleted FROM envelopes WHERE sender = $1 ORDER BY accepted_at, envelope_id")
+            .bind(sender)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Self::envelope_from).collect())
+    }
+
+    /// Note that `recipient` downloaded the envelope.
+    pub async fn mark_fetched(&self, envelope_id: &str, recipient: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE envelope_recipients SET fetched_at = $1 WHERE envelope_id = $2 AND recipient = $3 AND fetched_at IS NULL")
+            .bind(now())
+            .bind(envelope_id)
+            .bind(recipient)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a verified delivery receipt; false if an outcome was already
+    /// recorded for this recipient (the first outcome stands).
+    pub async fn add_outcome(
+        &self,
+        envelope_id: &str,
+        recipient: &str,
+        state: &str,
+        signer: &str,
+        r: &SignedReceipt,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        let updated = sqlx::query("UPDATE envelope_recipients SET state = $1, outcome_at = $2 WHERE envelope_id = $3 AND recipient = $4 AND state = 'pending'")
+            .bind(state)
+            .bind(t)
+            .bind(envelope_id)
+            .bind(recipient)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(envelope_id)
+            .bind(r.purpose.as_str())
+            .bind(signer)
+            .bind(&r.body)
+            .bind(&r.signature)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// All receipts of an envelope, in log order.
+    pub async fn receipts(&self, envelope_id: &str) -> Result<Vec<ReceiptRow>, StoreError> {
+        let rows = sqlx::query("SELECT seq, signer, purpose, body, signature FROM receipts WHERE envelope_id = $1 ORDER BY seq")
+            .bind(envelope_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::receipt_from).collect()
+    }
+
+    /// Receipts from log index `from` on, at most `limit`.
+    pub async fn receipts_since(
+        &self,
+        from: u64,
+        limit: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
+        let rows = sqlx::query("SELECT seq, signer, purpose, body, signature FROM receipts WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(from as i64)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::receipt_from).collect()
+    }
+
+    fn receipt_from(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
+        let purpose: String = r.get(2);
+        let purpose = match purpose.as_str() {
+            "submission" => Purpose::Submission,
+            "acceptance" => Purpose::Acceptance,
+            "delivery" => Purpose::Delivery,
+            "expiry" => Purpose::Expiry,
+            other => {
+                return Err(StoreError::Db(sqlx::Error::Protocol(format!(
+                    "unknown receipt purpose {other}"
+                ))))
+            }
+        };
+        Ok(ReceiptRow {
+            log_index: (r.get::<i64, _>(0) - 1) as u64,
+            signer: r.get(1),
+            receipt: SignedReceipt {
+                purpose,
+                body: r.get(3),
+                signature: r.get(4),
+            },
+        })
+    }
+
+    /// Pending (envelope, recipient) pairs accepted before `cutoff`.
+    pub async fn overdue(&self, cutoff: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.envelope_id, r.recipient FROM envelope_recipients r JOIN envelopes e ON e.envelope_id = r.envelope_id \
+             WHERE r.state = 'pending' AND e.accepted_at < $1 ORDER BY e.accepted_at",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Envelopes whose every recipient has an outcome older than `cutoff`
+    /// and whose ciphertext is still stored.
+    pub async fn finished_before(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.envelope_id FROM envelopes e WHERE e.blob_deleted = 0 AND NOT EXISTS \
+             (SELECT 1 FROM envelope_recipients r WHERE r.envelope_id = e.envelope_id AND (r.state = 'pending' OR r.outcome_at >= $1))",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Delete a finished envelope's ciphertext (receipts stay).
+    pub async fn delete_blob(&self, envelope_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE envelopes SET blob_deleted = 1 WHERE envelope_id = $1")
+            .bind(envelope_id)
+            .execute(&self.pool)
+            .await?;
+        match tokio::fs::remove_file(self.blob_path(envelope_id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
