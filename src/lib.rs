@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod document;
 pub mod identity;
 pub mod keys;
+pub mod log;
 pub mod package;
 pub mod pki;
 pub mod profile;

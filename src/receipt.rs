@@ -298,3 +298,51 @@ mod tests {
         }
     }
 }
+
+/// One leaf of the relay's transparency log: a receipt, or a change of the
+/// directory (a certificate or a CRL published). The leaf hash covers the
+/// exact JSON text of the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum LogEntry {
+    /// A signed receipt and who signed it (facility or relay ID).
+    Receipt {
+        /// The signer's ID.
+        signer: String,
+        /// The receipt.
+        receipt: SignedReceipt,
+    },
+    /// A facility published its certificate.
+    Certificate {
+        /// The facility.
+        facility_id: String,
+        /// The certificate, PEM.
+        certificate: String,
+        /// When (RFC 3339).
+        published_at: String,
+    },
+    /// A CRL was published.
+    Crl {
+        /// Its CRL number.
+        crl_number: String,
+        /// The CRL, PEM.
+        crl: String,
+        /// When (RFC 3339).
+        published_at: String,
+    },
+}
+
+impl LogEntry {
+    /// The exact entry text.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("serializable")
+    }
+
+    /// Parse an entry from untrusted bytes.
+    pub fn parse(bytes: &[u8]) -> Result<LogEntry, ReceiptError> {
+        if bytes.len() > crate::log::tiles::MAX_ENTRY_BYTES {
+            return Err(ReceiptError::Malformed("log entry too large".into()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+}

@@ -652,6 +652,7 @@ impl Session {
                     )
                 })
                 .collect();
+            self.check_checkpoint(&resp.checkpoint, &relay).await?;
             for row in &resp.receipts {
                 let bad = |why: &str| {
                     OpError::Relay(format!(
@@ -659,6 +660,19 @@ impl Session {
                         row.log_index, s.envelope_id
                     ))
                 };
+                crate::audit::bundle::verify(row, &self.trust, None)
+                    .map_err(|e| bad(&e.to_string()))?;
+                if row.checkpoint != resp.checkpoint {
+                    return Err(bad("its checkpoint differs from the response's"));
+                }
+                let expected_signer = match row.receipt.purpose {
+                    Purpose::Submission => me.id.to_string(),
+                    Purpose::Acceptance | Purpose::Expiry => relay.id.to_string(),
+                    Purpose::Delivery => row.signer.clone(),
+                };
+                if row.signer != expected_signer {
+                    return Err(bad("signed by the wrong party"));
+                }
                 match row.receipt.purpose {
                     Purpose::Submission => {
                         let sub: Submission = row
@@ -691,6 +705,9 @@ impl Session {
                             .parse(Purpose::Delivery)
                             .map_err(|e| bad(&e.to_string()))?;
                         let rid = d.recipient.to_string();
+                        if row.signer != rid {
+                            return Err(bad("the delivery receipt is not signed by its recipient"));
+                        }
                         if !certs.contains_key(&rid) {
                             let c = self.directory_show(&d.recipient).await?;
                             certs.insert(rid.clone(), c);
@@ -735,7 +752,7 @@ impl Session {
                         }
                     }
                 }
-                self.store.add_receipt(&s.envelope_id, row).await?;
+                self.store.add_bundle(row).await?;
             }
             let recipients = s.recipients.iter().filter_map(|r| per.remove(r)).collect();
             out.push(SentStatus {
@@ -745,6 +762,63 @@ impl Session {
             });
         }
         Ok(out)
+    }
+}
+
+impl Session {
+    /// Verify a checkpoint from the relay and prove it consistent with the
+    /// newest one this profile kept; keep it if newer. Two inconsistent
+    /// checkpoints are kept as evidence and reported as relay misbehaviour.
+    pub async fn check_checkpoint(
+        &self,
+        note: &str,
+        relay: &CertInfo,
+    ) -> Result<crate::log::Checkpoint, OpError> {
+        let vkey = crate::audit::bundle::relay_verifier(relay)
+            .map_err(|e| OpError::Relay(e.to_string()))?;
+        let (cp, _) =
+            crate::log::Checkpoint::open(note.as_bytes(), vkey.name(), std::slice::from_ref(&vkey))
+                .map_err(|e| {
+                    OpError::Relay(format!("the relay's checkpoint does not verify: {e}"))
+                })?;
+        if let Some((old_size, old_note)) = self.store.latest_checkpoint(vkey.name()).await? {
+            let (old, _) = crate::log::Checkpoint::open(
+                old_note.as_bytes(),
+                vkey.name(),
+                std::slice::from_ref(&vkey),
+            )
+            .map_err(|e| OpError::Relay(format!("the kept checkpoint does not verify: {e}")))?;
+            let (a, b, an, bn) = if old_size <= cp.size {
+                (&old, &cp, old_note.as_str(), note)
+            } else {
+                (&cp, &old, note, old_note.as_str())
+            };
+            let ok = if a.size == b.size {
+                a.root == b.root
+            } else if a.size == 0 {
+                true
+            } else {
+                let path = format!("/v1/log/proof/consistency?from={}&to={}", a.size, b.size);
+                let (proof, _): (crate::log::ConsistencyProof, _) =
+                    self.client.get_json(&path).await?;
+                proof.size1 == a.size
+                    && proof.size2 == b.size
+                    && proof.verify(&a.root, &b.root).is_ok()
+            };
+            if !ok {
+                self.store
+                    .add_evidence("inconsistent checkpoints", an, bn)
+                    .await?;
+                return Err(OpError::Relay(format!(
+                    "the relay's log of size {} is not consistent with the one of size {} this facility saw before (both kept as evidence)",
+                    b.size, a.size
+                )));
+            }
+        }
+        self.store
+            .add_checkpoint(vkey.name(), cp.size, note)
+            .await?;
+        Ok(cp)
     }
 }
 

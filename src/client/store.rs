@@ -177,6 +177,93 @@ impl LocalStore {
             .collect())
     }
 
+    /// Keep a verified receipt bundle.
+    pub async fn add_bundle(&self, b: &crate::audit::ReceiptBundle) -> Result<(), LocalStoreError> {
+        let env = receipt_envelope(&b.receipt);
+        sqlx::query(
+            "INSERT OR REPLACE INTO bundles (envelope_id, log_index, bundle) VALUES (?, ?, ?)",
+        )
+        .bind(env)
+        .bind(b.log_index as i64)
+        .bind(serde_json::to_string(b).expect("json"))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Bundles of one envelope.
+    pub async fn bundles(
+        &self,
+        envelope_id: &str,
+    ) -> Result<Vec<crate::audit::ReceiptBundle>, LocalStoreError> {
+        let rows =
+            sqlx::query("SELECT bundle FROM bundles WHERE envelope_id = ? ORDER BY log_index")
+                .bind(envelope_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok())
+            .collect())
+    }
+
+    /// The newest checkpoint kept for `origin` (size, signed note).
+    pub async fn latest_checkpoint(
+        &self,
+        origin: &str,
+    ) -> Result<Option<(u64, String)>, LocalStoreError> {
+        let row = sqlx::query(
+            "SELECT size, note FROM checkpoints WHERE origin = ? ORDER BY size DESC LIMIT 1",
+        )
+        .bind(origin)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0) as u64, r.get(1))))
+    }
+
+    /// Keep a verified checkpoint.
+    pub async fn add_checkpoint(
+        &self,
+        origin: &str,
+        size: u64,
+        note: &str,
+    ) -> Result<(), LocalStoreError> {
+        sqlx::query("INSERT OR IGNORE INTO checkpoints (origin, size, note) VALUES (?, ?, ?)")
+            .bind(origin)
+            .bind(size as i64)
+            .bind(note)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Keep two checkpoints that prove the relay misbehaved.
+    pub async fn add_evidence(&self, what: &str, a: &str, b: &str) -> Result<(), LocalStoreError> {
+        sqlx::query(
+            "INSERT INTO evidence (found_at, what, checkpoint_a, checkpoint_b) VALUES (?, ?, ?, ?)",
+        )
+        .bind(crate::receipt::now_rfc3339())
+        .bind(what)
+        .bind(a)
+        .bind(b)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Recorded evidence: (found_at, what, checkpoint_a, checkpoint_b).
+    pub async fn evidence(&self) -> Result<Vec<(String, String, String, String)>, LocalStoreError> {
+        let rows = sqlx::query(
+            "SELECT found_at, what, checkpoint_a, checkpoint_b FROM evidence ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
     /// Keep a verified receipt.
     pub async fn add_receipt(
         &self,
@@ -194,4 +281,16 @@ impl LocalStore {
             .await?;
         Ok(())
     }
+}
+
+/// The envelope a receipt is about (every receipt body has `envelope_id`).
+fn receipt_envelope(r: &crate::receipt::SignedReceipt) -> String {
+    serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| {
+            v.get("envelope_id")
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
 }

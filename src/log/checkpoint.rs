@@ -95,7 +95,12 @@ impl Checkpoint {
     /// The note text (every line ends in a newline).
     pub fn to_text(&self) -> Result<String, CheckpointError> {
         self.validate()?;
-        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        let mut s = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        );
         for e in &self.extensions {
             s.push_str(e);
             s.push('\n');
@@ -203,7 +208,10 @@ mod tests {
         let ok = format!("o\n10\n{root}\n");
         Checkpoint::parse(ok.as_bytes()).unwrap();
         let ext = format!("o\n10\n{root}\next one\n");
-        assert_eq!(Checkpoint::parse(ext.as_bytes()).unwrap().extensions, ["ext one"]);
+        assert_eq!(
+            Checkpoint::parse(ext.as_bytes()).unwrap().extensions,
+            ["ext one"]
+        );
         for bad in [
             format!("o\n10\n{root}"),
             format!("\n10\n{root}\n"),
@@ -236,8 +244,8 @@ mod tests {
         let s = Signer::ed25519("renkei.example/relay", &k).unwrap();
         let c = Checkpoint::new("renkei.example/relay", 3, leaf_hash(b"r")).unwrap();
         let signed = c.sign(&[&s]).unwrap();
-        let (back, n) = Checkpoint::open(signed.as_bytes(), "renkei.example/relay", &[s.verifier()])
-            .unwrap();
+        let (back, n) =
+            Checkpoint::open(signed.as_bytes(), "renkei.example/relay", &[s.verifier()]).unwrap();
         assert_eq!(back, c);
         assert_eq!(n.verified[0].name, "renkei.example/relay");
         assert!(matches!(
@@ -262,7 +270,7 @@ mod tests {
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(c) = Checkpoint::parse(&bytes) {
-                prop_assert_eq!(c.to_text().unwrap().as_bytes(), &bytes[..]);
+                prop_assert_eq!(c.to_text().unwrap().into_bytes(), bytes);
             }
         }
     }

@@ -494,7 +494,10 @@ impl MemoryTree {
     /// Append a leaf hash; returns the new leaf's index.
     pub fn push_leaf_hash(&mut self, leaf: Hash) -> u64 {
         let index = self.size();
-        let nodes = self.compact.append(leaf).expect("an in-memory tree is never full");
+        let nodes = self
+            .compact
+            .append(leaf)
+            .expect("an in-memory tree is never full");
         for (id, h) in nodes {
             let level = usize::from(id.level);
             if self.levels.len() <= level {
@@ -767,8 +770,8 @@ impl InclusionProof {
         if bytes.len() > MAX_PROOF_JSON_BYTES {
             return Err(ProofError::Encoding("proof JSON too large"));
         }
-        let p: Self =
-            serde_json::from_slice(bytes).map_err(|_| ProofError::Encoding("invalid proof JSON"))?;
+        let p: Self = serde_json::from_slice(bytes)
+            .map_err(|_| ProofError::Encoding("invalid proof JSON"))?;
         if p.hashes.len() > MAX_PROOF_HASHES {
             return Err(ProofError::Encoding("too many hashes"));
         }
@@ -800,8 +803,8 @@ impl ConsistencyProof {
         if bytes.len() > MAX_PROOF_JSON_BYTES {
             return Err(ProofError::Encoding("proof JSON too large"));
         }
-        let p: Self =
-            serde_json::from_slice(bytes).map_err(|_| ProofError::Encoding("invalid proof JSON"))?;
+        let p: Self = serde_json::from_slice(bytes)
+            .map_err(|_| ProofError::Encoding("invalid proof JSON"))?;
         if p.hashes.len() > MAX_PROOF_HASHES {
             return Err(ProofError::Encoding("too many hashes"));
         }
@@ -863,7 +866,9 @@ mod tests {
     }
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
     }
 
     fn tree(n: usize) -> MemoryTree {
@@ -898,7 +903,11 @@ mod tests {
         let l = leaves(300);
         let t = tree(300);
         for size in 0..=300usize {
-            assert_eq!(t.root_at(size as u64).unwrap(), mth(&l[..size]), "size {size}");
+            assert_eq!(
+                t.root_at(size as u64).unwrap(),
+                mth(&l[..size]),
+                "size {size}"
+            );
         }
         assert_eq!(t.root(), mth(&l));
     }
@@ -916,7 +925,11 @@ mod tests {
             }
             for m in 1..=size {
                 let p = t.consistency_proof(m as u64, size as u64).unwrap();
-                assert_eq!(p, rfc_subproof(m, &l[..size], true), "consistency {m} {size}");
+                assert_eq!(
+                    p,
+                    rfc_subproof(m, &l[..size], true),
+                    "consistency {m} {size}"
+                );
                 verify_consistency(m as u64, size as u64, &p, &mth(&l[..m]), &root).unwrap();
             }
         }
@@ -946,7 +959,10 @@ mod tests {
         for size in [0u64, 1, 2, 3, 255, 256, 257, 511, 999, 1000] {
             let mut c = CompactTree::load(&t, size).unwrap();
             assert_eq!(c.root(), t.root_at(size).unwrap());
-            assert_eq!(CompactTree::from_border(size, c.border().to_vec()).unwrap(), c);
+            assert_eq!(
+                CompactTree::from_border(size, c.border().to_vec()).unwrap(),
+                c
+            );
             for l in leaves(1000).into_iter().skip(size as usize) {
                 c.append(l).unwrap();
             }

@@ -592,7 +592,13 @@ pub(crate) mod tests {
         }
         .encode()
         .unwrap();
-        assert_eq!(open(note.as_bytes(), &[s.verifier()]).unwrap().verified.len(), 1);
+        assert_eq!(
+            open(note.as_bytes(), &[s.verifier()])
+                .unwrap()
+                .verified
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -632,7 +638,10 @@ pub(crate) mod tests {
         let s = Signer::ed25519("log", &k).unwrap();
         let line = s.sign(TEXT).to_line();
         let many = format!("{TEXT}\n{}", line.repeat(MAX_SIGNATURES));
-        assert_eq!(Note::parse(many.as_bytes()).unwrap().signatures.len(), MAX_SIGNATURES);
+        assert_eq!(
+            Note::parse(many.as_bytes()).unwrap().signatures.len(),
+            MAX_SIGNATURES
+        );
         let too_many = format!("{TEXT}\n{}", line.repeat(MAX_SIGNATURES + 1));
         assert_eq!(
             Note::parse(too_many.as_bytes()),
@@ -732,7 +741,7 @@ pub(crate) mod tests {
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             if let Ok(n) = Note::parse(&bytes) {
-                prop_assert_eq!(n.encode().unwrap().as_bytes(), &bytes[..]);
+                prop_assert_eq!(n.encode().unwrap().into_bytes(), bytes.clone());
             }
             if let Ok(s) = std::str::from_utf8(&bytes) {
                 let _ = Verifier::parse(s);

@@ -79,6 +79,8 @@ pub struct RelayState {
     pub cert: CertInfo,
     /// The relay's ID.
     pub id: String,
+    /// The log's origin line and checkpoint key name.
+    pub origin: String,
     /// Settings.
     pub config: RelayConfig,
     /// The CA and current CRL.
@@ -120,9 +122,11 @@ impl RelayState {
             }
         }
         let tls = tls::server_config(&p, &trust)?;
+        let origin = log_origin(&cert);
         Ok(Arc::new(RelayState {
             store,
             key,
+            origin,
             id: cert.id.to_string(),
             cert,
             config,
@@ -141,10 +145,37 @@ impl RelayState {
         Ok(())
     }
 
+    /// The checkpoint signer.
+    pub fn signer(&self) -> store::LogSigner<'_> {
+        store::LogSigner {
+            origin: &self.origin,
+            key: &self.key,
+        }
+    }
+
+    /// The relay's verifier key in the C2SP signed-note format.
+    pub fn vkey(&self) -> String {
+        crate::log::Verifier::ed25519(&self.origin, self.key.public_key())
+            .map(|v| v.encode())
+            .unwrap_or_default()
+    }
+
     /// The current trust store.
     pub fn trust(&self) -> TrustStore {
         self.trust.read().expect("lock").clone()
     }
+}
+
+/// The log origin of a relay: `<first DNS name>/renkei/<relay ID>`.
+pub fn log_origin(cert: &CertInfo) -> String {
+    format!(
+        "{}/renkei/{}",
+        cert.dns_names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("relay"),
+        cert.id
+    )
 }
 
 /// The CRL number of a DER CRL (0 when absent).
@@ -165,6 +196,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::directory::router())
         .merge(routes::envelopes::router())
+        .merge(routes::log::router())
         .with_state(state)
 }
 

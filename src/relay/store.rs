@@ -10,7 +10,8 @@ use sqlx::{AnyPool, Row};
 use tokio::io::AsyncWriteExt;
 
 use crate::keys::SigningKey;
-use crate::receipt::{self, Acceptance, Purpose, SignedReceipt, Submission};
+use crate::log::{merkle, Checkpoint, CompactTree, Hash, NodeId, Signer};
+use crate::receipt::{self, Acceptance, LogEntry, Purpose, SignedReceipt, Submission};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,12 @@ pub enum StoreError {
     /// File failure.
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    /// Stored data that does not make sense (a missing node, a bad hash).
+    #[error("storage is inconsistent: {0}")]
+    Corrupt(String),
+    /// A request for a proof or tile that cannot exist.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -61,6 +68,31 @@ pub struct Store {
     pool: AnyPool,
     blobs: PathBuf,
     tmp: PathBuf,
+    postgres: bool,
+    /// Serializes appends in this process and caches the append state.
+    log: std::sync::Arc<tokio::sync::Mutex<Option<CompactTree>>>,
+}
+
+/// Who signs checkpoints, and the log's origin line (also the key name).
+pub struct LogSigner<'a> {
+    /// The checkpoint origin, e.g. `localhost/renkei/relay-1`.
+    pub origin: &'a str,
+    /// The relay's key.
+    pub key: &'a SigningKey,
+}
+
+/// The PostgreSQL advisory lock that makes one sequencer at a time.
+const SEQUENCER_LOCK: i64 = 7_046_431_728;
+
+fn hash_hex(h: &Hash) -> String {
+    hex::encode(h)
+}
+
+fn hash_from_hex(s: &str) -> Result<Hash, StoreError> {
+    let v =
+        hex::decode(s).map_err(|_| StoreError::Corrupt(format!("stored hash {s:?} is not hex")))?;
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("stored hash is not 32 bytes".into()))
 }
 
 fn now() -> i64 {
@@ -107,6 +139,8 @@ impl Store {
             pool,
             blobs: data.join("blobs"),
             tmp: data.join("tmp"),
+            postgres: !sqlite,
+            log: Default::default(),
         })
     }
 
@@ -151,9 +185,132 @@ impl Store {
         Ok(())
     }
 
+    // --- the transparency log ---
+
+    /// Append one entry inside `tx`, under the sequencer lock: store the
+    /// entry, the nodes it completes, and a signed checkpoint. Returns the
+    /// leaf index and the new append state (cache it only after commit).
+    async fn append(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        cached: &Option<CompactTree>,
+        entry: &LogEntry,
+        signer: &LogSigner<'_>,
+    ) -> Result<(u64, CompactTree), StoreError> {
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SEQUENCER_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        let size = size as u64;
+        let mut tree = match cached {
+            Some(t) if t.size() == size => t.clone(),
+            _ => {
+                let border = read_nodes(&mut *tx, merkle::root_plan(size).nodes()).await?;
+                CompactTree::from_border(size, border)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+        };
+        let text = entry.to_text();
+        if text.len() > crate::log::tiles::MAX_ENTRY_BYTES {
+            return Err(StoreError::Invalid("log entry too large".into()));
+        }
+        let nodes = tree
+            .append_entry(text.as_bytes())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO log_entries (idx, entry) VALUES ($1, $2)")
+            .bind(size as i64)
+            .bind(&text)
+            .execute(&mut *tx)
+            .await?;
+        for (id, hash) in nodes {
+            sqlx::query("INSERT INTO log_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                .bind(i64::from(id.level))
+                .bind(id.index as i64)
+                .bind(hash_hex(&hash))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let signer_note = Signer::ed25519(signer.origin, signer.key)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let note = Checkpoint::new(signer.origin, tree.size(), tree.root())
+            .and_then(|c| c.sign(&[&signer_note]))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO log_checkpoints (size, note) VALUES ($1, $2)")
+            .bind(tree.size() as i64)
+            .bind(&note)
+            .execute(&mut *tx)
+            .await?;
+        Ok((size, tree))
+    }
+
+    /// The current log size.
+    pub async fn log_size(&self) -> Result<u64, StoreError> {
+        let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(size as u64)
+    }
+
+    /// The newest signed checkpoint (size and note), if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query("SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0) as u64, r.get::<String, _>(1))))
+    }
+
+    /// Stored node hashes, in the order asked.
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read_nodes(&mut conn, ids).await
+    }
+
+    /// Log entries `[start, end)` (exact text).
+    pub async fn entries(&self, start: u64, end: u64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT idx, entry FROM log_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+        )
+        .bind(start as i64)
+        .bind(end as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.len() as u64 != end.saturating_sub(start) {
+            return Err(StoreError::Corrupt(format!(
+                "log entries {start}..{end} are not all stored"
+            )));
+        }
+        Ok(rows.iter().map(|r| r.get::<String, _>(1)).collect())
+    }
+
+    /// Inclusion proof of `index` in the tree of `size`.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let plan =
+            merkle::inclusion_plan(index, size).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let hashes = self.nodes(plan.nodes()).await?;
+        plan.assemble(&hashes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Consistency proof from `size1` to `size2`.
+    pub async fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, StoreError> {
+        let plan = merkle::consistency_plan(size1, size2)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let hashes = self.nodes(plan.nodes()).await?;
+        plan.assemble(&hashes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     // --- directory ---
 
-    /// Publish (insert or replace) a facility's certificate.
+    /// Publish (insert or replace) a facility's certificate, and log it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn directory_put(
         &self,
         id: &str,
@@ -161,23 +318,40 @@ impl Store {
         name: &str,
         pem: &str,
         fingerprint: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM directory WHERE facility_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(id)
-            .bind(kind)
-            .bind(name)
-            .bind(pem)
-            .bind(fingerprint)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        signer: &LogSigner<'_>,
+    ) -> Result<u64, StoreError> {
+        let (id, kind, name, pem, fingerprint) = (
+            id.to_string(),
+            kind.to_string(),
+            name.to_string(),
+            pem.to_string(),
+            fingerprint.to_string(),
+        );
+        let mut guard = self.log.lock().await;
+        let mut tree_state = guard.clone();
+        let mut txn = self.pool.begin().await?;
+        let result = async {
+            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
+                sqlx::query("DELETE FROM directory WHERE facility_id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&id)
+                    .bind(&kind)
+                    .bind(&name)
+                    .bind(&pem)
+                    .bind(&fingerprint)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+                let entry = LogEntry::Certificate { facility_id: id, certificate: pem, published_at: receipt::now_rfc3339() };
+                let (idx, t) = st.append(tx, tree, &entry, signer).await?;
+                *tree = Some(t);
+                Ok(idx)
+        }
+        .await;
+        finish(txn, &mut guard, tree_state, result).await
     }
 
     /// One facility's certificate (PEM).
@@ -207,20 +381,41 @@ impl Store {
         Ok(row.map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))))
     }
 
-    /// Replace the current CRL.
-    pub async fn crl_put(&self, number: &str, pem: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM crl WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO crl (id, crl_number, pem, published_at) VALUES (1, $1, $2, $3)")
-            .bind(number)
-            .bind(pem)
+    /// Replace the current CRL, and log it.
+    pub async fn crl_put(
+        &self,
+        number: &str,
+        pem: &str,
+        signer: &LogSigner<'_>,
+    ) -> Result<u64, StoreError> {
+        let (number, pem) = (number.to_string(), pem.to_string());
+        let mut guard = self.log.lock().await;
+        let mut tree_state = guard.clone();
+        let mut txn = self.pool.begin().await?;
+        let result = async {
+            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
+            sqlx::query("DELETE FROM crl WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO crl (id, crl_number, pem, published_at) VALUES (1, $1, $2, $3)",
+            )
+            .bind(&number)
+            .bind(&pem)
             .bind(now())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            let entry = LogEntry::Crl {
+                crl_number: number,
+                crl: pem,
+                published_at: receipt::now_rfc3339(),
+            };
+            let (idx, t) = st.append(tx, tree, &entry, signer).await?;
+            *tree = Some(t);
+            Ok(idx)
+        }
+        .await;
+        finish(txn, &mut guard, tree_state, result).await
     }
 
     // --- envelopes ---
@@ -254,61 +449,81 @@ impl Store {
     }
 
     /// Store a verified submission and sign the acceptance, in one
-    /// transaction. The ciphertext must already be durable. Returns the
-    /// acceptance receipt.
+    /// transaction that also appends both receipts to the log. The
+    /// ciphertext must already be durable. Returns the acceptance receipt.
     pub async fn accept(
         &self,
         submission: &SignedReceipt,
         sub: &Submission,
         relay_id: &str,
-        relay_key: &SigningKey,
+        signer: &LogSigner<'_>,
     ) -> Result<SignedReceipt, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let t = now();
-        sqlx::query("INSERT INTO envelopes (envelope_id, sender, size, accepted_at, blob_deleted) VALUES ($1, $2, $3, $4, 0)")
-            .bind(&sub.envelope_id)
-            .bind(sub.sender.as_str())
-            .bind(sub.size as i64)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        for r in &sub.recipients {
-            sqlx::query("INSERT INTO envelope_recipients (envelope_id, recipient, state) VALUES ($1, $2, 'pending')")
-                .bind(&sub.envelope_id)
-                .bind(r.as_str())
-                .execute(&mut *tx)
-                .await?;
+        let (submission, sub, relay_id) = (submission.clone(), sub.clone(), relay_id.to_string());
+        let mut guard = self.log.lock().await;
+        let mut tree_state = guard.clone();
+        let mut txn = self.pool.begin().await?;
+        let result = async {
+            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
+                let t = now();
+                sqlx::query("INSERT INTO envelopes (envelope_id, sender, size, accepted_at, blob_deleted) VALUES ($1, $2, $3, $4, 0)")
+                    .bind(&sub.envelope_id)
+                    .bind(sub.sender.as_str())
+                    .bind(sub.size as i64)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+                for r in &sub.recipients {
+                    sqlx::query("INSERT INTO envelope_recipients (envelope_id, recipient, state) VALUES ($1, $2, 'pending')")
+                        .bind(&sub.envelope_id)
+                        .bind(r.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let sub_idx = st.append_receipt(tx, tree, &sub.envelope_id, sub.sender.as_str(), &submission, signer).await?;
+                let acceptance = SignedReceipt::sign(
+                    Purpose::Acceptance,
+                    &Acceptance {
+                        envelope_id: sub.envelope_id.clone(),
+                        submission_sha256: submission.body_sha256(),
+                        relay: relay_id.clone(),
+                        accepted_at: receipt::now_rfc3339(),
+                        log_index: sub_idx,
+                    },
+                    signer.key,
+                );
+                st.append_receipt(tx, tree, &sub.envelope_id, &relay_id, &acceptance, signer).await?;
+                Ok(acceptance)
         }
-        let seq: i64 = sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at) VALUES ($1, 'submission', $2, $3, $4, $5) RETURNING seq")
-            .bind(&sub.envelope_id)
-            .bind(sub.sender.as_str())
-            .bind(&submission.body)
-            .bind(&submission.signature)
-            .bind(t)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-        let acceptance = SignedReceipt::sign(
-            Purpose::Acceptance,
-            &Acceptance {
-                envelope_id: sub.envelope_id.clone(),
-                submission_sha256: submission.body_sha256(),
-                relay: relay_id.to_string(),
-                accepted_at: receipt::now_rfc3339(),
-                log_index: (seq - 1) as u64,
-            },
-            relay_key,
-        );
-        sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at) VALUES ($1, 'acceptance', $2, $3, $4, $5)")
-            .bind(&sub.envelope_id)
-            .bind(relay_id)
-            .bind(&acceptance.body)
-            .bind(&acceptance.signature)
-            .bind(t)
+        .await;
+        finish(txn, &mut guard, tree_state, result).await
+    }
+
+    async fn append_receipt(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        tree: &mut Option<CompactTree>,
+        envelope_id: &str,
+        signer_id: &str,
+        r: &SignedReceipt,
+        signer: &LogSigner<'_>,
+    ) -> Result<u64, StoreError> {
+        let entry = LogEntry::Receipt {
+            signer: signer_id.to_string(),
+            receipt: r.clone(),
+        };
+        let (idx, t) = self.append(tx, tree, &entry, signer).await?;
+        *tree = Some(t);
+        sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at, log_index) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(envelope_id)
+            .bind(r.purpose.as_str())
+            .bind(signer_id)
+            .bind(&r.body)
+            .bind(&r.signature)
+            .bind(now())
+            .bind(idx as i64)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(acceptance)
+        Ok(idx)
     }
 
     /// Envelopes waiting for `recipient`.
@@ -344,46 +559,51 @@ impl Store {
         Ok(())
     }
 
-    /// Record a verified delivery receipt; false if an outcome was already
-    /// recorded for this recipient (the first outcome stands).
+    /// Record a verified delivery (or expiry) receipt and log it; false if
+    /// an outcome was already recorded for this recipient (the first
+    /// outcome stands).
     pub async fn add_outcome(
         &self,
         envelope_id: &str,
         recipient: &str,
         state: &str,
-        signer: &str,
+        signer_id: &str,
         r: &SignedReceipt,
+        signer: &LogSigner<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let t = now();
-        let updated = sqlx::query("UPDATE envelope_recipients SET state = $1, outcome_at = $2 WHERE envelope_id = $3 AND recipient = $4 AND state = 'pending'")
-            .bind(state)
-            .bind(t)
-            .bind(envelope_id)
-            .bind(recipient)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
+        let (envelope_id, recipient, state, signer_id, r) = (
+            envelope_id.to_string(),
+            recipient.to_string(),
+            state.to_string(),
+            signer_id.to_string(),
+            r.clone(),
+        );
+        let mut guard = self.log.lock().await;
+        let mut tree_state = guard.clone();
+        let mut txn = self.pool.begin().await?;
+        let result = async {
+            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
+                let updated = sqlx::query("UPDATE envelope_recipients SET state = $1, outcome_at = $2 WHERE envelope_id = $3 AND recipient = $4 AND state = 'pending'")
+                    .bind(&state)
+                    .bind(now())
+                    .bind(&envelope_id)
+                    .bind(&recipient)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                st.append_receipt(tx, tree, &envelope_id, &signer_id, &r, signer).await?;
+                Ok(true)
         }
-        sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(envelope_id)
-            .bind(r.purpose.as_str())
-            .bind(signer)
-            .bind(&r.body)
-            .bind(&r.signature)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        .await;
+        finish(txn, &mut guard, tree_state, result).await
     }
 
     /// All receipts of an envelope, in log order.
     pub async fn receipts(&self, envelope_id: &str) -> Result<Vec<ReceiptRow>, StoreError> {
-        let rows = sqlx::query("SELECT seq, signer, purpose, body, signature FROM receipts WHERE envelope_id = $1 ORDER BY seq")
+        let rows = sqlx::query("SELECT log_index, signer, purpose, body, signature FROM receipts WHERE envelope_id = $1 ORDER BY log_index")
             .bind(envelope_id)
             .fetch_all(&self.pool)
             .await?;
@@ -396,7 +616,7 @@ impl Store {
         from: u64,
         limit: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
-        let rows = sqlx::query("SELECT seq, signer, purpose, body, signature FROM receipts WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let rows = sqlx::query("SELECT log_index, signer, purpose, body, signature FROM receipts WHERE log_index >= $1 ORDER BY log_index LIMIT $2")
             .bind(from as i64)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -418,7 +638,7 @@ impl Store {
             }
         };
         Ok(ReceiptRow {
-            log_index: (r.get::<i64, _>(0) - 1) as u64,
+            log_index: r.get::<i64, _>(0) as u64,
             signer: r.get(1),
             receipt: SignedReceipt {
                 purpose,
@@ -463,6 +683,73 @@ impl Store {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Read stored node hashes inside a connection or transaction, in order.
+async fn read_nodes(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[NodeId],
+) -> Result<Vec<Hash>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut found = std::collections::HashMap::new();
+    for chunk in ids.chunks(64) {
+        let mut sql = String::from("SELECT level, idx, hash FROM log_nodes WHERE ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            sql.push_str(&format!(
+                "(level = ${} AND idx = ${})",
+                2 * i + 1,
+                2 * i + 2
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(i64::from(id.level)).bind(id.index as i64);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let level: i64 = row.get(0);
+            let idx: i64 = row.get(1);
+            let hash: String = row.get(2);
+            found.insert((level as u8, idx as u64), hash_from_hex(&hash)?);
+        }
+    }
+    ids.iter()
+        .map(|id| {
+            found.get(&(id.level, id.index)).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!("tree node ({}, {}) is missing", id.level, id.index))
+            })
+        })
+        .collect()
+}
+
+/// Commit (and cache the append state) or roll back (and drop the cache).
+async fn finish<T>(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    guard: &mut Option<CompactTree>,
+    tree: Option<CompactTree>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(v) => match tx.commit().await {
+            Ok(()) => {
+                *guard = tree;
+                Ok(v)
+            }
+            Err(e) => {
+                *guard = None;
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            let _ = tx.rollback().await;
+            *guard = None;
+            Err(e)
         }
     }
 }

@@ -80,6 +80,7 @@ async fn publish(
             &info.name,
             &info.pem(),
             &info.fingerprint,
+            &st.signer(),
         )
         .await?;
     tracing::info!(facility = %me, "certificate published");
@@ -153,7 +154,15 @@ async fn put_crl(State(st): State<AppState>, body: Bytes) -> Result<impl IntoRes
         "X509 CRL",
         new.crl_der().expect("has CRL").to_vec(),
     ));
-    st.store.crl_put(&new_n.to_string(), &pem).await?;
+    st.store
+        .crl_put(&new_n.to_string(), &pem, &st.signer())
+        .await
+        .map_err(|e| match e {
+            crate::relay::store::StoreError::Invalid(d) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, d)
+            }
+            other => other.into(),
+        })?;
     st.install_crl(new).map_err(ApiError::internal)?;
     tracing::info!(crl_number = %new_n, "CRL published");
     Ok((

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::facility;
+use crate::audit::ReceiptBundle;
 use crate::identity::Kind;
 use crate::receipt::{self, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission};
 use crate::relay::error::ApiError;
@@ -58,13 +59,15 @@ pub struct SubmitResponse {
     pub created: bool,
 }
 
-/// Receipts of one envelope.
+/// Receipts of one envelope, each as a self-contained bundle.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ReceiptsResponse {
     /// The envelope.
     pub envelope: EnvelopeSummary,
-    /// Every receipt, in log order.
-    pub receipts: Vec<ReceiptRow>,
+    /// Every receipt, in log order, with its inclusion proof.
+    pub receipts: Vec<ReceiptBundle>,
+    /// The checkpoint the proofs lead to.
+    pub checkpoint: String,
     /// The relay's certificate (PEM), to verify relay-signed receipts offline.
     pub relay_certificate: String,
 }
@@ -218,7 +221,7 @@ async fn submit(
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e.into());
     }
-    match st.store.accept(&signed, &sub, &st.id, &st.key).await {
+    match st.store.accept(&signed, &sub, &st.id, &st.signer()).await {
         Ok(acceptance) => {
             tracing::info!(envelope = %sub.envelope_id, sender = %me, size = sub.size, "accepted");
             Ok((
@@ -360,7 +363,7 @@ async fn post_receipt(
     };
     if !st
         .store
-        .add_outcome(&id, me.as_str(), state, me.as_str(), &signed)
+        .add_outcome(&id, me.as_str(), state, me.as_str(), &signed, &st.signer())
         .await?
     {
         return Err(ApiError::new(
@@ -391,11 +394,53 @@ async fn receipts(
     if !allowed {
         return Err(ApiError::not_found("no such envelope"));
     }
+    let rows = st.store.receipts(&id).await?;
+    let (size, checkpoint) = st
+        .store
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| ApiError::internal("receipts exist but no checkpoint"))?;
+    let mut bundles = Vec::new();
+    for row in rows {
+        bundles.push(bundle(&st, row, size, &checkpoint).await?);
+    }
     Ok(Json(ReceiptsResponse {
         envelope: summary(&st, &env).await?,
-        receipts: st.store.receipts(&id).await?,
+        receipts: bundles,
+        checkpoint,
         relay_certificate: st.cert.pem(),
     }))
+}
+
+/// Build the bundle of one stored receipt at checkpoint `size`.
+pub async fn bundle(
+    st: &AppState,
+    row: ReceiptRow,
+    size: u64,
+    checkpoint: &str,
+) -> Result<ReceiptBundle, ApiError> {
+    let entry = st
+        .store
+        .entries(row.log_index, row.log_index + 1)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("missing log entry"))?;
+    let inclusion = st.store.inclusion_proof(row.log_index, size).await?;
+    let signer_certificate = if row.signer == st.id {
+        None
+    } else {
+        st.store.directory_get(&row.signer).await?
+    };
+    Ok(ReceiptBundle {
+        log_index: row.log_index,
+        signer: row.signer,
+        receipt: row.receipt,
+        entry,
+        inclusion,
+        checkpoint: checkpoint.to_string(),
+        relay_certificate: st.cert.pem(),
+        signer_certificate,
+    })
 }
 
 #[derive(Deserialize)]
@@ -443,7 +488,7 @@ pub async fn sweep(st: &AppState) -> Result<(usize, usize), ApiError> {
         );
         if st
             .store
-            .add_outcome(&env, &recipient, "expired", &st.id, &r)
+            .add_outcome(&env, &recipient, "expired", &st.id, &r, &st.signer())
             .await?
         {
             tracing::info!(envelope = %env, %recipient, "expired");

@@ -4,6 +4,7 @@
 pub mod directory;
 pub mod envelopes;
 pub mod health;
+pub mod log;
 
 use super::error::ApiError;
 use super::Caller;

@@ -1,0 +1,154 @@
+//! Self-contained receipt bundles: a receipt, the exact log entry that
+//! holds it, its inclusion proof, a signed checkpoint, and the certificates
+//! needed to check the signatures. A bundle verifies offline with only the
+//! region's CA certificate and the relay's verifier key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Kind;
+use crate::log::{self, Checkpoint, Hash, Verifier};
+use crate::pki::{CertInfo, TrustStore};
+use crate::receipt::{LogEntry, Purpose, SignedReceipt};
+
+/// A receipt with everything needed to verify it offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBundle {
+    /// Leaf index of the receipt's log entry.
+    pub log_index: u64,
+    /// Who signed the receipt (facility or relay ID).
+    pub signer: String,
+    /// The receipt.
+    pub receipt: SignedReceipt,
+    /// The exact log entry text (its leaf hash is what the tree commits to).
+    pub entry: String,
+    /// Inclusion proof of the entry in the checkpoint's tree (base64 hashes).
+    #[serde(with = "crate::log::b64::hashes")]
+    pub inclusion: Vec<Hash>,
+    /// The relay's signed checkpoint (C2SP signed note).
+    pub checkpoint: String,
+    /// The relay's certificate (PEM).
+    pub relay_certificate: String,
+    /// The signer's certificate (PEM), for receipts signed by a facility.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_certificate: Option<String>,
+}
+
+/// Why a bundle did not verify. The message names the check.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Not a bundle.
+    #[error("not a receipt bundle: {0}")]
+    Malformed(String),
+    /// A certificate did not verify.
+    #[error("certificate: {0}")]
+    Cert(#[from] crate::pki::CertError),
+    /// The receipt's signature did not verify.
+    #[error("the receipt's signature does not verify with {0}'s certificate")]
+    Signature(String),
+    /// The log entry does not hold this receipt.
+    #[error("the log entry at index {0} does not hold this receipt")]
+    Entry(u64),
+    /// The checkpoint did not verify.
+    #[error("the checkpoint does not verify with the relay's key: {0}")]
+    Checkpoint(String),
+    /// The inclusion proof did not verify.
+    #[error(
+        "the receipt at log index {index} is not included in the checkpoint of size {size}: {why}"
+    )]
+    Inclusion {
+        /// Leaf index.
+        index: u64,
+        /// Checkpoint size.
+        size: u64,
+        /// Reason.
+        why: String,
+    },
+}
+
+/// A verified bundle.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The checkpoint it is included in.
+    pub checkpoint: Checkpoint,
+    /// The signer's certificate.
+    pub signer: CertInfo,
+    /// The relay's certificate.
+    pub relay: CertInfo,
+}
+
+/// The verifier key of a relay certificate (origin as key name).
+pub fn relay_verifier(relay: &CertInfo) -> Result<Verifier, BundleError> {
+    Verifier::ed25519(&crate::relay::log_origin(relay), relay.signing_key)
+        .map_err(|e| BundleError::Checkpoint(e.to_string()))
+}
+
+/// Verify a bundle: the relay certificate chains to the CA (kind relay);
+/// the checkpoint is signed by `vkey` (or, if `None`, by the relay
+/// certificate's key under its origin); the signer's certificate chains to
+/// the CA and its key signed the receipt; the entry holds the receipt; the
+/// entry is included in the checkpoint.
+pub fn verify(
+    b: &ReceiptBundle,
+    trust: &TrustStore,
+    vkey: Option<&Verifier>,
+) -> Result<Verified, BundleError> {
+    let relay = CertInfo::parse_pem(b.relay_certificate.as_bytes(), "relay certificate")?;
+    let relay = trust.verify(&relay.der, None)?;
+    if relay.kind != Kind::Relay {
+        return Err(BundleError::Malformed(
+            "the relay certificate is not a relay's".into(),
+        ));
+    }
+    let own = relay_verifier(&relay)?;
+    let vkey = vkey.unwrap_or(&own);
+    if vkey.public_key() != &relay.signing_key {
+        return Err(BundleError::Checkpoint(
+            "the verifier key is not the relay certificate's key".into(),
+        ));
+    }
+    let (cp, _) = Checkpoint::open(
+        b.checkpoint.as_bytes(),
+        vkey.name(),
+        std::slice::from_ref(vkey),
+    )
+    .map_err(|e| BundleError::Checkpoint(e.to_string()))?;
+    let signer = match (&b.receipt.purpose, &b.signer_certificate) {
+        (Purpose::Acceptance | Purpose::Expiry, _) => relay.clone(),
+        (_, Some(pem)) => {
+            let c = CertInfo::parse_pem(pem.as_bytes(), "signer certificate")?;
+            trust.verify(&c.der, None)?
+        }
+        (_, None) => {
+            return Err(BundleError::Malformed(
+                "the signer's certificate is missing".into(),
+            ))
+        }
+    };
+    if signer.id.to_string() != b.signer {
+        return Err(BundleError::Malformed(format!(
+            "the bundle names {} as signer, the certificate is {}",
+            b.signer, signer.id
+        )));
+    }
+    b.receipt
+        .verify(&signer.signing_key)
+        .map_err(|_| BundleError::Signature(b.signer.clone()))?;
+    match LogEntry::parse(b.entry.as_bytes()) {
+        Ok(LogEntry::Receipt { signer: s, receipt }) if s == b.signer && receipt == b.receipt => {}
+        _ => return Err(BundleError::Entry(b.log_index)),
+    }
+    let leaf = log::leaf_hash(b.entry.as_bytes());
+    log::verify_inclusion(b.log_index, cp.size, &leaf, &b.inclusion, &cp.root).map_err(|e| {
+        BundleError::Inclusion {
+            index: b.log_index,
+            size: cp.size,
+            why: e.to_string(),
+        }
+    })?;
+    Ok(Verified {
+        checkpoint: cp,
+        signer,
+        relay,
+    })
+}
