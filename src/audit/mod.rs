@@ -2,5 +2,7 @@
 //! follows the relay's log and proves it append-only.
 
 pub mod bundle;
+pub mod report;
+pub mod sync;
 
 pub use bundle::{ReceiptBundle, Verified};

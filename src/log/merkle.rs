@@ -998,8 +998,10 @@ mod tests {
         assert_eq!(p.output_len(), 63);
         let p = consistency_plan(size - 1, size).unwrap();
         assert!(p.output_len() <= 2 * 64);
-        assert!(NodeId::new(63, 1).leaf_range().is_some());
-        assert!(NodeId::new(63, 2).leaf_range().is_none());
+        assert_eq!(NodeId::new(63, 0).leaf_range(), Some((0, 1 << 63)));
+        // [2^63, 2^64) ends past u64: that node can never be complete.
+        assert!(NodeId::new(63, 1).leaf_range().is_none());
+        assert!(!NodeId::new(63, 1).is_complete_at(u64::MAX));
         assert!(!NodeId::new(64, 0).is_complete_at(u64::MAX));
     }
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Benchmark: sealing and opening a large package with renkei against Debian's
+# Go age encrypting/decrypting the same file, in the same run. Reports the
+# median wall time of each (hyperfine), the ratio, and peak memory (GNU time).
+#
+#   bench/seal-open.sh [SIZE_MiB] [RUNS]     (defaults: 512 MiB, 5 runs)
+#
+# Needs: age, hyperfine, /usr/bin/time (Debian packages age, hyperfine, time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-512}
+runs=${2:-5}
+for t in age hyperfine /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y age hyperfine time" >&2; exit 1; }
+done
+cargo build --release -q
+bin=$PWD/target/release/renkei
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r keys-example/clinic keys-example/hospital "$work/"
+chmod 600 "$work"/*/*.key
+head -c $((size * 1024 * 1024)) /dev/urandom > "$work/scan.dcm"
+echo '{"resourceType":"Bundle","type":"document"}' > "$work/doc.json"
+recipient=$(grep -o 'age1[0-9a-z]*' "$work/hospital/age.key" | head -1)
+
+echo "== seal ${size} MiB: renkei seal vs age -e (same recipient set size: hospital + sender copy)"
+sender_r=$(grep -o 'age1[0-9a-z]*' "$work/clinic/age.key" | head -1)
+hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/seal.json" \
+  --prepare "rm -f $work/p.age $work/a.age" \
+  -n renkei "$bin seal --profile $work/clinic --to $work/hospital/cert.pem --document $work/doc.json --attach $work/scan.dcm -o $work/p.age" \
+  -n age "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm"
+
+"$bin" seal --profile "$work/clinic" --to "$work/hospital/cert.pem" --document "$work/doc.json" --attach "$work/scan.dcm" -o "$work/p.age" 2>/dev/null
+age -e -r "$recipient" -o "$work/a.age" "$work/scan.dcm"
+
+echo "== open ${size} MiB: renkei open (decrypt + verify + write members) vs age -d (decrypt + write)"
+hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/open.json" \
+  --prepare "rm -rf $work/out $work/a.out" \
+  -n renkei "$bin open --profile $work/hospital $work/p.age -o $work/out" \
+  -n age "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age"
+
+python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+for name in ("seal", "open"):
+    r = {x["command"]: x for x in json.load(open(f"{w}/{name}.json"))["results"]}
+    a, b = r["renkei"]["median"], r["age"]["median"]
+    print(f"{name}: renkei median {a:.3f} s, age median {b:.3f} s, ratio renkei/age = {a/b:.2f}")
+PY
+
+echo "== peak memory (max RSS)"
+rm -rf "$work/out" "$work/a.out" "$work/p2.age"
+/usr/bin/time -f "renkei seal: %M KiB" "$bin" seal --profile "$work/clinic" --to "$work/hospital/cert.pem" --document "$work/doc.json" --attach "$work/scan.dcm" -o "$work/p2.age" 2>&1 >/dev/null | grep KiB
+/usr/bin/time -f "renkei open: %M KiB" "$bin" open --profile "$work/hospital" "$work/p.age" -o "$work/out" 2>&1 >/dev/null | grep KiB
+/usr/bin/time -f "age -e:       %M KiB" age -e -r "$recipient" -o "$work/a2.age" "$work/scan.dcm" 2>&1 | grep KiB
+/usr/bin/time -f "age -d:       %M KiB" age -d -i "$work/hospital/age.key" -o "$work/a.out" "$work/a.age" 2>&1 | grep KiB

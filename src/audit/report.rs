@@ -1,0 +1,175 @@
+//! `renkei audit report`: counts per facility, envelopes past the delivery
+//! deadline with no outcome, rejections with reasons, problems found.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::sync::{AuditError, Auditor};
+
+/// Days after acceptance by which every recipient should have an outcome.
+pub const DEADLINE_DAYS: i64 = 14;
+
+/// Per-facility counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FacilityCounts {
+    /// Envelopes submitted.
+    pub sent: u64,
+    /// Envelopes addressed to it.
+    pub received: u64,
+    /// Delivery receipts "verified" it signed.
+    pub delivered: u64,
+    /// Rejections it signed.
+    pub rejected: u64,
+    /// Expiries of envelopes addressed to it.
+    pub expired: u64,
+}
+
+/// The report.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    /// Counts by facility ID.
+    pub facilities: BTreeMap<String, FacilityCounts>,
+    /// (envelope, recipient, accepted_at) with no outcome past the deadline.
+    pub overdue: Vec<(String, String, String)>,
+    /// (envelope, recipient, reason).
+    pub rejections: Vec<(String, String, String)>,
+    /// Problems found by syncs (found_at, leaf index, what).
+    pub problems: Vec<(String, Option<i64>, String)>,
+}
+
+/// Build the report from the auditor's verified store.
+pub async fn build(a: &Auditor, since: Option<&str>) -> Result<Report, AuditError> {
+    let mut r = Report {
+        problems: a.problems().await?,
+        ..Default::default()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut pending: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (_, env, purpose, signer, body) in a.all_receipts().await? {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let when = ["submitted_at", "accepted_at", "delivered_at", "expired_at"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(|x| x.as_str()))
+            .unwrap_or("")
+            .to_string();
+        if since.is_some_and(|s| when.as_str() < s) {
+            continue;
+        }
+        match purpose.as_str() {
+            "submission" => {
+                r.facilities.entry(signer.clone()).or_default().sent += 1;
+                for rec in v
+                    .get("recipients")
+                    .and_then(|x| x.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(id) = rec.as_str() {
+                        r.facilities.entry(id.to_string()).or_default().received += 1;
+                        pending.insert((env.clone(), id.to_string()), when.clone());
+                    }
+                }
+            }
+            "delivery" => {
+                let rejected = v.get("outcome").and_then(|x| x.as_str()) == Some("rejected");
+                let c = r.facilities.entry(signer.clone()).or_default();
+                if rejected {
+                    c.rejected += 1;
+                    r.rejections.push((
+                        env.clone(),
+                        signer.clone(),
+                        v.get("reason")
+                            .and_then(|x| x.as_str())
+                            .unwrap_or("")
+                            .to_string(),
+                    ));
+                } else {
+                    c.delivered += 1;
+                }
+                pending.remove(&(env.clone(), signer.clone()));
+            }
+            "expiry" => {
+                let rec = v
+                    .get("recipient")
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                r.facilities.entry(rec.clone()).or_default().expired += 1;
+                pending.remove(&(env.clone(), rec));
+            }
+            _ => {}
+        }
+    }
+    for ((env, rec), at) in pending {
+        let due = time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+            .map(|t| t + time::Duration::days(DEADLINE_DAYS) < now)
+            .unwrap_or(false);
+        if due {
+            r.overdue.push((env, rec, at));
+        }
+    }
+    Ok(r)
+}
+
+impl Report {
+    /// Plain text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::from("facility       sent  received  delivered  rejected  expired\n");
+        for (id, c) in &self.facilities {
+            s.push_str(&format!(
+                "{id:<12} {:>6} {:>9} {:>10} {:>9} {:>8}\n",
+                c.sent, c.received, c.delivered, c.rejected, c.expired
+            ));
+        }
+        s.push_str(&format!(
+            "\noverdue (no outcome {DEADLINE_DAYS} days after submission): {}\n",
+            self.overdue.len()
+        ));
+        for (e, r, at) in &self.overdue {
+            s.push_str(&format!("  {e} → {r} (submitted {at})\n"));
+        }
+        s.push_str(&format!("rejections: {}\n", self.rejections.len()));
+        for (e, r, why) in &self.rejections {
+            s.push_str(&format!("  {e} rejected by {r}: {why}\n"));
+        }
+        s.push_str(&format!(
+            "problems found in the relay's log: {}\n",
+            self.problems.len()
+        ));
+        for (at, idx, what) in &self.problems {
+            s.push_str(&format!(
+                "  {at} leaf {}: {what}\n",
+                idx.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
+            ));
+        }
+        s
+    }
+
+    /// CSV, one line per facility, then overdue, rejections and problems.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from(
+            "record,facility,sent,received,delivered,rejected,expired,envelope,detail\n",
+        );
+        for (id, c) in &self.facilities {
+            s.push_str(&format!(
+                "facility,{id},{},{},{},{},{},,\n",
+                c.sent, c.received, c.delivered, c.rejected, c.expired
+            ));
+        }
+        for (e, r, at) in &self.overdue {
+            s.push_str(&format!("overdue,{r},,,,,,{e},{at}\n"));
+        }
+        for (e, r, why) in &self.rejections {
+            s.push_str(&format!("rejection,{r},,,,,,{e},{why}\n"));
+        }
+        for (_, idx, what) in &self.problems {
+            s.push_str(&format!(
+                "problem,,,,,,,{},\"{}\"\n",
+                idx.map(|i| i.to_string()).unwrap_or_default(),
+                what.replace('"', "'")
+            ));
+        }
+        s
+    }
+}

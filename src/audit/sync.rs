@@ -1,0 +1,759 @@
+//! The auditor: follows the relay's log through its tiles, verifies every
+//! entry (receipt signatures against the signers' certificates, which the
+//! log itself publishes), recomputes the tree, checks each new checkpoint
+//! against it and proves it consistent with the last one accepted. Its
+//! state lives in `PROFILE/audit.db`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+
+use crate::client::http::{ClientError, RelayClient};
+use crate::identity::Kind;
+use crate::log::tiles::{self, TileKind, TilePath};
+use crate::log::{self, Checkpoint, CompactTree, ConsistencyProof, Hash, Verifier};
+use crate::pki::{CertInfo, TrustStore};
+use crate::profile::Profile;
+use crate::receipt::{Acceptance, Delivery, Expiry, LogEntry, Purpose, SignedReceipt, Submission};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/audit");
+
+/// Auditor errors. [`AuditError::Misbehaviour`] means the relay was caught.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The relay's log is not what it claims; the leaf index is named.
+    #[error("relay misbehaviour: {0}")]
+    Misbehaviour(String),
+    /// Talking to the relay failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Local store trouble.
+    #[error("audit store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migration trouble.
+    #[error("audit store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Profile trouble.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    /// Bad input.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncReport {
+    /// Tree size before.
+    pub from_size: u64,
+    /// Tree size after.
+    pub to_size: u64,
+    /// Entries verified in this run.
+    pub entries_verified: u64,
+    /// Of which receipts (signatures checked).
+    pub receipts_verified: u64,
+    /// Seconds spent verifying signatures.
+    pub verify_seconds: f64,
+    /// The accepted checkpoint.
+    pub checkpoint: String,
+}
+
+/// An auditor profile with its state.
+pub struct Auditor {
+    /// The profile.
+    pub profile: Profile,
+    /// The relay client.
+    pub client: RelayClient,
+    /// Trust store.
+    pub trust: TrustStore,
+    pool: SqlitePool,
+}
+
+fn hexh(h: &Hash) -> String {
+    hex::encode(h)
+}
+
+impl Auditor {
+    /// Open an auditor profile (kind auditor) and its state.
+    pub async fn open(dir: &Path, relay: Option<&str>) -> Result<Auditor, AuditError> {
+        let profile = Profile::open(dir)?;
+        if profile.config.kind != Kind::Auditor {
+            return Err(AuditError::Usage(format!(
+                "{} is a {} profile, not an auditor profile",
+                dir.display(),
+                profile.config.kind
+            )));
+        }
+        let client = RelayClient::new(&profile, relay)?;
+        let trust = profile.trust()?;
+        let pool = open_db(&dir.join("audit.db")).await?;
+        Ok(Auditor {
+            profile,
+            client,
+            trust,
+            pool,
+        })
+    }
+
+    async fn problem(&self, idx: Option<u64>, what: &str) -> Result<(), AuditError> {
+        sqlx::query("INSERT INTO problems (found_at, leaf_index, what) VALUES (?, ?, ?)")
+            .bind(crate::receipt::now_rfc3339())
+            .bind(idx.map(|i| i as i64))
+            .bind(what)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn caught(&self, idx: Option<u64>, what: String) -> AuditError {
+        let _ = self.problem(idx, &what).await;
+        AuditError::Misbehaviour(what)
+    }
+
+    /// The newest accepted checkpoint (size, note).
+    pub async fn last_checkpoint(&self) -> Result<Option<(u64, String)>, AuditError> {
+        let row = sqlx::query("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0) as u64, r.get(1))))
+    }
+
+    async fn stored_leaves(&self) -> Result<Vec<Hash>, AuditError> {
+        let rows = sqlx::query("SELECT idx, leaf_hash FROM entries ORDER BY idx")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            if r.get::<i64, _>(0) as usize != i {
+                return Err(AuditError::Usage(
+                    "the audit store has a gap; start a new audit.db".into(),
+                ));
+            }
+            let h = hex::decode(r.get::<String, _>(1))
+                .ok()
+                .and_then(|v| v.try_into().ok());
+            out.push(h.ok_or_else(|| AuditError::Usage("the audit store is damaged".into()))?);
+        }
+        Ok(out)
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Vec<u8>, AuditError> {
+        let resp = self
+            .client
+            .send(hyper::Method::GET, path, &[], crate::client::http::empty())
+            .await?;
+        let (_, body, _) = RelayClient::read(resp, 32 << 20).await?;
+        Ok(body.to_vec())
+    }
+
+    /// The relay's level-0 hashes for leaves `[start, end)` (from hash tiles).
+    async fn relay_leaf_hashes(
+        &self,
+        start: u64,
+        end: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, AuditError> {
+        let mut out = Vec::new();
+        let mut n = start / 256;
+        while n * 256 < end {
+            let tp = TilePath::at_size(TileKind::Hashes { level: 0 }, n, size)
+                .ok_or_else(|| AuditError::Usage("tile".into()))?;
+            let bytes = self.fetch(&format!("/v1/log/{}", tp.path())).await?;
+            let hashes = tiles::parse_tile(&bytes, tp.width)
+                .map_err(|e| AuditError::Misbehaviour(format!("hash tile {}: {e}", tp.path())))?;
+            for (i, h) in hashes.into_iter().enumerate() {
+                let idx = n * 256 + i as u64;
+                if idx >= start && idx < end {
+                    out.push(h);
+                }
+            }
+            n += 1;
+        }
+        Ok(out)
+    }
+
+    /// Sync: fetch, verify and accept the relay's newest checkpoint.
+    /// `full` re-downloads and re-verifies the whole log, comparing it with
+    /// what this auditor stored before.
+    pub async fn sync(&self, full: bool) -> Result<SyncReport, AuditError> {
+        let relay_cert = self.relay_cert().await?;
+        let vkey = crate::audit::bundle::relay_verifier(&relay_cert)
+            .map_err(|e| AuditError::Misbehaviour(e.to_string()))?;
+        let note = String::from_utf8(self.fetch("/v1/log/checkpoint").await?)
+            .map_err(|_| AuditError::Misbehaviour("the checkpoint is not text".into()))?;
+        let (cp, _) = Checkpoint::open(note.as_bytes(), vkey.name(), std::slice::from_ref(&vkey))
+            .map_err(|e| {
+            AuditError::Misbehaviour(format!(
+                "the checkpoint does not verify with the relay's key: {e}"
+            ))
+        })?;
+        let stored = self.stored_leaves().await?;
+        let last = self.last_checkpoint().await?;
+        let from_size = stored.len() as u64;
+        if let Some((old_size, old_note)) = &last {
+            if cp.size < *old_size {
+                return Err(self
+                    .caught(Some(cp.size), format!("the log shrank from {old_size} to {} entries: leaves from index {} on were dropped (truncation)", cp.size, cp.size))
+                    .await);
+            }
+            let (old, _) = Checkpoint::open(
+                old_note.as_bytes(),
+                vkey.name(),
+                std::slice::from_ref(&vkey),
+            )
+            .map_err(|e| AuditError::Usage(format!("kept checkpoint: {e}")))?;
+            if old.size > 0 && old.size < cp.size {
+                let proof: ConsistencyProof = serde_json::from_slice(
+                    &self
+                        .fetch(&format!(
+                            "/v1/log/proof/consistency?from={}&to={}",
+                            old.size, cp.size
+                        ))
+                        .await?,
+                )
+                .map_err(|e| {
+                    AuditError::Misbehaviour(format!("consistency proof unreadable: {e}"))
+                })?;
+                if proof.verify(&old.root, &cp.root).is_err() {
+                    let idx = self
+                        .first_divergence(&stored, old.size.min(cp.size), cp.size)
+                        .await?;
+                    return Err(self
+                        .caught(idx, format!("checkpoint of size {} is not consistent with the accepted one of size {}{}", cp.size, old.size, at(idx)))
+                        .await);
+                }
+            } else if old.size == cp.size && old.root != cp.root {
+                let idx = self.first_divergence(&stored, 0, cp.size).await?;
+                return Err(self
+                    .caught(
+                        idx,
+                        format!("two different trees of size {}{}", cp.size, at(idx)),
+                    )
+                    .await);
+            }
+        }
+        // Fetch entries: new ones, or everything when `full`.
+        let start = if full { 0 } else { from_size };
+        let mut entries: Vec<String> = Vec::new();
+        let mut n = start / 256;
+        while n * 256 < cp.size {
+            let tp = TilePath::at_size(TileKind::Entries, n, cp.size)
+                .ok_or_else(|| AuditError::Usage("tile".into()))?;
+            let bytes = self.fetch(&format!("/v1/log/{}", tp.path())).await?;
+            let bundle = tiles::parse_entry_bundle(&bytes).map_err(|e| {
+                AuditError::Misbehaviour(format!("entry bundle {}: {e}", tp.path()))
+            })?;
+            for (i, e) in bundle.iter().enumerate() {
+                let idx = n * 256 + i as u64;
+                if idx >= start {
+                    entries.push(String::from_utf8(e.to_vec()).unwrap_or_default());
+                }
+            }
+            if (bundle.len() as u64) < u64::from(tp.width) {
+                // Fewer entries than the checkpoint implies: find which.
+                let have: Vec<Hash> = bundle.iter().map(|e| log::leaf_hash(e)).collect();
+                let relay = self
+                    .relay_leaf_hashes(n * 256, n * 256 + u64::from(tp.width), cp.size)
+                    .await?;
+                let missing = relay
+                    .iter()
+                    .zip(have.iter().chain(std::iter::repeat(&[0u8; 32])))
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(have.len());
+                let idx = n * 256 + missing as u64;
+                return Err(self
+                    .caught(Some(idx), format!("log entry {idx} is missing (deleted)"))
+                    .await);
+            }
+            n += 1;
+        }
+        // Recompute the tree from our stored leaves plus the fetched ones.
+        let mut leaves: Vec<Hash> = if full { Vec::new() } else { stored.clone() };
+        leaves.extend(entries.iter().map(|e| log::leaf_hash(e.as_bytes())));
+        if full {
+            if let Some(i) = stored.iter().zip(leaves.iter()).position(|(a, b)| a != b) {
+                return Err(self.caught(Some(i as u64), format!("log entry {i} differs from the copy this auditor verified before (rewritten)")).await);
+            }
+        }
+        let mut tree = CompactTree::new();
+        for h in leaves.iter().take(cp.size as usize) {
+            tree.append(*h)
+                .map_err(|e| AuditError::Usage(e.to_string()))?;
+        }
+        if leaves.len() as u64 != cp.size || tree.root() != cp.root {
+            let idx = self.first_divergence(&leaves, 0, cp.size).await?;
+            return Err(self
+                .caught(idx, format!("the entries do not hash to the checkpoint's root{} (edited, swapped or replaced)", at(idx)))
+                .await);
+        }
+        // Verify every new entry.
+        let t0 = std::time::Instant::now();
+        let new_start = if full { 0 } else { from_size };
+        let (receipts_verified, bad) = self
+            .verify_entries(&relay_cert, new_start, &entries, full)
+            .await?;
+        let verify_seconds = t0.elapsed().as_secs_f64();
+        if let Some((idx, why)) = bad {
+            return Err(self
+                .caught(Some(idx), format!("log entry {idx}: {why}"))
+                .await);
+        }
+        // Accept.
+        let mut tx = self.pool.begin().await?;
+        for (i, e) in entries.iter().enumerate() {
+            let idx = new_start + i as u64;
+            sqlx::query("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES (?, ?, ?)")
+                .bind(idx as i64)
+                .bind(e)
+                .bind(hexh(&leaves[idx as usize]))
+                .execute(&mut *tx)
+                .await?;
+            if let Ok(LogEntry::Receipt { signer, receipt }) = LogEntry::parse(e.as_bytes()) {
+                let env = serde_json::from_str::<serde_json::Value>(&receipt.body)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("envelope_id")
+                            .and_then(|x| x.as_str())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                sqlx::query("INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES (?, ?, ?, ?, ?)")
+                    .bind(idx as i64)
+                    .bind(env)
+                    .bind(receipt.purpose.as_str())
+                    .bind(signer)
+                    .bind(&receipt.body)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("INSERT OR IGNORE INTO checkpoints (size, note, verified_at) VALUES (?, ?, ?)")
+            .bind(cp.size as i64)
+            .bind(&note)
+            .bind(crate::receipt::now_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(SyncReport {
+            from_size,
+            to_size: cp.size,
+            entries_verified: entries.len() as u64,
+            receipts_verified,
+            verify_seconds,
+            checkpoint: note,
+        })
+    }
+
+    /// The first leaf index in `[from, size)` where `ours` differs from the
+    /// relay's level-0 hash tiles (or `None` if they agree).
+    async fn first_divergence(
+        &self,
+        ours: &[Hash],
+        from: u64,
+        size: u64,
+    ) -> Result<Option<u64>, AuditError> {
+        let end = size.min(ours.len() as u64);
+        if from >= end {
+            return Ok(None);
+        }
+        let relay = self.relay_leaf_hashes(from, end, size).await?;
+        Ok(relay
+            .iter()
+            .zip(&ours[from as usize..end as usize])
+            .position(|(a, b)| a != b)
+            .map(|p| from + p as u64))
+    }
+
+    async fn relay_cert(&self) -> Result<CertInfo, AuditError> {
+        let resp = self
+            .client
+            .send(
+                hyper::Method::GET,
+                "/v1/health",
+                &[],
+                crate::client::http::empty(),
+            )
+            .await?;
+        let relay = resp.relay.clone();
+        RelayClient::read(resp, 1 << 16).await?;
+        Ok(relay)
+    }
+
+    /// Verify entries starting at leaf `start`: directory entries against
+    /// the CA, receipts against their signers' certificates (published in
+    /// the log before the receipt), and the receipt chain per envelope.
+    /// Returns the number of receipts verified, or the first bad entry.
+    async fn verify_entries(
+        &self,
+        relay: &CertInfo,
+        start: u64,
+        entries: &[String],
+        full: bool,
+    ) -> Result<(u64, Option<(u64, String)>), AuditError> {
+        // Certificates published before `start`.
+        let mut certs: HashMap<String, Vec<CertInfo>> = HashMap::new();
+        let mut envelopes: HashMap<String, EnvelopeState> = HashMap::new();
+        if !full {
+            for r in sqlx::query("SELECT entry FROM entries WHERE idx < ? AND entry LIKE '{\"type\":\"certificate\"%' ORDER BY idx").bind(start as i64).fetch_all(&self.pool).await? {
+                if let Ok(LogEntry::Certificate { facility_id, certificate, .. }) = LogEntry::parse(r.get::<String, _>(0).as_bytes()) {
+                    if let Ok(c) = CertInfo::parse_pem(certificate.as_bytes(), "certificate") {
+                        certs.entry(facility_id).or_default().push(c);
+                    }
+                }
+            }
+            for r in
+                sqlx::query("SELECT idx, envelope_id, purpose, body FROM receipts ORDER BY idx")
+                    .fetch_all(&self.pool)
+                    .await?
+            {
+                let st = envelopes.entry(r.get::<String, _>(1)).or_default();
+                st.note(
+                    r.get::<i64, _>(0) as u64,
+                    &r.get::<String, _>(2),
+                    &r.get::<String, _>(3),
+                );
+            }
+        }
+        // Pass 1 (sequential): structure, directory, which key signs what.
+        let mut jobs: Vec<(u64, [u8; 32], SignedReceipt)> = Vec::new();
+        for (i, text) in entries.iter().enumerate() {
+            let idx = start + i as u64;
+            let entry = match LogEntry::parse(text.as_bytes()) {
+                Ok(e) => e,
+                Err(e) => return Ok((0, Some((idx, format!("not a log entry ({e})"))))),
+            };
+            match entry {
+                LogEntry::Certificate {
+                    facility_id,
+                    certificate,
+                    ..
+                } => {
+                    let c = match CertInfo::parse_pem(certificate.as_bytes(), "certificate")
+                        .and_then(|c| {
+                            self.trust.verify(&c.der, None).or_else(|e| match e {
+                                crate::pki::CertError::Revoked { .. }
+                                | crate::pki::CertError::Expired { .. } => {
+                                    CertInfo::parse(&c.der, "certificate")
+                                }
+                                other => Err(other),
+                            })
+                        }) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            return Ok((
+                                0,
+                                Some((idx, format!("published certificate does not verify: {e}"))),
+                            ))
+                        }
+                    };
+                    if c.id.to_string() != facility_id {
+                        return Ok((
+                            0,
+                            Some((idx, "published certificate names another facility".into())),
+                        ));
+                    }
+                    certs.entry(facility_id).or_default().push(c);
+                }
+                LogEntry::Crl { crl, .. } => {
+                    if TrustStore::new(self.trust.ca_der(), Some(crl.as_bytes())).is_err() {
+                        return Ok((
+                            0,
+                            Some((idx, "published CRL is not signed by the region's CA".into())),
+                        ));
+                    }
+                }
+                LogEntry::Receipt { signer, receipt } => {
+                    let key = if signer == relay.id.to_string() {
+                        if !matches!(receipt.purpose, Purpose::Acceptance | Purpose::Expiry) {
+                            return Ok((
+                                0,
+                                Some((
+                                    idx,
+                                    "the relay signed a receipt only a facility may sign".into(),
+                                )),
+                            ));
+                        }
+                        relay.signing_key
+                    } else {
+                        if matches!(receipt.purpose, Purpose::Acceptance | Purpose::Expiry) {
+                            return Ok((
+                                0,
+                                Some((
+                                    idx,
+                                    format!("{signer} signed a receipt only the relay may sign"),
+                                )),
+                            ));
+                        }
+                        // The newest certificate of the signer published before this entry.
+                        match certs.get(&signer).and_then(|v| v.last()) {
+                            Some(c) => c.signing_key,
+                            None => return Ok((0, Some((idx, format!("{signer} signed a receipt but never published a certificate"))))),
+                        }
+                    };
+                    let env = envelopes.entry(envelope_of(&receipt)).or_default();
+                    if let Some(why) = env.check(idx, &signer, &receipt) {
+                        return Ok((0, Some((idx, why))));
+                    }
+                    jobs.push((idx, key, receipt));
+                }
+            }
+        }
+        // Pass 2 (parallel over the cores): Ed25519 signatures.
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(1);
+        let chunk = jobs.len().div_ceil(threads).max(1);
+        let bad = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .find(|(_, key, r)| r.verify(key).is_err())
+                            .map(|(i, _, _)| *i)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .min()
+        });
+        if let Some(idx) = bad {
+            return Ok((
+                0,
+                Some((
+                    idx,
+                    "the receipt's signature does not verify with its signer's certificate".into(),
+                )),
+            ));
+        }
+        Ok((jobs.len() as u64, None))
+    }
+
+    /// Every receipt of one envelope this auditor verified, in log order.
+    pub async fn envelope(
+        &self,
+        envelope_id: &str,
+    ) -> Result<Vec<(u64, String, String, String)>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT idx, purpose, signer, body FROM receipts WHERE envelope_id = ? ORDER BY idx",
+        )
+        .bind(envelope_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    /// All verified receipts (idx, envelope, purpose, signer, body).
+    pub async fn all_receipts(
+        &self,
+    ) -> Result<Vec<(u64, String, String, String, String)>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT idx, envelope_id, purpose, signer, body FROM receipts ORDER BY idx",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0) as u64,
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                )
+            })
+            .collect())
+    }
+
+    /// Problems found so far (found_at, leaf index, what).
+    pub async fn problems(&self) -> Result<Vec<(String, Option<i64>, String)>, AuditError> {
+        let rows = sqlx::query("SELECT found_at, leaf_index, what FROM problems ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Compare this auditor's verified log with another auditor's store
+    /// (e.g. a colleague's audit.db): a fork shows as two different leaves
+    /// at one index, or two different roots at one size.
+    pub async fn compare(&self, other_db: &Path) -> Result<Option<u64>, AuditError> {
+        let other = open_db(other_db).await?;
+        let ours = self.stored_leaves().await?;
+        let rows = sqlx::query("SELECT leaf_hash FROM entries ORDER BY idx")
+            .fetch_all(&other)
+            .await?;
+        let theirs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let idx = ours
+            .iter()
+            .map(hexh)
+            .zip(theirs.iter())
+            .position(|(a, b)| &a != b)
+            .map(|i| i as u64);
+        if let Some(i) = idx {
+            let what = format!("fork: the relay showed another auditor a different log entry {i} (the two trees diverge at leaf {i})");
+            self.problem(Some(i), &what).await?;
+            return Err(AuditError::Misbehaviour(what));
+        }
+        Ok(None)
+    }
+}
+
+fn at(idx: Option<u64>) -> String {
+    idx.map(|i| format!(", first differing leaf index {i}"))
+        .unwrap_or_default()
+}
+
+async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(opts)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+fn envelope_of(r: &SignedReceipt) -> String {
+    serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| {
+            v.get("envelope_id")
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// What the auditor knows of one envelope while walking the log.
+#[derive(Default)]
+struct EnvelopeState {
+    submission: Option<(u64, String, Vec<String>)>,
+    accepted: bool,
+    outcomes: Vec<String>,
+}
+
+impl EnvelopeState {
+    fn note(&mut self, idx: u64, purpose: &str, body: &str) {
+        match purpose {
+            "submission" => {
+                if let Ok(s) = serde_json::from_str::<Submission>(body) {
+                    self.submission = Some((
+                        idx,
+                        s.sender.to_string(),
+                        s.recipients.iter().map(|r| r.to_string()).collect(),
+                    ));
+                }
+            }
+            "acceptance" => self.accepted = true,
+            "delivery" => {
+                if let Ok(d) = serde_json::from_str::<Delivery>(body) {
+                    self.outcomes.push(d.recipient.to_string());
+                }
+            }
+            "expiry" => {
+                if let Ok(x) = serde_json::from_str::<Expiry>(body) {
+                    self.outcomes.push(x.recipient.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Check a new receipt against the envelope's story so far.
+    fn check(&mut self, idx: u64, signer: &str, r: &SignedReceipt) -> Option<String> {
+        match r.purpose {
+            Purpose::Submission => {
+                let s: Submission = match r.parse(Purpose::Submission) {
+                    Ok(s) => s,
+                    Err(e) => return Some(e.to_string()),
+                };
+                if self.submission.is_some() {
+                    return Some("a second submission of one envelope".into());
+                }
+                if s.sender.as_str() != signer {
+                    return Some("the submission names another sender than its signer".into());
+                }
+                self.submission = Some((
+                    idx,
+                    signer.to_string(),
+                    s.recipients.iter().map(|x| x.to_string()).collect(),
+                ));
+            }
+            Purpose::Acceptance => {
+                let a: Acceptance = match r.parse(Purpose::Acceptance) {
+                    Ok(a) => a,
+                    Err(e) => return Some(e.to_string()),
+                };
+                match &self.submission {
+                    Some((sidx, _, _)) if *sidx == a.log_index => {}
+                    _ => return Some("an acceptance without the submission it names".into()),
+                }
+                if self.accepted {
+                    return Some("a second acceptance of one envelope".into());
+                }
+                self.accepted = true;
+            }
+            Purpose::Delivery | Purpose::Expiry => {
+                let recipient = match r.purpose {
+                    Purpose::Delivery => {
+                        match r.parse::<Delivery>(Purpose::Delivery) {
+                            Ok(d) => {
+                                if d.recipient.as_str() != signer {
+                                    return Some("a delivery receipt signed by someone else than its recipient".into());
+                                }
+                                d.recipient.to_string()
+                            }
+                            Err(e) => return Some(e.to_string()),
+                        }
+                    }
+                    _ => match r.parse::<Expiry>(Purpose::Expiry) {
+                        Ok(x) => x.recipient.to_string(),
+                        Err(e) => return Some(e.to_string()),
+                    },
+                };
+                match &self.submission {
+                    Some((_, _, recipients)) if recipients.contains(&recipient) => {}
+                    _ => return Some(format!("an outcome for {recipient}, who is not a recipient of a submitted envelope")),
+                }
+                if !self.accepted {
+                    return Some("an outcome before the relay's acceptance".into());
+                }
+                if self.outcomes.contains(&recipient) {
+                    return Some(format!("a second outcome for {recipient}"));
+                }
+                self.outcomes.push(recipient);
+            }
+        }
+        None
+    }
+}
+
+/// Check a receipt bundle with nothing but the CA certificate and the
+/// relay's verifier key.
+pub fn verify_receipt_file(
+    bundle: &[u8],
+    ca: &[u8],
+    vkey: &str,
+) -> Result<crate::audit::Verified, String> {
+    let b: crate::audit::ReceiptBundle =
+        serde_json::from_slice(bundle).map_err(|e| format!("not a receipt bundle: {e}"))?;
+    let trust = TrustStore::new(ca, None).map_err(|e| e.to_string())?;
+    let v = Verifier::parse(vkey.trim()).map_err(|e| format!("bad verifier key: {e}"))?;
+    crate::audit::bundle::verify(&b, &trust, Some(&v)).map_err(|e| e.to_string())
+}
