@@ -94,6 +94,9 @@ enum Command {
     /// Audit the relay's transparency log (auditor profile).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write, check and read JP-CLINS clinical documents (FHIR Document Bundles).
+    #[command(subcommand)]
+    Document(crate::document::cli::DocumentCommand),
     /// Walk through a whole referral round trip with the demo keys.
     Demo(DemoArgs),
 }
@@ -512,6 +515,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Receive(a) => net(|| receive(a)),
         Command::Status(a) => net(|| status(a)),
         Command::Audit(c) => net(|| audit(c)),
+        Command::Document(c) => crate::document::cli::run(c).map_err(|e| {
+            if e.is_validation_failure() {
+                verify_failure(e)
+            } else {
+                Failure::from(e)
+            }
+        }),
         Command::Demo(a) => crate::demo::run(&a.keys),
     }
 }

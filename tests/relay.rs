@@ -700,10 +700,11 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates() {
     let ok = raw_tls_health(port, &ca, creds(&w.recovery)).await.unwrap();
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 
-    // No client certificate.
+    // No client certificate. (In TLS 1.3 the client learns of the
+    // server's refusal from the alert it reads after its Finished.)
     let r = raw_tls_health(port, &ca, None).await;
     assert!(
-        !matches!(&r, Ok(s) if s.contains("HTTP/")),
+        matches!(&r, Err(e) if e.contains("CertificateRequired")),
         "served without a certificate: {r:?}"
     );
 
@@ -712,7 +713,7 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates() {
     let fake = foreign.profile(HOSPITAL, Kind::Hospital, "市立中央病院");
     let r = raw_tls_health(port, &ca, creds(&fake)).await;
     assert!(
-        !matches!(&r, Ok(s) if s.contains("HTTP/")),
+        matches!(&r, Err(e) if e.contains("UnknownCA")),
         "served a foreign certificate: {r:?}"
     );
 
@@ -729,7 +730,7 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates() {
     );
     let r = raw_tls_health(port, &ca, creds(&w.recovery)).await;
     assert!(
-        !matches!(&r, Ok(s) if s.contains("HTTP/")),
+        matches!(&r, Err(e) if e.contains("CertificateRevoked")),
         "served a revoked certificate: {r:?}"
     );
     let err = tokio::time::timeout(
@@ -1355,55 +1356,188 @@ async fn health_is_ok_and_errors_are_problem_details_without_internals() {
     assert!(detail.contains("log"), "{detail}");
 }
 
-// PROBES (temporary) ------------------------------------------------------
+// Behaviour the relay gets wrong today (see the report) -----------------
 
+/// A package of `mib` MiB (one incompressible-enough attachment).
+fn big_attachment(w: &World, mib: usize) -> std::path::PathBuf {
+    let mut v = Vec::with_capacity(mib << 20);
+    let mut x: u32 = 0x9e37_79b9;
+    while v.len() < mib << 20 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    w.file("ct-scan.dcm", &v)
+}
+
+/// Resubmitting after a lost answer is what idempotency is for; the relay
+/// answers from its stored acceptance without reading the body, and for a
+/// package larger than the socket buffers the client then sees a reset
+/// instead of the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_tls() {
+async fn resubmitting_a_large_package_gets_the_stored_acceptance() {
     let w = World::start().await;
     let clinic = w.session(&w.clinic).await;
-    let ca = w.region.ca_der();
-    eprintln!(
-        "PROBE no cert: {:?}",
-        raw_tls_health(w.relay.port, &ca, None).await
-    );
-    let foreign = Region::new("x");
-    let fake = foreign.profile(HOSPITAL, Kind::Hospital, "x");
-    eprintln!(
-        "PROBE foreign: {:?}",
-        raw_tls_health(
-            w.relay.port,
-            &ca,
-            Some((cert_of(&fake).der, key_der_of(&fake)))
-        )
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let att = big_attachment(&w, 24);
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let first = bounded(clinic.send(request(&[HOSPITAL], doc, vec![att]), |_, _| {}))
         .await
-    );
-    let crl = w.region.revoke(&w.recovery);
-    bounded(clinic.publish_crl(crl.as_bytes())).await.unwrap();
-    eprintln!(
-        "PROBE revoked: {:?}",
-        raw_tls_health(
-            w.relay.port,
-            &ca,
-            Some((cert_of(&w.recovery).der, key_der_of(&w.recovery)))
-        )
-        .await
-    );
-    let e = renkei::client::ops::Session::open(&w.recovery, Some(&w.relay.url))
-        .await
-        .err()
         .unwrap();
-    eprintln!("PROBE revoked session: {e}");
+    assert!(first.created);
+    let file = w
+        .clinic
+        .join("outbox")
+        .join(format!("{}.age", first.envelope_id));
+    for attempt in 0..3 {
+        let again = bounded(clinic.upload(
+            &file,
+            &first.manifest,
+            &first.envelope_id,
+            first.size,
+            |_, _| {},
+        ))
+        .await;
+        match again {
+            Ok(o) => {
+                assert!(!o.created);
+                assert_eq!(o.acceptance, first.acceptance);
+            }
+            Err(e) => panic!("resubmission {attempt} failed: {e}"),
+        }
+    }
+    assert_eq!(bounded(hospital.inbox()).await.unwrap().len(), 1);
+}
+
+/// The relay refuses an over-limit upload from its signed size before
+/// reading the body; for a body larger than the socket buffers the client
+/// sees "cannot reach the relay" instead of the 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_far_over_the_size_limit_is_reported_as_413() {
+    let w = World::with_config(RelayConfig {
+        max_upload_bytes: 1 << 20,
+        ..RelayConfig::default()
+    })
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let att = big_attachment(&w, 24);
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let err = bounded(clinic.send(request(&[HOSPITAL], doc, vec![att]), |_, _| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&err), Some(413), "{err}");
+    assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
+    assert!(w.log().await.is_empty());
+}
+
+/// Errors produced by the framework (no such route, wrong method,
+/// unparsable query, body limits) are not problem documents today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_errors_are_problem_details_too() {
+    let w = World::start().await;
+    let ac = w.client(&w.auditor);
+    let cc = w.client(&w.clinic);
+    let (s, h, b) = raw(&ac, Method::GET, "/v1/no-such-thing", &[], Vec::new()).await;
+    assert_problem(s, 404, &h, &b);
+    let (s, h, b) = raw(&cc, Method::DELETE, "/v1/inbox", &[], Vec::new()).await;
+    assert_problem(s, 405, &h, &b);
+    let (s, h, b) = raw(&ac, Method::GET, "/v1/receipts?after=abc", &[], Vec::new()).await;
+    let detail = assert_problem(s, 400, &h, &b);
+    assert!(!detail.contains("deserialize"), "{detail}");
     let (s, h, b) = raw_body(
-        &w.client(&w.clinic),
+        &cc,
         Method::PUT,
         "/v1/crl",
         &[],
-        chunked(vec![b' '; 3 << 20], 65536),
+        chunked(vec![b' '; 3 << 20], 64 * 1024),
     )
     .await;
-    eprintln!(
-        "PROBE big crl: {s} {:?} {}",
-        h.get("content-type"),
-        text(&b)
-    );
+    assert_problem(s, 413, &h, &b);
+}
+
+/// The body limit is disabled on every envelope route, so a delivery
+/// receipt body is buffered whole before it is found too large: an
+/// authenticated facility can make the relay hold any amount in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_delivery_receipt_is_refused_by_a_body_limit() {
+    let w = World::start().await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    let (s, h, b) = raw_body(
+        &w.client(&w.hospital),
+        Method::POST,
+        &format!("/v1/envelopes/{}/receipts", sent.envelope_id),
+        &[],
+        chunked(vec![b' '; 512 * 1024], 64 * 1024),
+    )
+    .await;
+    assert_problem(s, 413, &h, &b);
+}
+
+// PROBE (temporary): does draining the body in the background let the client read an early answer?
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_drain() {
+    use axum::routing::post;
+    use futures_util::StreamExt;
+    let app = axum::Router::new()
+        .route(
+            "/early",
+            post(|| async { (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "no") }),
+        )
+        .route(
+            "/drain",
+            post(|body: axum::body::Body| async move {
+                tokio::spawn(async move {
+                    let mut s = body.into_data_stream();
+                    let mut n = 0usize;
+                    while let Some(Ok(c)) = s.next().await {
+                        n += c.len();
+                        if n > (64 << 20) {
+                            break;
+                        }
+                    }
+                });
+                (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "no")
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    for path in ["/early", "/drain"] {
+        let mut ok = 0;
+        for _ in 0..6 {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = hyper::Request::post(path)
+                .header("host", "x")
+                .body(renkei::client::http::full(vec![1u8; 24 << 20]))
+                .unwrap();
+            match sender.send_request(req).await {
+                Ok(r) if r.status() == 413 => ok += 1,
+                Ok(r) => eprintln!("{path}: {}", r.status()),
+                Err(e) => eprintln!("{path}: {e}"),
+            }
+        }
+        eprintln!("PROBE {path}: {ok}/6 answered");
+    }
 }

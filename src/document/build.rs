@@ -135,9 +135,10 @@ impl Builder {
     ) -> Value {
         let referral_type = kind.is_referral_type();
         let timestamp = format_instant(now, true);
-        let date_time = format_instant(now, false);
         let today = format_date(now);
         let issued = form.date.clone().unwrap_or(today);
+        // Composition.date: the form's 作成日 at the time of writing.
+        let date_time = format!("{issued}{}", &format_instant(now, false)[10..]);
         let year = &issued[..4];
 
         // Reserve the Composition's place and ID first: it is entry 0.

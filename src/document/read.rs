@@ -347,6 +347,25 @@ pub fn attachment_urls(docref: &Value) -> Vec<(&str, Option<&str>, Option<&str>)
         .collect()
 }
 
+/// Largest inline text attachment shown when rendering.
+const MAX_INLINE_TEXT: usize = 256 * 1024;
+
+/// The inline (`data`) plain-text attachments of a DocumentReference,
+/// decoded; binary or oversized data is skipped.
+pub fn inline_texts(docref: &Value) -> Vec<String> {
+    use base64::Engine as _;
+    arr(docref, "content")
+        .iter()
+        .filter_map(|c| c.get("attachment"))
+        .filter(|a| str_at(a, "contentType").is_some_and(|t| t.starts_with("text/plain")))
+        .filter_map(|a| str_at(a, "data"))
+        .filter(|d| d.len() <= MAX_INLINE_TEXT * 4 / 3 + 4)
+        .filter_map(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .filter_map(|b| String::from_utf8(b).ok())
+        .filter(|t| !t.trim().is_empty())
+        .collect()
+}
+
 /// Decode `%XX` escapes of a relative URL path; `None` when malformed or
 /// not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
@@ -457,7 +476,12 @@ pub fn describe(r: &Value) -> String {
                     _ => format!("<{url}>"),
                 })
                 .collect();
+            let inline = inline_texts(r);
             let mut parts: Vec<String> = desc.into_iter().collect();
+            if !inline.is_empty() {
+                // The text itself (入院中経過, 臨床経過) rather than its title.
+                return inline.join("\n");
+            }
             parts.extend(files);
             if parts.is_empty() {
                 "文書".to_string()

@@ -174,7 +174,7 @@ fn model(b: &Value) -> Doc {
         .map(|v| v.trim_start_matches("urn:uuid:").to_string())
         .collect();
     if !answers.is_empty() {
-        header.field("返信元の文書", Some(answers.join(", ")));
+        header.field("返信対象パッケージ", Some(answers.join(", ")));
     }
 
     let secs = read::sections(comp);
@@ -319,16 +319,31 @@ fn model(b: &Value) -> Doc {
 }
 
 fn fill(blk: &mut Block, s: &Section<'_>, ix: &Index<'_>) {
-    let items: Vec<String> = s
-        .entries()
-        .iter()
-        .filter_map(|e| {
-            ix.resolve_ref(e)
-                .map(read::describe)
-                .or_else(|| str_at(e, "display").map(str::to_string))
-        })
-        .filter(|d| !d.trim().is_empty())
-        .collect();
+    let resolved: Vec<Option<&Value>> = s.entries().iter().map(|e| ix.resolve_ref(e)).collect();
+    // A section that only points at an Encounter (紹介目的, 入院時詳細, 入院理由,
+    // 退院時詳細) says more in its narrative than the Encounter does.
+    let encounters_only = !resolved.is_empty()
+        && resolved
+            .iter()
+            .all(|r| r.is_some_and(|r| str_at(r, "resourceType") == Some("Encounter")));
+    let prefix = s.title.map(|t| format!("{t}: "));
+    let items: Vec<String> = if encounters_only && s.text().is_some() {
+        Vec::new()
+    } else {
+        s.entries()
+            .iter()
+            .zip(&resolved)
+            .filter_map(|(e, r)| {
+                r.map(|r| read::describe(r))
+                    .or_else(|| str_at(e, "display").map(str::to_string))
+            })
+            .map(|d| match &prefix {
+                Some(p) => d.strip_prefix(p.as_str()).map_or(d.clone(), str::to_string),
+                None => d,
+            })
+            .filter(|d| !d.trim().is_empty())
+            .collect()
+    };
     if items.is_empty() {
         if let Some(t) = s.text() {
             blk.narrative = Some(match blk.narrative.take() {
@@ -375,8 +390,14 @@ fn text(d: &Doc) -> String {
         for (k, v) in &b.fields {
             out.push_str(&format!("  {k}: {}\n", indent(&clean(v), 4)));
         }
-        for item in &b.items {
-            out.push_str(&format!("  ・{}\n", indent(&clean(item), 4)));
+        if let [only] = b.items.as_slice() {
+            for line in clean(only).lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        } else {
+            for item in &b.items {
+                out.push_str(&format!("  ・{}\n", indent(&clean(item), 4)));
+            }
         }
         if let Some(n) = &b.narrative {
             for line in clean(n).lines() {
@@ -459,7 +480,9 @@ fn block_html(out: &mut String, b: &Block) {
         }
         out.push_str("</dl>\n");
     }
-    if !b.items.is_empty() {
+    if let [only] = b.items.as_slice() {
+        out.push_str(&format!("<p>{}</p>\n", e(only)));
+    } else if !b.items.is_empty() {
         out.push_str("<ul>\n");
         for item in &b.items {
             out.push_str(&format!("<li>{}</li>\n", e(item)));

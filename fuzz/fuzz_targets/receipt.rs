@@ -1,0 +1,40 @@
+//! Receipts and transparency-log entries from the relay or other
+//! facilities: `SignedReceipt::from_json` (then signature checks and the
+//! body of each purpose) and `LogEntry::parse`, with round trips.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use renkei::receipt::{
+    Acceptance, Delivery, Expiry, LogEntry, Purpose, SignedReceipt, Submission,
+};
+use renkei_fuzz::REGION;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(r) = SignedReceipt::from_json(data) {
+        let again = serde_json::to_vec(&r).expect("serialize");
+        assert_eq!(SignedReceipt::from_json(&again).as_ref(), Ok(&r));
+        for p in &REGION.profiles {
+            let _ = r.verify(&p.cert.signing_key);
+        }
+        let _ = r.body_sha256();
+        match r.purpose {
+            Purpose::Submission => {
+                let _ = r.parse::<Submission>(Purpose::Submission);
+            }
+            Purpose::Acceptance => {
+                let _ = r.parse::<Acceptance>(Purpose::Acceptance);
+            }
+            Purpose::Delivery => {
+                let _ = r.parse::<Delivery>(Purpose::Delivery);
+            }
+            Purpose::Expiry => {
+                let _ = r.parse::<Expiry>(Purpose::Expiry);
+            }
+        }
+        assert!(r.parse::<Submission>(Purpose::Delivery).is_err() || r.purpose == Purpose::Delivery);
+    }
+    if let Ok(e) = LogEntry::parse(data) {
+        let text = e.to_text();
+        assert_eq!(LogEntry::parse(text.as_bytes()).as_ref(), Ok(&e));
+    }
+});

@@ -1,0 +1,374 @@
+//! Helpers for the auditor tests (tests/audit.rs): a fresh region per test
+//! (CA, relay, facilities, auditors) in a temporary folder, relays running
+//! in this process on loopback ports with SQLite in a data folder, and
+//! direct edits of the relay's database (a relay rewriting its history).
+//! Adapted from tests/relay_support (copied, not shared, so that the two
+//! suites evolve independently).
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use renkei::client::ops::{SendRequest, Session};
+use renkei::identity::Kind;
+use renkei::package::PackageKind;
+use renkei::pki::ca::Ca;
+use renkei::pki::CertInfo;
+use renkei::profile::Profile;
+use renkei::relay::{AppState, RelayConfig, RelayError, RelayState};
+
+pub const CLINIC: &str = "1311234569";
+pub const HOSPITAL: &str = "1317654323";
+pub const RECOVERY: &str = "1315555555";
+pub const OTHER: &str = "1312222225";
+pub const RELAY_ID: &str = "relay-1";
+pub const AUDITOR_ID: &str = "audit-1";
+
+pub const DOCUMENT: &str = r#"{"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition","title":"診療情報提供書","status":"final"}}]}"#;
+
+/// Bound on any single network step of a test.
+pub const STEP: Duration = Duration::from_secs(30);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Run a future with the step bound.
+pub async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, f).await.expect("step in time")
+}
+
+/// A region: a CA in a temporary folder.
+pub struct Region {
+    pub tmp: tempfile::TempDir,
+    pub ca: Ca,
+    pub initial_crl: String,
+}
+
+impl Region {
+    pub fn new(name: &str) -> Region {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::init(&tmp.path().join("ca"), name, 3650).expect("ca init");
+        let initial_crl = ca.crl(30).expect("crl");
+        Region {
+            tmp,
+            ca,
+            initial_crl,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// A certified profile with the CA certificate and the initial CRL.
+    pub fn profile(&self, id: &str, kind: Kind, name: &str) -> PathBuf {
+        let dir = self.dir().join(unique(&format!("profile-{id}")));
+        let dns: Vec<String> = if kind == Kind::Relay {
+            vec!["localhost".into()]
+        } else {
+            Vec::new()
+        };
+        let mut p = Profile::create(&dir, id, kind, name, &dns).expect("profile create");
+        let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
+        let req = renkei::pki::request::parse(&csr).expect("request parses");
+        let cert = self.ca.issue(&req, 730).expect("issue");
+        p.install(
+            Some(cert.as_bytes()),
+            Some(self.ca_pem().as_bytes()),
+            Some(self.initial_crl.as_bytes()),
+            None,
+        )
+        .expect("install");
+        dir
+    }
+}
+
+/// The certificate of a profile.
+pub fn cert_of(profile: &Path) -> CertInfo {
+    let pem = fs::read(profile.join(Profile::CERT)).expect("cert.pem");
+    CertInfo::parse_pem(&pem, "test certificate").expect("parse cert")
+}
+
+/// A relay running in this process on a loopback port.
+pub struct RunningRelay {
+    pub url: String,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), RelayError>>>,
+}
+
+impl RunningRelay {
+    pub async fn start(profile: &Path, data: &Path) -> RunningRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = RelayState::open(profile, data, None, RelayConfig::default())
+            .await
+            .expect("relay state");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(renkei::relay::serve(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        RunningRelay {
+            url: format!("https://localhost:{port}"),
+            state,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown; waits for the server to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            bounded(task)
+                .await
+                .expect("relay task")
+                .expect("relay serve");
+        }
+    }
+}
+
+impl Drop for RunningRelay {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A region with a running relay, three facilities and an auditor.
+pub struct World {
+    pub region: Region,
+    pub relay_profile: PathBuf,
+    pub data: PathBuf,
+    pub clinic: PathBuf,
+    pub hospital: PathBuf,
+    pub recovery: PathBuf,
+    pub auditor: PathBuf,
+    pub relay: RunningRelay,
+}
+
+impl World {
+    pub async fn start() -> World {
+        let region = Region::new("テスト地域医療連携ネットワーク CA");
+        let relay_profile = region.profile(RELAY_ID, Kind::Relay, "テスト地域 中継サーバ");
+        let clinic = region.profile(CLINIC, Kind::Clinic, "さくら内科クリニック");
+        let hospital = region.profile(HOSPITAL, Kind::Hospital, "市立中央病院");
+        let recovery = region.profile(
+            RECOVERY,
+            Kind::RecoveryHospital,
+            "みなみ回復期リハビリテーション病院",
+        );
+        let auditor = region.profile(AUDITOR_ID, Kind::Auditor, "地域監査人");
+        let data = region.dir().join("relay-data");
+        let relay = RunningRelay::start(&relay_profile, &data).await;
+        World {
+            region,
+            relay_profile,
+            data,
+            clinic,
+            hospital,
+            recovery,
+            auditor,
+            relay,
+        }
+    }
+
+    /// A further auditor profile (its own audit.db).
+    pub fn new_auditor(&self) -> PathBuf {
+        self.region.profile(AUDITOR_ID, Kind::Auditor, "地域監査人")
+    }
+
+    pub async fn session(&self, profile: &Path) -> Session {
+        session_at(profile, &self.relay.url).await
+    }
+
+    /// A document file in the world's folder.
+    pub fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let dir = self.region.dir().join(unique("files"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join(name);
+        fs::write(&p, content).expect("write file");
+        p
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.region.dir().join(unique("out"))
+    }
+
+    /// `from` sends one referral to `to`; `to` receives it (delivery
+    /// receipt). Returns the envelope ID.
+    pub async fn round_trip(&self, from: &Session, to: &Session, to_id: &str) -> String {
+        let eid = self.send(from, to_id).await;
+        bounded(to.receive(&eid, &self.out_dir()))
+            .await
+            .expect("receive");
+        eid
+    }
+
+    /// `from` sends one referral to `to_id` (not yet received).
+    pub async fn send(&self, from: &Session, to_id: &str) -> String {
+        let doc = self.file("referral.json", DOCUMENT.as_bytes());
+        bounded(from.send(request(&[to_id], doc), |_, _| {}))
+            .await
+            .expect("send")
+            .envelope_id
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data.join("relay.db")
+    }
+}
+
+pub async fn session_at(profile: &Path, url: &str) -> Session {
+    bounded(Session::open(profile, Some(url)))
+        .await
+        .expect("session open")
+}
+
+pub fn request(to: &[&str], document: PathBuf) -> SendRequest {
+    SendRequest {
+        to: to.iter().map(|t| t.parse().expect("facility id")).collect(),
+        document,
+        attachments: Vec::new(),
+        kind: PackageKind::Referral,
+        in_reply_to: None,
+        thread: None,
+    }
+}
+
+/// Run SQL statements on a relay database (the relay may be running: WAL).
+pub async fn relay_sql(db: &Path, statements: &[(&str, Vec<SqlArg>)]) {
+    use sqlx::{ConnectOptions, Connection};
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::from_secs(10));
+    let mut conn = opts.connect().await.expect("open relay.db");
+    let mut tx = conn.begin().await.expect("begin");
+    for (sql, args) in statements {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = match a {
+                SqlArg::I(i) => q.bind(*i),
+                SqlArg::S(s) => q.bind(s.clone()),
+            };
+        }
+        q.execute(&mut *tx).await.expect("sql");
+    }
+    tx.commit().await.expect("commit");
+    conn.close().await.expect("close");
+}
+
+/// A bind argument.
+#[derive(Clone, Debug)]
+pub enum SqlArg {
+    I(i64),
+    S(String),
+}
+
+/// Every (idx, entry) of a relay database's log.
+pub async fn log_entries(db: &Path) -> Vec<(u64, String)> {
+    use sqlx::{ConnectOptions, Connection, Row};
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::from_secs(10));
+    let mut conn = opts.connect().await.expect("open relay.db");
+    let rows = sqlx::query("SELECT idx, entry FROM log_entries ORDER BY idx")
+        .fetch_all(&mut conn)
+        .await
+        .expect("select");
+    conn.close().await.expect("close");
+    rows.iter()
+        .map(|r| (r.get::<i64, _>(0) as u64, r.get::<String, _>(1)))
+        .collect()
+}
+
+/// Truncate a relay database's log to `size` entries: entries, the tree
+/// nodes covering later leaves, later checkpoints and the receipt rows
+/// pointing past the end.
+pub async fn truncate_log(db: &Path, size: u64) {
+    let k = size as i64;
+    relay_sql(
+        db,
+        &[
+            ("DELETE FROM log_entries WHERE idx >= ?", vec![SqlArg::I(k)]),
+            (
+                "DELETE FROM log_nodes WHERE (idx + 1) * (1 << level) > ?",
+                vec![SqlArg::I(k)],
+            ),
+            (
+                "DELETE FROM log_checkpoints WHERE size > ?",
+                vec![SqlArg::I(k)],
+            ),
+            (
+                "DELETE FROM receipts WHERE log_index >= ?",
+                vec![SqlArg::I(k)],
+            ),
+        ],
+    )
+    .await;
+}
+
+/// Copy a folder recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// Run the renkei binary with `args`; returns (exit code, stdout, stderr).
+pub async fn cli(args: Vec<String>) -> (i32, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_renkei"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run renkei")
+    })
+    .await
+    .expect("join");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `renkei audit sync --profile P --relay URL [--full]`.
+pub async fn cli_sync(profile: &Path, url: &str, full: bool) -> (i32, String, String) {
+    let mut args = vec![
+        "audit".to_string(),
+        "sync".into(),
+        "--profile".into(),
+        profile.display().to_string(),
+        "--relay".into(),
+        url.to_string(),
+    ];
+    if full {
+        args.push("--full".into());
+    }
+    cli(args).await
+}
