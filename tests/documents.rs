@@ -867,7 +867,7 @@ mod documents {
         let mut form = example(DocKind::Referral);
         form.patient.name = format!("山田 {evil}");
         form.purpose = Some(format!("精査 {evil} & \"quote\""));
-        form.from.name = format!("<img src=x onerror=alert(1)>クリニック");
+        form.from.name = "<img src=x onerror=alert(1)>クリニック".to_string();
         form.diagnoses.push(evil.into());
         form.attachments[0].title = evil.into();
         form.lab_results.push(LabResult {

@@ -7,6 +7,8 @@
 //!
 //! Sealed packages contain random UUIDs and age keys, so every run writes
 //! different (equally good) bytes; only rerun it when the formats change.
+//! With `-- --check` it only runs its self-checks of the fuzz fixtures
+//! (seal, open, fix-up, re-signing) and writes nothing.
 
 use std::fs;
 use std::io;
@@ -16,18 +18,39 @@ use renkei::package::{self, Limits, MemberSource, OpenError, PackageKind};
 use renkei::pki::{ca::Ca, CertInfo};
 use renkei_fuzz::{decrypt, der_first_element, keys_dir, Profile, REGION};
 
+fn check_only() -> bool {
+    std::env::args().any(|a| a == "--check")
+}
+
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
 }
 
+/// The seed folder of `target`, emptied except for `regression-*` files
+/// (inputs that once crashed the target, kept by hand).
 fn target_dir(target: &str) -> PathBuf {
     let d = seeds_dir().join(target);
-    let _ = fs::remove_dir_all(&d);
+    if check_only() {
+        return d;
+    }
     fs::create_dir_all(&d).expect("seed folder");
+    for e in fs::read_dir(&d).expect("seed folder") {
+        let p = e.expect("entry").path();
+        let keep = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("regression-"));
+        if !keep {
+            fs::remove_file(&p).expect("remove old seed");
+        }
+    }
     d
 }
 
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
+    if check_only() {
+        return;
+    }
     fs::write(dir.join(name), bytes).expect("write seed");
 }
 
@@ -274,6 +297,25 @@ fn main() {
         renkei_fuzz::fix_up_tar(&mut fixed);
         assert!(fixed == *t, "fix_up_tar changed a genuine package");
     }
+    // ... and after a same-length edit of the manifest, the re-signature
+    // gets opening past the signature check to the member checks.
+    {
+        let sha = &referral_manifest.members[0].sha256;
+        let pos = referral_tar
+            .windows(sha.len())
+            .position(|w| w == sha.as_bytes())
+            .expect("document hash in the manifest");
+        let mut edited = referral_tar.clone();
+        edited[pos] = if edited[pos] == b'0' { b'1' } else { b'0' };
+        let enc = |t: &[u8]| renkei_fuzz::encrypt_to_hospital(t);
+        assert!(matches!(
+            renkei_fuzz::open_as_hospital(&enc(&edited)),
+            Err(OpenError::BadSignature)
+        ));
+        renkei_fuzz::fix_up_tar(&mut edited);
+        let r = renkei_fuzz::open_as_hospital(&enc(&edited));
+        assert!(matches!(r, Err(OpenError::MemberMismatch { .. })), "{r:?}");
+    }
     let d = target_dir("package_inner");
     for (name, t) in [
         ("referral", &referral_tar),
@@ -301,5 +343,149 @@ fn main() {
         reply_manifest
     );
 
-    println!("seeds written to {}", seeds_dir().display());
+    // document: the demo documents, the sealed one, and one per example form.
+    let d = target_dir("document");
+    for f in ["referral.json", "reply.json"] {
+        let b = fs::read(keys_dir().join("../examples/demo").join(f)).expect("demo document");
+        put(&d, &format!("demo-{f}"), &b);
+    }
+    put(&d, "small.json", DOCUMENT.as_bytes());
+    for e in fs::read_dir(keys_dir().join("../examples")).expect("examples") {
+        let path = e.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
+        let Ok(kind) = stem.parse::<renkei::document::DocKind>() else {
+            continue;
+        };
+        let form = renkei::document::Form::from_bytes(&fs::read(&path).expect("form"));
+        match form.and_then(|f| {
+            renkei::document::build_json(kind, &f, &renkei::document::BuildOptions::default())
+        }) {
+            Ok(json) => put(&d, &format!("{stem}.json"), &json),
+            Err(e) => eprintln!("warning: {}: {e:?}", path.display()),
+        }
+    }
+
+    // receipt
+    let d = target_dir("receipt");
+    {
+        use renkei::receipt::*;
+        let relay = r.profile("relay");
+        let envelope_id = "0f".repeat(32);
+        let sub = Submission {
+            envelope_id: envelope_id.clone(),
+            size: referral.len() as u64,
+            sender: clinic.cert.facility_id().expect("facility").clone(),
+            sender_cert_sha256: clinic.cert.fingerprint.clone(),
+            recipients: vec![r.hospital_id.clone()],
+            submitted_at: "2026-11-27T09:00:00Z".into(),
+        };
+        let sub_r = SignedReceipt::sign(Purpose::Submission, &sub, &clinic.key);
+        let acc = Acceptance {
+            envelope_id: envelope_id.clone(),
+            submission_sha256: sub_r.body_sha256(),
+            relay: "relay-1".into(),
+            accepted_at: "2026-11-27T09:00:01Z".into(),
+            log_index: 7,
+        };
+        let acc_r = SignedReceipt::sign(Purpose::Acceptance, &acc, &relay.key);
+        let del = Delivery {
+            envelope_id: envelope_id.clone(),
+            recipient: r.hospital_id.clone(),
+            outcome: Outcome::Rejected,
+            reason: Some("bad-signature".into()),
+            delivered_at: "2026-11-27T09:05:00Z".into(),
+        };
+        let del_r = SignedReceipt::sign(Purpose::Delivery, &del, &hospital.key);
+        let exp = Expiry {
+            envelope_id,
+            recipient: r.hospital_id.clone(),
+            relay: "relay-1".into(),
+            expired_at: "2026-12-27T09:00:00Z".into(),
+        };
+        let exp_r = SignedReceipt::sign(Purpose::Expiry, &exp, &relay.key);
+        for (name, rc) in [
+            ("submission", &sub_r),
+            ("acceptance", &acc_r),
+            ("delivery", &del_r),
+            ("expiry", &exp_r),
+        ] {
+            put(
+                &d,
+                &format!("{name}.json"),
+                &serde_json::to_vec(rc).expect("json"),
+            );
+        }
+        let entries = [
+            LogEntry::Receipt {
+                signer: clinic.cert.id.to_string(),
+                receipt: sub_r.clone(),
+            },
+            LogEntry::Certificate {
+                facility_id: r.hospital_id.to_string(),
+                certificate: String::from_utf8(hospital.cert_pem.clone()).expect("PEM"),
+                published_at: "2026-11-27T08:00:00Z".into(),
+            },
+            LogEntry::Crl {
+                crl_number: "1".into(),
+                crl: String::from_utf8(r.crl_pem.clone()).expect("PEM"),
+                published_at: "2026-11-27T08:00:00Z".into(),
+            },
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            put(&d, &format!("log-entry-{i}.json"), e.to_text().as_bytes());
+        }
+
+        // log
+        use renkei::log::{merkle, tiles, Checkpoint, Signer, TilePath};
+        let d = target_dir("log");
+        let texts: Vec<String> = entries.iter().map(LogEntry::to_text).collect();
+        let leaves: Vec<merkle::Hash> = texts
+            .iter()
+            .map(|t| merkle::leaf_hash(t.as_bytes()))
+            .collect();
+        let root = merkle::node_hash(&merkle::node_hash(&leaves[0], &leaves[1]), &leaves[2]);
+        let origin = "relay.demo.invalid/log";
+        let signer = Signer::ed25519(origin, &relay.key).expect("signer");
+        let cp = Checkpoint::new(origin, 3, root).expect("checkpoint");
+        put(&d, "checkpoint.txt", cp.to_text().expect("text").as_bytes());
+        put(
+            &d,
+            "checkpoint-signed.txt",
+            cp.sign(&[&signer]).expect("sign").as_bytes(),
+        );
+        put(&d, "vkey.txt", signer.verifier().encode().as_bytes());
+        put(
+            &d,
+            "tile-path.txt",
+            TilePath::hashes(1, 1234, 256)
+                .expect("tile")
+                .path()
+                .as_bytes(),
+        );
+        put(
+            &d,
+            "entries-path.txt",
+            TilePath::entries(5, 17).expect("tile").path().as_bytes(),
+        );
+        put(
+            &d,
+            "entry-bundle.bin",
+            &tiles::encode_entry_bundle(&texts).expect("bundle"),
+        );
+        put(&d, "tile.bin", &tiles::encode_tile(&leaves).expect("tile"));
+        put(&d, "proof.bin", &merkle::encode_proof(&leaves[..2]));
+    }
+
+    if check_only() {
+        println!("fixture self-checks passed; nothing written");
+    } else {
+        println!("seeds written to {}", seeds_dir().display());
+    }
 }

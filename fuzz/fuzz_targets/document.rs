@@ -59,10 +59,15 @@ fn check_html(html: &str) {
             );
             a = &a[n_end..];
             if let Some(v) = a.strip_prefix('=') {
-                let v = v.strip_prefix('"').expect("attribute values are double-quoted");
+                let v = v
+                    .strip_prefix('"')
+                    .expect("attribute values are double-quoted");
                 let v_end = v.find('"').expect("closed attribute value");
                 assert!(
-                    !v[..v_end].trim().to_ascii_lowercase().starts_with("javascript:"),
+                    !v[..v_end]
+                        .trim()
+                        .to_ascii_lowercase()
+                        .starts_with("javascript:"),
                     "javascript: URL in <{tag}>"
                 );
                 a = &v[v_end + 1..];

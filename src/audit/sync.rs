@@ -589,8 +589,44 @@ impl Auditor {
     /// (e.g. a colleague's audit.db): a fork shows as two different leaves
     /// at one index, or two different roots at one size.
     pub async fn compare(&self, other_db: &Path) -> Result<Option<u64>, AuditError> {
+        compare_with(&self.pool, other_db).await
+    }
+}
+
+/// [`Auditor::compare`] without a relay connection: this auditor's
+/// `audit.db` against another's.
+pub async fn compare_dbs(ours: &Path, other_db: &Path) -> Result<Option<u64>, AuditError> {
+    if !ours.exists() {
+        return Err(AuditError::Usage(format!(
+            "{} does not exist; run `renkei audit sync` first",
+            ours.display()
+        )));
+    }
+    let pool = open_db(ours).await?;
+    compare_with(&pool, other_db).await
+}
+
+async fn compare_with(pool: &SqlitePool, other_db: &Path) -> Result<Option<u64>, AuditError> {
+    {
+        if !other_db.exists() {
+            return Err(AuditError::Usage(format!(
+                "{} does not exist",
+                other_db.display()
+            )));
+        }
         let other = open_db(other_db).await?;
-        let ours = self.stored_leaves().await?;
+        let ours: Vec<Hash> = {
+            let rows = sqlx::query("SELECT leaf_hash FROM entries ORDER BY idx")
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .filter_map(|r| {
+                    hex::decode(r.get::<String, _>(0))
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                })
+                .collect()
+        };
         let rows = sqlx::query("SELECT leaf_hash FROM entries ORDER BY idx")
             .fetch_all(&other)
             .await?;
@@ -603,7 +639,12 @@ impl Auditor {
             .map(|i| i as u64);
         if let Some(i) = idx {
             let what = format!("fork: the relay showed another auditor a different log entry {i} (the two trees diverge at leaf {i})");
-            self.problem(Some(i), &what).await?;
+            sqlx::query("INSERT INTO problems (found_at, leaf_index, what) VALUES (?, ?, ?)")
+                .bind(crate::receipt::now_rfc3339())
+                .bind(i as i64)
+                .bind(&what)
+                .execute(pool)
+                .await?;
             return Err(AuditError::Misbehaviour(what));
         }
         Ok(None)

@@ -799,11 +799,21 @@ impl Session {
                 true
             } else {
                 let path = format!("/v1/log/proof/consistency?from={}&to={}", a.size, b.size);
-                let (proof, _): (crate::log::ConsistencyProof, _) =
-                    self.client.get_json(&path).await?;
-                proof.size1 == a.size
-                    && proof.size2 == b.size
-                    && proof.verify(&a.root, &b.root).is_ok()
+                // A relay that cannot prove a size it signed before has
+                // truncated or rewritten its log: that is misbehaviour too.
+                match self
+                    .client
+                    .get_json::<crate::log::ConsistencyProof>(&path)
+                    .await
+                {
+                    Ok((proof, _)) => {
+                        proof.size1 == a.size
+                            && proof.size2 == b.size
+                            && proof.verify(&a.root, &b.root).is_ok()
+                    }
+                    Err(ClientError::Refused { .. }) => false,
+                    Err(e) => return Err(e.into()),
+                }
             };
             if !ok {
                 self.store

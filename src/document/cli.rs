@@ -208,7 +208,11 @@ pub fn run_with(
 }
 
 fn display(p: &Path) -> String {
-    p.display().to_string()
+    if p.as_os_str() == "-" {
+        "the document on stdin".to_string()
+    } else {
+        p.display().to_string()
+    }
 }
 
 fn read_input(path: &Path, input: &mut dyn Read) -> Result<Vec<u8>, DocumentCliError> {

@@ -337,14 +337,11 @@ impl Form {
             check_date(&mut e, "date", d);
         }
         match in_reply_to.or(self.in_reply_to.as_deref()) {
-            Some(id) => {
-                if uuid::Uuid::try_parse(id).is_err() {
-                    e.push(err(
-                        "in_reply_to",
-                        format!("{id:?} is not a package ID (a UUID such as 436e6f94-befd-4747-a67f-621e0a45bacb)"),
-                    ));
-                }
-            }
+            Some(id) if uuid::Uuid::try_parse(id).is_err() => e.push(err(
+                "in_reply_to",
+                format!("{id:?} is not a package ID (a UUID such as 436e6f94-befd-4747-a67f-621e0a45bacb)"),
+            )),
+            Some(_) => {}
             None if kind == DocKind::Reply => e.push(err(
                 "in_reply_to",
                 "a reply (返書) answers a package: give the package ID of the referral it answers",

@@ -334,7 +334,7 @@ fn fill(blk: &mut Block, s: &Section<'_>, ix: &Index<'_>) {
             .iter()
             .zip(&resolved)
             .filter_map(|(e, r)| {
-                r.map(|r| read::describe(r))
+                r.map(read::describe)
                     .or_else(|| str_at(e, "display").map(str::to_string))
             })
             .map(|d| match &prefix {

@@ -728,7 +728,7 @@ pub fn encode_proof(proof: &[Hash]) -> Vec<u8> {
 /// Parse [`encode_proof`]'s form from untrusted bytes: a multiple of 32
 /// bytes, at most [`MAX_PROOF_HASHES`] hashes.
 pub fn parse_proof(bytes: &[u8]) -> Result<Vec<Hash>, ProofError> {
-    if bytes.len() % HASH_LEN != 0 {
+    if !bytes.len().is_multiple_of(HASH_LEN) {
         return Err(ProofError::Encoding("length is not a multiple of 32"));
     }
     if bytes.len() / HASH_LEN > MAX_PROOF_HASHES {

@@ -197,7 +197,36 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::directory::router())
         .merge(routes::envelopes::router())
         .merge(routes::log::router())
+        .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
+        .layer(axum::middleware::map_response(problemize))
         .with_state(state)
+}
+
+/// Turn errors produced by axum itself (bad query strings, body limits,
+/// wrong methods) into problem details like every other error.
+async fn problemize(resp: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let allow = resp.headers().get(axum::http::header::ALLOW).cloned();
+    let detail = match status.as_u16() {
+        400 => "the request is malformed (query string or body); see docs/API.md",
+        405 => "this method is not allowed here; see docs/API.md",
+        413 => "the request body is too large",
+        415 => "unsupported content type",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    let mut out = error::ApiError::new(status, detail).into_response();
+    if let Some(a) = allow {
+        out.headers_mut().insert(axum::http::header::ALLOW, a);
+    }
+    out
 }
 
 /// Serve on `listener` until `shutdown` resolves, then finish open

@@ -192,7 +192,8 @@ impl World {
 
     /// A further auditor profile (its own audit.db).
     pub fn new_auditor(&self) -> PathBuf {
-        self.region.profile(AUDITOR_ID, Kind::Auditor, "地域監査人")
+        let id = format!("audit-{}", 100 + COUNTER.fetch_add(1, Ordering::Relaxed));
+        self.region.profile(&id, Kind::Auditor, "地域監査人")
     }
 
     pub async fn session(&self, profile: &Path) -> Session {
@@ -334,7 +335,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if p.is_dir() {
             copy_dir(&p, &dest);
         } else {
-            fs::copy(&p, &dest).expect("copy");
+            match fs::copy(&p, &dest) {
+                Ok(_) => {}
+                // SQLite removes its -wal/-shm files when the last connection closes.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("copy {}: {e}", p.display()),
+            }
         }
     }
 }

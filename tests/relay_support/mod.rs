@@ -353,6 +353,25 @@ pub fn request(to: &[&str], document: PathBuf, attachments: Vec<PathBuf>) -> Sen
 /// Seal a referral from `sender` (a profile) to `recipients` (verified or
 /// deliberately altered certificates) into `out` with the library.
 pub fn seal_to_file(sender: &Path, recipients: &[CertInfo], out: &Path) -> Sealed {
+    seal_inner(sender, recipients, out, None)
+}
+
+/// Like [`seal_to_file`], with one attachment `attachments/scan.dcm`.
+pub fn seal_with_attachment(
+    sender: &Path,
+    recipients: &[CertInfo],
+    out: &Path,
+    attachment: &[u8],
+) -> Sealed {
+    seal_inner(sender, recipients, out, Some(attachment.to_vec()))
+}
+
+fn seal_inner(
+    sender: &Path,
+    recipients: &[CertInfo],
+    out: &Path,
+    attachment: Option<Vec<u8>>,
+) -> Sealed {
     let p = Profile::open(sender).expect("profile");
     let key = p.signing_key().expect("key");
     let cert = p.certificate().expect("cert");
@@ -371,7 +390,10 @@ pub fn seal_to_file(sender: &Path, recipients: &[CertInfo], out: &Path) -> Seale
                 "application/fhir+json",
                 DOCUMENT.as_bytes().to_vec(),
             ),
-            attachments: Vec::new(),
+            attachments: attachment
+                .map(|a| memory_member("attachments/scan.dcm", "application/dicom", a))
+                .into_iter()
+                .collect(),
             limits: Limits::default(),
         },
         io::BufWriter::new(f),

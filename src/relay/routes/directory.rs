@@ -24,7 +24,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/directory", post(publish).get(search))
         .route("/v1/directory/{id}", get(show))
-        .route("/v1/crl", get(get_crl).put(put_crl))
+        .route(
+            "/v1/crl",
+            get(get_crl)
+                .put(put_crl)
+                .layer(axum::extract::DefaultBodyLimit::max(4 << 20)),
+        )
 }
 
 /// One directory entry as served.

@@ -38,16 +38,20 @@ pub const MAX_RECIPIENTS: usize = 64;
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/envelopes", post(submit))
+        .route(
+            "/v1/envelopes",
+            post(submit).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/v1/inbox", get(inbox))
         .route("/v1/sent", get(sent))
         .route("/v1/envelopes/{id}", get(download))
         .route(
             "/v1/envelopes/{id}/receipts",
-            get(receipts).post(post_receipt),
+            get(receipts)
+                .post(post_receipt)
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/v1/receipts", get(log))
-        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// The answer to an upload.
@@ -113,6 +117,40 @@ async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let mut body = Some(body.into_data_stream());
+    let result = submit_inner(&st, &caller, &headers, &mut body).await;
+    if let Some(rest) = body.take() {
+        drain(rest, st.config.max_upload_bytes);
+    }
+    result
+}
+
+/// Read and discard the rest of a refused upload in the background (bounded
+/// in bytes and time), so that the client receives the answer instead of a
+/// connection reset.
+fn drain(mut stream: axum::body::BodyDataStream, max: u64) {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(Ok(c)) = stream.next().await {
+                n += c.len() as u64;
+                if n > max {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
+async fn submit_inner(
+    st: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &mut Option<axum::body::BodyDataStream>,
+) -> Result<Response, ApiError> {
+    let st = st.clone();
+    let caller = caller.clone();
     let me = facility(&caller)?;
     let raw = headers.get(SUBMISSION_HEADER).ok_or_else(|| {
         ApiError::bad_request("missing Renkei-Submission header (the signed submission receipt)")
@@ -187,7 +225,7 @@ async fn submit(
     let result = async {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut n: u64 = 0;
-        let mut stream = body.into_data_stream();
+        let stream = body.as_mut().expect("the body is read once");
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was interrupted"))?;
             n += chunk.len() as u64;
@@ -212,6 +250,9 @@ async fn submit(
         Ok(())
     }
     .await;
+    if result.is_ok() {
+        *body = None;
+    }
     if let Err(e) = result {
         drop(file);
         let _ = tokio::fs::remove_file(&tmp).await;
