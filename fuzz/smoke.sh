@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Bounded fuzz smoke run for CI: builds every cargo-fuzz target once, then
-# runs each for $1 seconds (default 10) from the committed seeds in
-# fuzz/seeds/<target>/, copied into the git-ignored fuzz/corpus/<target>/.
-# Exits non-zero if any target crashes, leaks, times out or fails to build.
+# runs each for $1 seconds (default 10), starting from the committed seeds
+# in fuzz/seeds/<target>/ copied into a fresh, git-ignored scratch corpus
+# (fuzz/corpus/smoke/<target>/), so nothing tracked by git changes.
+# Exits non-zero if any target crashes, leaks, runs out of memory, takes
+# over 20 s on one input, or fails to build. A failing input is saved in
+# fuzz/artifacts/<target>/; each target's log is fuzz/corpus/smoke/<target>.log.
 #
 #   fuzz/smoke.sh          # 10 s per target
 #   fuzz/smoke.sh 60       # 60 s per target
@@ -34,30 +37,41 @@ start=$SECONDS
 cargo fuzz build
 echo "== built in $((SECONDS - start)) s"
 
+# Run the binaries just built (not `cargo fuzz run`, which would rebuild if
+# a source file changed meanwhile and eat into the time budget).
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bin=fuzz/target/$triple/release
+
+scratch=fuzz/corpus/smoke
 failed=()
 start=$SECONDS
 for t in "${targets[@]}"; do
-  corpus=fuzz/corpus/$t
-  mkdir -p "$corpus"
+  corpus=$scratch/$t
+  log=$scratch/$t.log
+  rm -rf "$corpus"
+  mkdir -p "$corpus" "fuzz/artifacts/$t"
   if [ -d "fuzz/seeds/$t" ]; then
-    cp -f fuzz/seeds/"$t"/* "$corpus"/ 2>/dev/null || true
+    cp fuzz/seeds/"$t"/* "$corpus"/ 2>/dev/null || true
   fi
-  echo "== $t (${secs} s)"
-  # -timeout: one input taking over 20 s is a finding (and a failure) too.
-  if ! cargo fuzz run "$t" "$corpus" -- \
+  printf '== %-16s %3s s: ' "$t" "$secs"
+  if "$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" \
       -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
-      -print_final_stats=1 >"fuzz/corpus/$t.log" 2>&1; then
-    failed+=("$t")
-    echo "!! $t FAILED; last lines of fuzz/corpus/$t.log:"
-    tail -n 40 "fuzz/corpus/$t.log"
+      -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    echo "ok (${runs:-?} runs)"
   else
-    grep -E '^stat::number_of_executed_units|^Done [0-9]+ runs' "fuzz/corpus/$t.log" | tail -n 1 || true
+    failed+=("$t")
+    echo "FAILED"
+    grep -E -m1 -A2 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' "$log" | sed 's/^/   /' || true
+    grep -E 'Test unit written to' "$log" | sed 's/^/   /' || true
+    echo "   (full log: $log)"
   fi
 done
 echo "== ran ${#targets[@]} targets in $((SECONDS - start)) s"
 
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "FUZZ SMOKE FAILED: ${failed[*]} (crash inputs in fuzz/artifacts/<target>/)" >&2
+  echo "FUZZ SMOKE FAILED: ${failed[*]}" >&2
+  echo "replay one with: RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET fuzz/artifacts/TARGET/crash-..." >&2
   exit 1
 fi
-echo "fuzz smoke: all ${#targets[@]} targets ran ${secs} s without a crash"
+echo "fuzz smoke: all ${#targets[@]} targets ran ${secs} s each without a failure"
