@@ -30,7 +30,7 @@ fn reference(s: &str) -> bool {
             }
         })
         .sum();
-    total % 10 == 0
+    total.is_multiple_of(10)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -103,7 +103,12 @@ pub enum NoteError {
 /// Whether `name` is a valid key name: non-empty, no Unicode white space,
 /// no `+`.
 pub fn is_valid_key_name(name: &str) -> bool {
-    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
+    // Control characters (including DEL and C1) are refused too, so that
+    // what parses always re-encodes.
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
 }
 
 fn check_key_name(name: &str) -> Result<(), NoteError> {

@@ -298,8 +298,14 @@ impl TrustStore {
             Some(b) => {
                 let der = super::read_pem_or_der(b, "X509 CRL")
                     .ok_or_else(|| CertError::BadCrl("not a PEM or DER CRL".into()))?;
-                let (_, parsed) = CertificateRevocationList::from_der(&der)
+                let (rest, parsed) = CertificateRevocationList::from_der(&der)
                     .map_err(|_| CertError::BadCrl("unreadable".into()))?;
+                if !rest.is_empty() {
+                    return Err(CertError::BadCrl("extra bytes after the CRL".into()));
+                }
+                // Accept exactly what verification (webpki, rustls) will read.
+                webpki::BorrowedCertRevocationList::from_der(&der)
+                    .map_err(|e| CertError::BadCrl(format!("{e:?}")))?;
                 parsed
                     .verify_signature(c.public_key())
                     .map_err(|_| CertError::BadCrl("not signed by this region's CA".into()))?;
