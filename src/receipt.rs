@@ -113,6 +113,19 @@ impl SignedReceipt {
         serde_json::from_str(&self.body).map_err(|e| ReceiptError::Malformed(e.to_string()))
     }
 
+    /// The envelope this receipt is about (every body has `envelope_id`);
+    /// empty when the body does not say.
+    pub fn envelope_id(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| {
+                v.get("envelope_id")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    }
+
     /// SHA-256 of the body bytes, hex (how acceptance refers to submission).
     pub fn body_sha256(&self) -> String {
         crate::pki::sha256_hex(self.body.as_bytes())

@@ -311,14 +311,7 @@ impl Auditor {
                 .execute(&mut *tx)
                 .await?;
             if let Ok(LogEntry::Receipt { signer, receipt }) = LogEntry::parse(e.as_bytes()) {
-                let env = serde_json::from_str::<serde_json::Value>(&receipt.body)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("envelope_id")
-                            .and_then(|x| x.as_str())
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_default();
+                let env = receipt.envelope_id();
                 sqlx::query("INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES (?, ?, ?, ?, ?)")
                     .bind(idx as i64)
                     .bind(env)
@@ -492,7 +485,7 @@ impl Auditor {
                             None => return Ok((0, Some((idx, format!("{signer} signed a receipt but never published a certificate"))))),
                         }
                     };
-                    let env = envelopes.entry(envelope_of(&receipt)).or_default();
+                    let env = envelopes.entry(receipt.envelope_id()).or_default();
                     if let Some(why) = env.check(idx, &signer, &receipt) {
                         return Ok((0, Some((idx, why))));
                     }
@@ -668,17 +661,6 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
-}
-
-fn envelope_of(r: &SignedReceipt) -> String {
-    serde_json::from_str::<serde_json::Value>(&r.body)
-        .ok()
-        .and_then(|v| {
-            v.get("envelope_id")
-                .and_then(|x| x.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
 }
 
 /// What the auditor knows of one envelope while walking the log.

@@ -179,7 +179,7 @@ impl LocalStore {
 
     /// Keep a verified receipt bundle.
     pub async fn add_bundle(&self, b: &crate::audit::ReceiptBundle) -> Result<(), LocalStoreError> {
-        let env = receipt_envelope(&b.receipt);
+        let env = b.receipt.envelope_id();
         sqlx::query(
             "INSERT OR REPLACE INTO bundles (envelope_id, log_index, bundle) VALUES (?, ?, ?)",
         )
@@ -281,16 +281,4 @@ impl LocalStore {
             .await?;
         Ok(())
     }
-}
-
-/// The envelope a receipt is about (every receipt body has `envelope_id`).
-fn receipt_envelope(r: &crate::receipt::SignedReceipt) -> String {
-    serde_json::from_str::<serde_json::Value>(&r.body)
-        .ok()
-        .and_then(|v| {
-            v.get("envelope_id")
-                .and_then(|e| e.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
 }
