@@ -99,6 +99,67 @@ enum Command {
     Document(crate::document::cli::DocumentCommand),
     /// Walk through a whole referral round trip with the demo keys.
     Demo(DemoArgs),
+    /// Referral threads (紹介の経過): list them, show one's timeline, close one.
+    Referrals(ReferralsArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ReferralsArgs {
+    #[command(subcommand)]
+    action: Option<ReferralsCommand>,
+    #[command(flatten)]
+    from: ReferralsFrom,
+    /// Only open or only closed threads.
+    #[arg(long, value_enum)]
+    status: Option<crate::client::threads::StatusFilter>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReferralsFrom {
+    /// The facility's profile folder.
+    #[arg(long, required = true)]
+    profile: Option<PathBuf>,
+    /// First fetch and verify the receipts of every sent package from the relay (as `renkei status` does).
+    #[arg(long)]
+    sync: bool,
+    /// The relay URL for --sync (default: the profile's).
+    #[arg(long, requires = "sync")]
+    relay: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ReferralsCommand {
+    /// Show one thread's timeline: every package with its time, direction, kind, counterpart and receipts.
+    Show {
+        #[command(flatten)]
+        from: ReferralsFrom,
+        /// The thread ID (or the ID of any package in it).
+        thread: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a thread: local bookkeeping of this facility's liaison office; nothing is sent.
+    Close {
+        /// The facility's profile folder.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The thread ID (or the ID of any package in it).
+        thread: String,
+        /// Why it is closed.
+        #[arg(long)]
+        note: Option<String>,
+        /// Who closes it (default: this facility's ID).
+        #[arg(long)]
+        by: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -295,6 +356,10 @@ struct ReceiveArgs {
     /// Where verified packages go (default PROFILE/received).
     #[arg(short = 'o', long = "out")]
     out: Option<PathBuf>,
+    /// Also write the document, rendered in Japanese, into each package's
+    /// folder (`document.txt` or `document.html`).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    render: Option<crate::document::Format>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -486,6 +551,10 @@ struct OpenArgs {
     /// The folder to create for the verified members (must not exist).
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
+    /// Also write the document, rendered in Japanese, into the folder
+    /// (`document.txt` or `document.html`).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    render: Option<crate::document::Format>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -523,7 +592,93 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
         }),
         Command::Demo(a) => crate::demo::run(&a.keys),
+        Command::Referrals(a) => net(|| referrals(a)),
     }
+}
+
+fn thread_failure(e: crate::client::threads::ThreadError) -> Failure {
+    let code = match e {
+        crate::client::threads::ThreadError::BadId(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    };
+    Failure {
+        code,
+        error: e.into(),
+    }
+}
+
+/// Open the profile's local store, after a `--sync` with the relay if asked.
+async fn referrals_store(
+    from: &ReferralsFrom,
+) -> Result<crate::client::store::LocalStore, Failure> {
+    let dir = from.profile.clone().ok_or_else(|| Failure {
+        code: EXIT_USAGE,
+        error: anyhow!("give --profile PROFILE"),
+    })?;
+    Profile::open(&dir)?;
+    if from.sync {
+        let s = crate::client::ops::Session::open(&dir, from.relay.as_deref())
+            .await
+            .map_err(op_failure)?;
+        s.status(None).await.map_err(op_failure)?;
+    }
+    let store = crate::client::store::LocalStore::open(&dir)
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(store)
+}
+
+async fn referrals(a: ReferralsArgs) -> Result<(), Failure> {
+    use crate::client::threads::{format_list, format_timeline};
+    match a.action {
+        None => {
+            let store = referrals_store(&a.from).await?;
+            let list = store.threads(a.status).await.map_err(thread_failure)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", format_list(&list));
+            }
+        }
+        Some(ReferralsCommand::Show { from, thread, json }) => {
+            let store = referrals_store(&from).await?;
+            let t = store.thread(&thread).await.map_err(thread_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print!("{}", format_timeline(&t));
+            }
+        }
+        Some(ReferralsCommand::Close {
+            profile,
+            thread,
+            note,
+            by,
+            json,
+        }) => {
+            let p = Profile::open(&profile)?;
+            let by = match by {
+                Some(b) => b,
+                None => p.facility_id()?.to_string(),
+            };
+            let store = crate::client::store::LocalStore::open(&profile)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let t = store
+                .close_thread(&thread, &by, note.as_deref())
+                .await
+                .map_err(thread_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!(
+                    "closed thread {} (終了; recorded in this profile only, nothing was sent)",
+                    t.thread_id
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A tokio runtime for the network commands.
@@ -814,6 +969,10 @@ async fn receive(a: ReceiveArgs) -> Result<(), Failure> {
     for id in &ids {
         match s.receive(id, &out_dir).await {
             Ok(r) => {
+                let rendered = match a.render {
+                    Some(f) => Some(render_opened(&r.folder, f)?),
+                    None => None,
+                };
                 if !a.json {
                     println!(
                         "received {} {} from {} ({}) into {}; delivery receipt sent",
@@ -823,8 +982,12 @@ async fn receive(a: ReceiveArgs) -> Result<(), Failure> {
                         r.sender_name,
                         r.folder.display()
                     );
+                    println!("  document: {}", summary_line(&r.summary));
+                    if let Some(p) = &rendered {
+                        println!("  rendered: {}", p.display());
+                    }
                 }
-                results.push(serde_json::json!({"envelope_id": r.envelope_id, "outcome": "verified", "manifest": r.manifest, "folder": r.folder}));
+                results.push(serde_json::json!({"envelope_id": r.envelope_id, "outcome": "verified", "manifest": r.manifest, "folder": r.folder, "document": r.summary, "rendered": rendered}));
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -1264,7 +1427,11 @@ fn seal(a: SealArgs) -> Result<(), Failure> {
             limits: Limits::default(),
         },
         io::BufWriter::new(&mut out),
-    )?;
+    )
+    .map_err(|e| match e {
+        package::SealError::Document(_) => verify_failure(e),
+        other => Failure::from(other),
+    })?;
     out.commit()?;
     let m = &sealed.manifest;
     if a.json {
@@ -1346,8 +1513,69 @@ pub fn open_to_dir(p: &Profile, input: &str, out: &Path) -> Result<package::Open
 fn open(a: OpenArgs) -> Result<(), Failure> {
     let p = Profile::open(&a.profile)?;
     let opened = open_to_dir(&p, &a.input, &a.out)?;
+    let rendered = match a.render {
+        Some(f) => Some(render_opened(&a.out, f)?),
+        None => None,
+    };
     print_opened(&opened, &a.out, a.json)?;
+    if let (Some(r), false) = (&rendered, a.json) {
+        println!("  rendered:    {}", r.display());
+    }
     Ok(())
+}
+
+/// Write the Japanese rendering of an opened package's (validated)
+/// document into its folder as `document.txt` or `document.html`;
+/// returns the file written. An existing file is not overwritten.
+pub fn render_opened(folder: &Path, format: crate::document::Format) -> anyhow::Result<PathBuf> {
+    let src = folder.join(package::DOCUMENT_PATH);
+    let mut bytes = Vec::new();
+    fs::File::open(&src)
+        .and_then(|f| {
+            f.take(crate::document::MAX_DOCUMENT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .with_context(|| format!("cannot read {}", src.display()))?;
+    let bundle = crate::document::validate::parse(&bytes)
+        .map_err(|i| anyhow!("cannot render {}: {}", src.display(), i.message))?;
+    let name = match format {
+        crate::document::Format::Text => "document.txt",
+        crate::document::Format::Html => "document.html",
+    };
+    let dest = folder.join(name);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&dest)
+        .with_context(|| format!("cannot create {}", dest.display()))?;
+    f.write_all(crate::document::render(&bundle, format).as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(dest)
+}
+
+/// One line about a document: kind, patient, and the first line of the
+/// 紹介目的 (shortened).
+pub fn summary_line(s: &crate::document::Summary) -> String {
+    let mut line = format!(
+        "{} ({}), 患者 {}",
+        s.kind.japanese(),
+        s.kind,
+        s.patient.name
+    );
+    if let Some(b) = &s.patient.birth_date {
+        line.push_str(&format!(" ({b}生)"));
+    }
+    let purpose = s
+        .purpose
+        .as_deref()
+        .and_then(|p| p.lines().map(str::trim).find(|l| !l.is_empty()));
+    if let Some(p) = purpose {
+        let short: String = p.chars().take(60).collect();
+        let more = if short.len() < p.len() { "…" } else { "" };
+        line.push_str(&format!(", 紹介目的: {short}{more}"));
+    }
+    line
 }
 
 /// Print who sent what.
@@ -1367,6 +1595,7 @@ pub fn print_opened(o: &package::Opened, out: &Path, json: bool) -> anyhow::Resu
             "thread_id": m.thread_id,
             "in_reply_to": m.in_reply_to,
             "members": m.members,
+            "document": o.summary,
             "out_dir": out,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -1395,6 +1624,7 @@ pub fn print_opened(o: &package::Opened, out: &Path, json: bool) -> anyhow::Resu
     if let Some(r) = &m.in_reply_to {
         println!("  in reply to: {r}");
     }
+    println!("  document:    {}", summary_line(&o.summary));
     println!("  members in {}:", out.display());
     for mem in &m.members {
         println!(

@@ -130,11 +130,19 @@ impl Profile {
                 dir.display()
             )));
         }
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        // A new folder is made private (0700); an existing one (`--profile .`)
+        // keeps its permissions: the key files themselves are 0600.
+        if !dir.is_dir() {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let mut b = fs::DirBuilder::new();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                b.mode(0o700);
+            }
+            b.create(dir).map_err(io(dir))?;
         }
         let key = SigningKey::generate();
         let age = AgeIdentity::generate();

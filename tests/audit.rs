@@ -1,5 +1,6 @@
-//! The auditor against a real relay (in process, loopback mutual TLS,
-//! SQLite): clean syncs, offline receipt bundles, and a relay that rewrites
+//! The auditor against a real relay (in process, loopback mutual TLS, on
+//! SQLite and on PostgreSQL: every test runs as `NAME::sqlite` and
+//! `NAME::postgres`): clean syncs, offline receipt bundles, and a relay that rewrites
 //! its history — an edited, deleted or swapped entry, a truncated log, a
 //! fork — caught with the leaf index named (library and CLI, exit code 3),
 //! and facilities keeping evidence of an inconsistent relay.
@@ -56,7 +57,7 @@ async fn activity(w: &World, n: usize) -> (Session, Session, Vec<String>) {
 
 /// Leaf index of the receipt of `purpose` for `envelope` in the relay's log.
 async fn leaf_of(w: &World, envelope: &str, purpose: &str) -> u64 {
-    log_entries(&w.db())
+    log_entries(&w.db)
         .await
         .into_iter()
         .find(|(_, e)| e.contains(envelope) && e.contains(&format!("\"purpose\":\"{purpose}\"")))
@@ -64,9 +65,8 @@ async fn leaf_of(w: &World, envelope: &str, purpose: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {purpose} receipt of {envelope} in the log"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_log_syncs_incrementally_and_reports() {
-    let w = World::start().await;
+async fn clean_log_syncs_incrementally_and_reports(backend: Backend) {
+    let w = World::start(backend).await;
     let (clinic, hospital, ids) = activity(&w, 2).await;
     let a = auditor(&w.auditor, &w.relay.url).await;
     let size = w.relay.state.store.log_size().await.unwrap();
@@ -132,9 +132,8 @@ fn write_bundle(dir: &Path, name: &str, b: &ReceiptBundle) -> std::path::PathBuf
     p
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipt_bundles_verify_offline_and_tampering_fails() {
-    let w = World::start().await;
+async fn receipt_bundles_verify_offline_and_tampering_fails(backend: Backend) {
+    let w = World::start(backend).await;
     let (clinic, _hospital, ids) = activity(&w, 2).await;
     bounded(clinic.status(None)).await.expect("status");
     let bundles = clinic.store.bundles(&ids[0]).await.unwrap();
@@ -235,21 +234,20 @@ async fn receipt_bundles_verify_offline_and_tampering_fails() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edited_receipt_in_database_is_caught() {
-    let w = World::start().await;
+async fn edited_receipt_in_database_is_caught(backend: Backend) {
+    let w = World::start(backend).await;
     let (_c, _h, ids) = activity(&w, 3).await;
     let before = auditor(&w.new_auditor(), &w.relay.url).await;
     bounded(before.sync(false)).await.expect("clean sync");
 
     let k = leaf_of(&w, &ids[1], "submission").await;
-    let (_, text) = log_entries(&w.db()).await.remove(k as usize);
+    let (_, text) = log_entries(&w.db).await.remove(k as usize);
     let forged = text.replacen(HOSPITAL, RECOVERY, 1);
     assert_ne!(forged, text);
     relay_sql(
-        &w.db(),
+        &w.db,
         &[(
-            "UPDATE log_entries SET entry = ? WHERE idx = ?",
+            "UPDATE log_entries SET entry = $1 WHERE idx = $2",
             vec![SqlArg::S(forged), SqlArg::I(k as i64)],
         )],
     )
@@ -269,15 +267,14 @@ async fn edited_receipt_in_database_is_caught() {
     assert!(err.contains(&k.to_string()), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_entry_is_caught() {
-    let w = World::start().await;
+async fn deleted_entry_is_caught(backend: Backend) {
+    let w = World::start(backend).await;
     let (_c, _h, ids) = activity(&w, 3).await;
     let k = leaf_of(&w, &ids[1], "acceptance").await;
     relay_sql(
-        &w.db(),
+        &w.db,
         &[(
-            "DELETE FROM log_entries WHERE idx = ?",
+            "DELETE FROM log_entries WHERE idx = $1",
             vec![SqlArg::I(k as i64)],
         )],
     )
@@ -292,26 +289,25 @@ async fn deleted_entry_is_caught() {
     assert_eq!(code, EXIT_VERIFY, "{out}{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swapped_entries_are_caught() {
-    let w = World::start().await;
+async fn swapped_entries_are_caught(backend: Backend) {
+    let w = World::start(backend).await;
     let (_c, _h, ids) = activity(&w, 3).await;
     let i = leaf_of(&w, &ids[0], "delivery").await;
     let j = leaf_of(&w, &ids[2], "delivery").await;
     assert!(i < j);
-    let entries = log_entries(&w.db()).await;
+    let entries = log_entries(&w.db).await;
     relay_sql(
-        &w.db(),
+        &w.db,
         &[
             (
-                "UPDATE log_entries SET entry = ? WHERE idx = ?",
+                "UPDATE log_entries SET entry = $1 WHERE idx = $2",
                 vec![
                     SqlArg::S(entries[j as usize].1.clone()),
                     SqlArg::I(i as i64),
                 ],
             ),
             (
-                "UPDATE log_entries SET entry = ? WHERE idx = ?",
+                "UPDATE log_entries SET entry = $1 WHERE idx = $2",
                 vec![
                     SqlArg::S(entries[i as usize].1.clone()),
                     SqlArg::I(j as i64),
@@ -326,16 +322,15 @@ async fn swapped_entries_are_caught() {
     assert_eq!(code, EXIT_VERIFY, "{out}{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_log_is_caught() {
-    let w = World::start().await;
+async fn truncated_log_is_caught(backend: Backend) {
+    let w = World::start(backend).await;
     let (_c, _h, ids) = activity(&w, 3).await;
     let a_dir = w.new_auditor();
     let a = auditor(&a_dir, &w.relay.url).await;
     let full = bounded(a.sync(false)).await.expect("clean sync");
     let k = leaf_of(&w, &ids[1], "submission").await;
     assert!(k < full.to_size);
-    truncate_log(&w.db(), k).await;
+    truncate_log(&w.db, k).await;
     assert_eq!(w.relay.state.store.log_size().await.unwrap(), k);
 
     let m = expect_caught(bounded(a.sync(false)).await, k, "truncation");
@@ -351,9 +346,8 @@ async fn truncated_log_is_caught() {
     assert!(err.contains(&k.to_string()), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fork_between_two_auditors_is_caught() {
-    let mut w = World::start().await;
+async fn fork_between_two_auditors_is_caught(backend: Backend) {
+    let mut w = World::start(backend).await;
     let (_c, _h, _ids) = activity(&w, 2).await;
     let a_dir = w.new_auditor();
     let b_dir = w.new_auditor();
@@ -362,16 +356,19 @@ async fn fork_between_two_auditors_is_caught() {
         .expect("A before the fork");
     let fork_at = w.relay.state.store.log_size().await.unwrap();
 
-    // Stop the relay, copy its data folder, run both.
+    // Stop the relay, copy its data folder and database, run both.
+    let scratch = w.region.dir().join("scratch");
+    let scratch_db = TestDb::new(backend, &scratch).await;
     let old = std::mem::replace(
         &mut w.relay,
-        RunningRelay::start(&w.relay_profile, &w.region.dir().join("scratch")).await,
+        RunningRelay::start(&w.relay_profile, &scratch, scratch_db.url()).await,
     );
     old.stop().await;
     let data2 = w.region.dir().join("relay-data-2");
     copy_dir(&w.data, &data2);
-    let relay1 = RunningRelay::start(&w.relay_profile, &w.data).await;
-    let relay2 = RunningRelay::start(&w.relay_profile, &data2).await;
+    let db2 = w.db.copy(&data2).await;
+    let relay1 = RunningRelay::start(&w.relay_profile, &w.data, w.db.url()).await;
+    let relay2 = RunningRelay::start(&w.relay_profile, &data2, db2.url()).await;
 
     // Different activity on each.
     let clinic1 = session_at(&w.clinic, &relay1.url).await;
@@ -415,9 +412,8 @@ async fn fork_between_two_auditors_is_caught() {
     relay2.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn facility_keeps_evidence_of_a_truncated_log() {
-    let w = World::start().await;
+async fn facility_keeps_evidence_of_a_truncated_log(backend: Backend) {
+    let w = World::start(backend).await;
     let (clinic, hospital, _ids) = activity(&w, 1).await;
     bounded(clinic.status(None)).await.expect("status");
     let origin = relay_verifier(&cert_of(&w.relay_profile))
@@ -460,7 +456,7 @@ async fn facility_keeps_evidence_of_a_truncated_log() {
     assert!(clinic.store.evidence().await.unwrap().is_empty());
 
     // The relay drops the later entries.
-    truncate_log(&w.db(), k).await;
+    truncate_log(&w.db, k).await;
     let err = bounded(clinic.status(None))
         .await
         .expect_err("truncation noticed");
@@ -469,3 +465,35 @@ async fn facility_keeps_evidence_of_a_truncated_log() {
     assert!(!ev.is_empty());
     assert!(ev[0].2.contains(&format!("\n{k}\n")) || ev[0].3.contains(&format!("\n{k}\n")));
 }
+
+/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    clean_log_syncs_incrementally_and_reports,
+    receipt_bundles_verify_offline_and_tampering_fails,
+    edited_receipt_in_database_is_caught,
+    deleted_entry_is_caught,
+    swapped_entries_are_caught,
+    truncated_log_is_caught,
+    fork_between_two_auditors_is_caught,
+    facility_keeps_evidence_of_a_truncated_log,
+);

@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::{CLINIC, DOCUMENT, HOSPITAL, RECOVERY};
+use common::{document_for, CLINIC, HOSPITAL, RECOVERY};
+use renkei::document::DocKind;
 
 const BIN: &str = env!("CARGO_BIN_EXE_renkei");
 
@@ -100,7 +101,9 @@ impl CliRegion {
                 r.p("crl.pem")
             ));
         }
-        fs::write(r.p("referral.json"), DOCUMENT).unwrap();
+        let doc = |att: &[&str]| document_for(DocKind::Referral, CLINIC, HOSPITAL, att);
+        fs::write(r.p("referral.json"), doc(&[])).unwrap();
+        fs::write(r.p("referral-lab.json"), doc(&["検査結果.csv"])).unwrap();
         r
     }
 
@@ -132,7 +135,8 @@ impl CliRegion {
         ));
     }
 
-    /// Seal the referral from the clinic to the hospital into `out`.
+    /// Seal the referral from the clinic to the hospital into `out`
+    /// (`referral-lab.json`, listing 検査結果.csv, with `--attach`).
     fn seal(&self, out: &str, extra: &[&str]) -> Output {
         let mut c = Command::new(BIN);
         c.arg("seal")
@@ -141,7 +145,11 @@ impl CliRegion {
             .arg("--to")
             .arg(self.p("hospital.crt"))
             .arg("--document")
-            .arg(self.p("referral.json"))
+            .arg(self.p(if extra.contains(&"--attach") {
+                "referral-lab.json"
+            } else {
+                "referral.json"
+            }))
             .arg("-o")
             .arg(if out == "-" {
                 PathBuf::from("-")
@@ -470,8 +478,8 @@ fn seal_to_a_file_and_open_with_json() {
         vec!["document.json", "attachments/検査結果.csv", "sender.crt"]
     );
     assert_eq!(
-        fs::read_to_string(r.p("received/document.json")).unwrap(),
-        DOCUMENT
+        fs::read(r.p("received/document.json")).unwrap(),
+        fs::read(r.p("referral-lab.json")).unwrap()
     );
     assert_eq!(
         fs::read_to_string(r.p("received/attachments/検査結果.csv")).unwrap(),

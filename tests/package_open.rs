@@ -44,10 +44,9 @@ fn round_trip_with_japanese_attachment_names() {
     assert_eq!(opened.manifest.recipients.len(), 1);
     assert_eq!(opened.manifest.recipients[0].facility_id, hospital.id);
     let out = &attempt.out;
-    assert_eq!(
-        fs::read_to_string(out.join("document.json")).unwrap(),
-        DOCUMENT
-    );
+    let doc = fs::read(out.join("document.json")).unwrap();
+    assert_eq!(sha256_hex(&doc), sealed.manifest.members[0].sha256);
+    assert_eq!(opened.summary.attachments.len(), 3);
     assert_eq!(fs::read(out.join("attachments/検査結果.pdf")).unwrap(), pdf);
     assert_eq!(
         fs::read(out.join("attachments/胸部レントゲン 2024-05-01.png")).unwrap(),
@@ -222,7 +221,12 @@ fn a_64_mib_member_streams_through() {
             kind: package::PackageKind::ClinicalInfo,
             thread_id: None,
             in_reply_to: None,
-            document: document(),
+            document: document(document_for(
+                renkei::document::DocKind::Referral,
+                CLINIC,
+                HOSPITAL,
+                &["attachments/CT画像.dcm"],
+            )),
             attachments: vec![MemberSource {
                 path: "attachments/CT画像.dcm".into(),
                 media_type: "application/dicom".into(),
@@ -978,7 +982,7 @@ fn a_malformed_signature_is_refused() {
 #[test]
 fn a_package_without_manifest_or_signature_is_refused() {
     let (_region, clinic, hospital) = pair();
-    let entries = standard_entries(&clinic);
+    let entries = standard_entries(&clinic, &hospital);
     let e = expect_refused(
         &hospital,
         &encrypt(&tar_bytes(&entries), &[hospital.recipient()]),
@@ -1069,7 +1073,12 @@ fn long_attachment_names_round_trip() {
             kind: renkei::package::PackageKind::Referral,
             thread_id: None,
             in_reply_to: None,
-            document: document(),
+            document: document(document_for(
+                renkei::document::DocKind::Referral,
+                CLINIC,
+                HOSPITAL,
+                &[],
+            )),
             attachments: vec![mem(&too_long, "x")],
             limits: Limits::default(),
         },

@@ -88,6 +88,20 @@ fn ca_init_refuses_to_overwrite_a_ca() {
 
 #[cfg(unix)]
 #[test]
+fn an_existing_folder_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shared");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let p = Profile::create(&dir, CLINIC, Kind::Clinic, "さくら内科クリニック", &[]).unwrap();
+    assert_eq!(mode(&dir), 0o755, "an existing folder is not chmodded");
+    assert_eq!(mode(&p.path(Profile::SIGNING_KEY)), 0o600);
+    assert_eq!(mode(&p.path(Profile::AGE_KEY)), 0o600);
+}
+
+#[cfg(unix)]
+#[test]
 fn key_files_are_mode_0600() {
     let region = Region::new();
     let p = region.keygen(CLINIC, Kind::Clinic, "さくら内科クリニック");

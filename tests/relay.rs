@@ -1,8 +1,11 @@
 //! Relay integration tests: a real relay in-process over loopback mutual
-//! TLS, real SQLite, real files; clients through `renkei::client`.
+//! TLS, real files, and a real database; clients through `renkei::client`.
 //!
 //! Every test builds its own region (CA, relay, clinic, hospital, recovery
-//! hospital, auditor) in a temporary folder; see tests/relay_support.
+//! hospital, auditor) in a temporary folder; see tests/relay_support. Every
+//! test runs twice: `NAME::sqlite` on SQLite in the relay's data folder and
+//! `NAME::postgres` on a fresh PostgreSQL database (see
+//! tests/relay_support/backend.rs; PostgreSQL must be reachable).
 
 mod relay_support;
 
@@ -13,6 +16,7 @@ use hyper::Method;
 use relay_support::*;
 use renkei::client::ops::OpError;
 use renkei::client::ClientError;
+use renkei::document::DocKind;
 use renkei::identity::{FacilityId, Kind};
 use renkei::package::{OpenError, PackageKind, RecipientEntry};
 use renkei::pki::CertError;
@@ -98,15 +102,15 @@ async fn sweep_until(w: &World, done: impl Fn((usize, usize)) -> bool) -> (usize
 
 // 1 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trip_referral_delivery_receipt_and_reply() {
-    let w = World::start().await;
+async fn round_trip_referral_delivery_receipt_and_reply(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     bounded(clinic.publish()).await.unwrap();
     bounded(hospital.publish()).await.unwrap();
 
-    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let doc = document_for(DocKind::Referral, CLINIC, HOSPITAL, &["lab-results.pdf"]);
+    let doc = w.file("referral.json", &doc);
     let pdf = b"%PDF-1.4 test attachment\n".repeat(200);
     let att = w.file("lab-results.pdf", &pdf);
     let sent = bounded(clinic.send(request(&[HOSPITAL], doc, vec![att]), |_, _| {}))
@@ -154,8 +158,8 @@ async fn round_trip_referral_delivery_receipt_and_reply() {
         assert_eq!(renkei::pki::sha256_hex(&b), m.sha256, "{}", m.path);
     }
     assert_eq!(
-        fs::read(got.folder.join("document.json")).unwrap(),
-        DOCUMENT.as_bytes()
+        got.summary.attachments[0].member,
+        "attachments/lab-results.pdf"
     );
     assert_eq!(
         fs::read(got.folder.join("attachments/lab-results.pdf")).unwrap(),
@@ -209,7 +213,9 @@ async fn round_trip_referral_delivery_receipt_and_reply() {
     assert_eq!(r.log_index, Some(idx[2]));
 
     // The hospital replies in the same thread.
-    let reply_doc = w.file("reply.json", DOCUMENT.as_bytes());
+    let answered = Some(sent.manifest.package_id.as_str());
+    let reply_doc = document_answering(DocKind::Reply, HOSPITAL, CLINIC, &[], answered);
+    let reply_doc = w.file("reply.json", &reply_doc);
     let mut req = request(&[CLINIC], reply_doc, Vec::new());
     req.kind = PackageKind::Reply;
     req.in_reply_to = Some(sent.manifest.package_id.clone());
@@ -243,9 +249,8 @@ async fn round_trip_referral_delivery_receipt_and_reply() {
 
 // 2 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resubmitting_the_same_sealed_file_is_idempotent() {
-    let w = World::start().await;
+async fn resubmitting_the_same_sealed_file_is_idempotent(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     bounded(clinic.publish()).await.unwrap();
@@ -306,12 +311,14 @@ async fn resubmitting_the_same_sealed_file_is_idempotent() {
 
 // 3 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_over_the_size_limit_is_413_and_nothing_is_stored() {
-    let w = World::with_config(RelayConfig {
-        max_upload_bytes: 512,
-        ..RelayConfig::default()
-    })
+async fn upload_over_the_size_limit_is_413_and_nothing_is_stored(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            max_upload_bytes: 512,
+            ..RelayConfig::default()
+        },
+    )
     .await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
@@ -370,9 +377,8 @@ async fn upload_over_the_size_limit_is_413_and_nothing_is_stored() {
 
 // 4 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored() {
-    let w = World::start().await;
+async fn upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored(backend: Backend) {
+    let w = World::start(backend).await;
     let file = w.region.dir().join("sealed.age");
     let sealed = seal_to_file(&w.clinic, &[cert_of(&w.hospital)], &file);
     let bytes = fs::read(&file).unwrap();
@@ -453,9 +459,8 @@ async fn upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored(
 
 // 5 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submission_by_another_key_or_naming_another_sender_is_403() {
-    let w = World::start().await;
+async fn submission_by_another_key_or_naming_another_sender_is_403(backend: Backend) {
+    let w = World::start(backend).await;
     let file = w.region.dir().join("sealed.age");
     let sealed = seal_to_file(&w.clinic, &[cert_of(&w.hospital)], &file);
     let bytes = fs::read(&file).unwrap();
@@ -535,9 +540,8 @@ async fn submission_by_another_key_or_naming_another_sender_is_403() {
 
 // 6 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_control_of_inbox_downloads_and_receipts() {
-    let w = World::start().await;
+async fn access_control_of_inbox_downloads_and_receipts(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     let recovery = w.session(&w.recovery).await;
@@ -689,9 +693,8 @@ async fn access_control_of_inbox_downloads_and_receipts() {
 
 // 7 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates() {
-    let w = World::start().await;
+async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates(backend: Backend) {
+    let w = World::start(backend).await;
     let ca = w.region.ca_der();
     let port = w.relay.port;
     let creds = |p: &std::path::Path| Some((cert_of(p).der, key_der_of(p)));
@@ -745,7 +748,7 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates() {
     .await
     .expect("in time");
     assert!(
-        matches!(err, Err(ClientError::Connect { .. })),
+        matches!(&err, Err(e @ ClientError::Connect { .. }) if e.to_string().contains("certificate has been revoked")),
         "{:?}",
         err.map(|r| r.status)
     );
@@ -769,9 +772,8 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates() {
 
 // 8 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crl_publishing_newer_accepted_older_conflict_foreign_refused() {
-    let w = World::start().await;
+async fn crl_publishing_newer_accepted_older_conflict_foreign_refused(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let mut hospital = w.session(&w.hospital).await;
     let cc = w.client(&w.clinic);
@@ -859,9 +861,8 @@ async fn crl_publishing_newer_accepted_older_conflict_foreign_refused() {
 
 // 9 ---------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn directory_refuses_foreign_publishing_and_clients_detect_substitution() {
-    let w = World::start().await;
+async fn directory_refuses_foreign_publishing_and_clients_detect_substitution(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     bounded(clinic.publish()).await.unwrap();
@@ -925,7 +926,7 @@ async fn directory_refuses_foreign_publishing_and_clients_detect_substitution() 
     assert_eq!(by_name[0].as_ref().unwrap().id.to_string(), CLINIC);
 
     // The relay serves a substituted certificate (another CA, same ID).
-    substitute_directory_entry(&w.data, HOSPITAL, &fake_pem).await;
+    substitute_directory_entry(&w.db, HOSPITAL, &fake_pem).await;
     let err = bounded(clinic.directory_show(&fid(HOSPITAL)))
         .await
         .unwrap_err();
@@ -956,9 +957,8 @@ async fn directory_refuses_foreign_publishing_and_clients_detect_substitution() 
 
 // 10 --------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn package_addressed_to_another_facility_is_rejected_with_a_receipt() {
-    let w = World::start().await;
+async fn package_addressed_to_another_facility_is_rejected_with_a_receipt(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     let recovery = w.session(&w.recovery).await;
@@ -1046,16 +1046,16 @@ async fn package_addressed_to_another_facility_is_rejected_with_a_receipt() {
     assert!(rs.signed_by.as_deref().unwrap().contains(HOSPITAL));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn package_from_a_since_revoked_sender_is_rejected_with_a_receipt() {
-    let w = World::start().await;
+async fn package_from_a_since_revoked_sender_is_rejected_with_a_receipt(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let mut hospital = w.session(&w.hospital).await;
     let recovery = w.session(&w.recovery).await;
     for s in [&clinic, &hospital, &recovery] {
         bounded(s.publish()).await.unwrap();
     }
-    let doc = w.file("transfer.json", DOCUMENT.as_bytes());
+    let doc = document_for(DocKind::Transfer, RECOVERY, HOSPITAL, &[]);
+    let doc = w.file("transfer.json", &doc);
     let mut req = request(&[HOSPITAL], doc, Vec::new());
     req.kind = PackageKind::Transfer;
     let sent = bounded(recovery.send(req, |_, _| {})).await.unwrap();
@@ -1108,14 +1108,16 @@ async fn package_from_a_since_revoked_sender_is_rejected_with_a_receipt() {
 
 // 11 --------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unfetched_envelope_expires_then_its_ciphertext_is_deleted() {
-    let w = World::with_config(RelayConfig {
-        expiry_after_secs: 0,
-        delete_after_secs: 0,
-        sweep_interval_secs: 3600,
-        ..RelayConfig::default()
-    })
+async fn unfetched_envelope_expires_then_its_ciphertext_is_deleted(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            expiry_after_secs: 0,
+            delete_after_secs: 0,
+            sweep_interval_secs: 3600,
+            ..RelayConfig::default()
+        },
+    )
     .await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
@@ -1196,9 +1198,8 @@ async fn unfetched_envelope_expires_then_its_ciphertext_is_deleted() {
 
 // 12 --------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipts_inbox_directory_and_crl_survive_a_restart() {
-    let mut w = World::start().await;
+async fn receipts_inbox_directory_and_crl_survive_a_restart(backend: Backend) {
+    let mut w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     bounded(clinic.publish()).await.unwrap();
@@ -1286,9 +1287,8 @@ async fn receipts_inbox_directory_and_crl_survive_a_restart() {
 
 // 13 --------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_is_ok_and_errors_are_problem_details_without_internals() {
-    let w = World::start().await;
+async fn health_is_ok_and_errors_are_problem_details_without_internals(backend: Backend) {
+    let w = World::start(backend).await;
     for p in [&w.clinic, &w.auditor] {
         let (s, h, b) = raw(&w.client(p), Method::GET, "/v1/health", &[], Vec::new()).await;
         assert_eq!(s, 200, "{}", text(&b));
@@ -1375,15 +1375,15 @@ fn big_attachment(w: &World, mib: usize) -> std::path::PathBuf {
 /// answers from its stored acceptance without reading the body, and for a
 /// package larger than the socket buffers the client then sees a reset
 /// instead of the answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resubmitting_a_large_package_gets_the_stored_acceptance() {
-    let w = World::start().await;
+async fn resubmitting_a_large_package_gets_the_stored_acceptance(backend: Backend) {
+    let w = World::start(backend).await;
     let clinic = w.session(&w.clinic).await;
     let hospital = w.session(&w.hospital).await;
     bounded(clinic.publish()).await.unwrap();
     bounded(hospital.publish()).await.unwrap();
     let att = big_attachment(&w, 24);
-    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let doc = document_for(DocKind::Referral, CLINIC, HOSPITAL, &["ct-scan.dcm"]);
+    let doc = w.file("referral.json", &doc);
     let first = bounded(clinic.send(request(&[HOSPITAL], doc, vec![att]), |_, _| {}))
         .await
         .unwrap();
@@ -1414,9 +1414,8 @@ async fn resubmitting_a_large_package_gets_the_stored_acceptance() {
 
 /// Errors produced by the framework (no such route, wrong method,
 /// unparsable query, body limits) are not problem documents today.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn framework_errors_are_problem_details_too() {
-    let w = World::start().await;
+async fn framework_errors_are_problem_details_too(backend: Backend) {
+    let w = World::start(backend).await;
     let ac = w.client(&w.auditor);
     let cc = w.client(&w.clinic);
     let (s, h, b) = raw(&ac, Method::GET, "/v1/no-such-thing", &[], Vec::new()).await;
@@ -1436,3 +1435,43 @@ async fn framework_errors_are_problem_details_too() {
     .await;
     assert_problem(s, 413, &h, &b);
 }
+
+/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    round_trip_referral_delivery_receipt_and_reply,
+    resubmitting_the_same_sealed_file_is_idempotent,
+    upload_over_the_size_limit_is_413_and_nothing_is_stored,
+    upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored,
+    submission_by_another_key_or_naming_another_sender_is_403,
+    access_control_of_inbox_downloads_and_receipts,
+    handshake_refuses_no_certificate_revoked_and_foreign_certificates,
+    crl_publishing_newer_accepted_older_conflict_foreign_refused,
+    directory_refuses_foreign_publishing_and_clients_detect_substitution,
+    package_addressed_to_another_facility_is_rejected_with_a_receipt,
+    package_from_a_since_revoked_sender_is_rejected_with_a_receipt,
+    unfetched_envelope_expires_then_its_ciphertext_is_deleted,
+    receipts_inbox_directory_and_crl_survive_a_restart,
+    health_is_ok_and_errors_are_problem_details_without_internals,
+    resubmitting_a_large_package_gets_the_stored_acceptance,
+    framework_errors_are_problem_details_too,
+);

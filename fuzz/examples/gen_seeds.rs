@@ -64,19 +64,52 @@ fn pem_der(pem_bytes: &[u8]) -> Vec<u8> {
     pem::parse(pem_bytes).expect("PEM").into_contents()
 }
 
-const DOCUMENT: &str = r#"{
-  "resourceType": "Composition",
-  "status": "final",
-  "type": {"text": "診療情報提供書"},
-  "subject": {"display": "患者 太郎 (1960-04-01, 男)"},
-  "title": "紹介状",
-  "section": [
-    {"title": "紹介目的", "text": "精査加療のお願い"},
-    {"title": "傷病名", "text": "2型糖尿病、高血圧症"},
-    {"title": "現在の処方", "text": "メトホルミン 500mg 2錠 分2"}
-  ]
+/// A valid JP-CLINS document for a package from `from` to `to`: the example
+/// form of the kind with the facilities, attachments and in-reply-to
+/// replaced (sealing validates the document against the package).
+fn document(
+    from: &CertInfo,
+    to: &CertInfo,
+    kind: PackageKind,
+    attachments: &[MemberSource<'static>],
+    reply_to: Option<&package::Manifest>,
+) -> Vec<u8> {
+    use renkei::document::{build_json, form::AttachmentForm, BuildOptions, DocKind, Form};
+    let kind = DocKind::try_from(kind).unwrap_or(DocKind::Referral);
+    let path = keys_dir().join(format!("../examples/{kind}.toml"));
+    let text = fs::read_to_string(&path).expect("example form");
+    let mut form = Form::from_toml(&text).expect("example form parses");
+    form.from.facility_id = from
+        .facility_id()
+        .expect("sender")
+        .to_string()
+        .parse()
+        .expect("ID");
+    let mut dest = form.to.take().unwrap_or_else(|| form.from.clone());
+    dest.facility_id = to
+        .facility_id()
+        .expect("recipient")
+        .to_string()
+        .parse()
+        .expect("ID");
+    form.to = Some(dest);
+    form.attachments = attachments
+        .iter()
+        .map(|a| {
+            let file = a.path.trim_start_matches("attachments/").to_string();
+            AttachmentForm {
+                title: format!("添付 {file}"),
+                file,
+            }
+        })
+        .collect();
+    form.in_reply_to = None;
+    let opts = BuildOptions {
+        in_reply_to: reply_to.map(|m| m.package_id.clone()),
+        ..BuildOptions::default()
+    };
+    build_json(kind, &form, &opts).expect("example document builds")
 }
-"#;
 
 fn mem(path: &str, media: &str, bytes: Vec<u8>) -> MemberSource<'static> {
     MemberSource {
@@ -98,6 +131,7 @@ fn seal(
     let r = &*REGION;
     let sender_cert = r.trust.verify(&from.cert.der, Some(r.at)).expect("sender");
     let recipient = r.trust.verify(&to.cert.der, Some(r.at)).expect("recipient");
+    let doc = document(&sender_cert, &recipient, kind, &attachments, reply_to);
     let mut out = Vec::new();
     let sealed = package::seal(
         package::SealRequest {
@@ -108,11 +142,7 @@ fn seal(
             kind,
             thread_id: reply_to.map(|m| m.thread_id.clone()),
             in_reply_to: reply_to.map(|m| m.package_id.clone()),
-            document: mem(
-                package::DOCUMENT_PATH,
-                "application/fhir+json",
-                DOCUMENT.as_bytes().to_vec(),
-            ),
+            document: mem(package::DOCUMENT_PATH, "application/fhir+json", doc),
             attachments,
             limits: Limits::default(),
         },
@@ -349,7 +379,21 @@ fn main() {
         let b = fs::read(keys_dir().join("../examples/demo").join(f)).expect("demo document");
         put(&d, &format!("demo-{f}"), &b);
     }
-    put(&d, "small.json", DOCUMENT.as_bytes());
+    let region = &*REGION;
+    let small = document(
+        &region
+            .trust
+            .verify(&clinic.cert.der, Some(region.at))
+            .expect("clinic"),
+        &region
+            .trust
+            .verify(&hospital.cert.der, Some(region.at))
+            .expect("hospital"),
+        PackageKind::Referral,
+        &[],
+        None,
+    );
+    put(&d, "small.json", &small);
     for e in fs::read_dir(keys_dir().join("../examples")).expect("examples") {
         let path = e.expect("entry").path();
         if path.extension().is_none_or(|x| x != "toml") {

@@ -183,9 +183,7 @@ impl RelayClient {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| connect(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let conn = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -196,10 +194,23 @@ impl RelayClient {
         let req = req
             .body(body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| connect(e.to_string()))?;
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // With TLS 1.3 the relay checks the client certificate after
+                // the client's handshake has finished, so a refusal (a revoked
+                // certificate, say) arrives as an alert on the connection,
+                // which hyper reports only as a canceled request; the
+                // connection task holds the real cause.
+                let mut why = error_chain(&e);
+                if let Ok(Ok(Err(ce))) =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
+                {
+                    why = error_chain(&ce);
+                }
+                return Err(connect(explain_alert(why)));
+            }
+        };
         let (parts, body) = resp.into_parts();
         Ok(Response {
             status: parts.status,
@@ -293,4 +304,33 @@ pub fn full(b: Vec<u8>) -> ReqBody {
     Full::new(Bytes::from(b))
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// An error and its causes, joined.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Add what a TLS alert from the relay means for this facility.
+fn explain_alert(why: String) -> String {
+    let hint = if why.contains("CertificateRevoked") {
+        "this facility's certificate has been revoked by the region's CA"
+    } else if why.contains("CertificateExpired") {
+        "this facility's certificate has expired; ask the region's CA for a new one"
+    } else if why.contains("UnknownCA") || why.contains("BadCertificate") {
+        "the relay does not accept this facility's certificate (issued by another CA?)"
+    } else {
+        return why;
+    };
+    format!("{hint} ({why})")
 }

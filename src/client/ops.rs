@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::http::{ClientError, RelayClient};
 use super::store::{LocalStore, LocalStoreError, ReceivedRow, SentRow};
+use super::threads::{Counterpart, DocFields, ThreadPackage};
 use crate::identity::{FacilityId, Kind};
 use crate::package::{self, Limits, MemberSource, OpenError, PackageKind};
 use crate::pki::{CertError, CertInfo, TrustStore};
@@ -71,7 +72,10 @@ impl OpError {
     pub fn is_verification_failure(&self) -> bool {
         matches!(
             self,
-            OpError::Rejected { .. } | OpError::Relay(_) | OpError::Cert(_)
+            OpError::Rejected { .. }
+                | OpError::Relay(_)
+                | OpError::Cert(_)
+                | OpError::Seal(package::SealError::Document(_))
         )
     }
 }
@@ -130,6 +134,8 @@ pub struct Received {
     pub sender_name: String,
     /// The folder with the verified members.
     pub folder: PathBuf,
+    /// What the (validated) document says.
+    pub summary: crate::document::Summary,
 }
 
 /// Status of one sent package toward one recipient.
@@ -357,14 +363,31 @@ impl Session {
         let envelope_id = hex::encode(sealed.envelope_id);
         let file = outbox.join(format!("{envelope_id}.age"));
         tmp.persist(&file).map_err(|e| e.error)?;
-        self.upload(
-            &file,
-            &sealed.manifest,
-            &envelope_id,
-            sealed.ciphertext_size,
-            progress,
-        )
-        .await
+        let out = self
+            .upload(
+                &file,
+                &sealed.manifest,
+                &envelope_id,
+                sealed.ciphertext_size,
+                progress,
+            )
+            .await?;
+        let to = recipients
+            .iter()
+            .map(|c| Counterpart {
+                facility_id: c.id.to_string(),
+                name: Some(c.name.clone()),
+            })
+            .collect();
+        self.store
+            .add_thread_package(&ThreadPackage::sent(
+                &sealed.manifest,
+                &envelope_id,
+                to,
+                DocFields::from_summary(&sealed.summary),
+            ))
+            .await?;
+        Ok(out)
     }
 
     /// Upload a sealed file (also used to resubmit).
@@ -569,11 +592,20 @@ impl Session {
                         received_at: receipt::now_rfc3339(),
                     })
                     .await?;
+                self.store
+                    .add_thread_package(&ThreadPackage::received(
+                        m,
+                        envelope_id,
+                        &opened.sender.name,
+                        DocFields::from_summary(&opened.summary),
+                    ))
+                    .await?;
                 Ok(Received {
                     envelope_id: envelope_id.to_string(),
                     manifest: opened.manifest,
                     sender_name: opened.sender.name,
                     folder: dest,
+                    summary: opened.summary,
                 })
             }
             Err(OpenError::Io(e)) => Err(OpError::Io(e)),

@@ -92,6 +92,11 @@ impl LocalStore {
         Ok(LocalStore { pool })
     }
 
+    /// The connection pool, for the other tables of the client (threads).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Record a sent package.
     pub async fn add_sent(&self, r: &SentRow) -> Result<(), LocalStoreError> {
         sqlx::query("INSERT OR IGNORE INTO sent (envelope_id, package_id, thread_id, in_reply_to, kind, recipients, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use super::hash::HashingReader;
 use super::manifest::Manifest;
 use super::{path, Limits, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH};
+use crate::document::{self, Expect, Issue, Summary};
 use crate::identity::FacilityId;
 use crate::keys::{verify_ed25519, AgeIdentity};
 use crate::pki::{CertError, CertInfo, TrustStore};
@@ -64,6 +65,10 @@ pub enum OpenError {
     /// A member is present but not in the manifest.
     #[error("member {0} is in the package but not in the signed manifest")]
     ExtraMember(String),
+    /// The package is genuine but its document is not a valid JP-CLINS
+    /// document for it (see [`document::validate()`]); never empty.
+    #[error("the document in the package is not valid; do not use it, and tell the sender:\n{}", super::seal::list_issues(.0))]
+    Document(Vec<Issue>),
 }
 
 impl OpenError {
@@ -89,6 +94,10 @@ impl OpenError {
             OpenError::MemberMismatch { .. } => "member-mismatch",
             OpenError::MissingMember(_) => "missing-member",
             OpenError::ExtraMember(_) => "extra-member",
+            OpenError::Document(issues) => issues
+                .first()
+                .map(|i| i.code.as_str())
+                .unwrap_or("document-bundle"),
         }
     }
 }
@@ -100,6 +109,8 @@ pub struct Opened {
     pub manifest: Manifest,
     /// The sender's verified certificate.
     pub sender: CertInfo,
+    /// What the document says, validated against the manifest.
+    pub summary: Summary,
 }
 
 impl From<CertError> for OpenError {
@@ -336,9 +347,10 @@ pub fn open_into<R: Read>(
             "the members are not in the order the manifest lists them",
         ));
     }
-    if !seen.contains_key(DOCUMENT_PATH) {
-        return Err(OpenError::MissingMember(DOCUMENT_PATH.into()));
-    }
+    let doc_size = match seen.get(DOCUMENT_PATH) {
+        Some((size, _)) => *size,
+        None => return Err(OpenError::MissingMember(DOCUMENT_PATH.into())),
+    };
     let mine = identity.recipient().to_string();
     let addressed = manifest
         .recipients
@@ -358,6 +370,9 @@ pub fn open_into<R: Read>(
             sender: format!("{} ({})", sender.name, sender_id),
         });
     }
+    // The document must be a valid JP-CLINS document for this very package
+    // (sender, recipients, attachments, kind, in-reply-to).
+    let summary = check_document(&staging.join(DOCUMENT_PATH), doc_size, &manifest)?;
     // Keep the signed evidence beside the members.
     for (name, bytes) in [
         (SENDER_CERT_PATH, &cert_pem[..]),
@@ -366,7 +381,23 @@ pub fn open_into<R: Read>(
     ] {
         fs::write(staging.join(name), bytes).map_err(OpenError::Io)?;
     }
-    Ok(Opened { manifest, sender })
+    Ok(Opened {
+        manifest,
+        sender,
+        summary,
+    })
+}
+
+/// Validate the staged `document.json` (of verified `size`) against the
+/// manifest. At most [`document::MAX_DOCUMENT_BYTES`] + 1 bytes are read:
+/// enough for [`document::validate()`] to refuse a larger document.
+fn check_document(file: &Path, size: u64, manifest: &Manifest) -> Result<Summary, OpenError> {
+    let cap = document::MAX_DOCUMENT_BYTES as u64 + 1;
+    let mut bytes = Vec::with_capacity(size.min(cap) as usize);
+    fs::File::open(file)
+        .and_then(|f| f.take(cap).read_to_end(&mut bytes))
+        .map_err(OpenError::Io)?;
+    document::validate(&bytes, &Expect::from_manifest(manifest)).map_err(OpenError::Document)
 }
 
 /// Copy a member to disk, telling decryption/truncation failures (reading)

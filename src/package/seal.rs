@@ -7,6 +7,7 @@ use super::manifest::{Manifest, MemberEntry, RecipientEntry, SenderEntry};
 use super::{
     path, Limits, PackageKind, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH,
 };
+use crate::document::{self, DocKind, Expect, Issue, Summary};
 use crate::keys::SigningKey;
 use crate::pki::CertInfo;
 
@@ -35,6 +36,19 @@ pub enum SealError {
     /// age refused the recipients.
     #[error("could not encrypt: {0}")]
     Encrypt(String),
+    /// The document is not a valid JP-CLINS document for this package
+    /// (see [`document::validate()`]); every problem is listed.
+    #[error("the document is not valid for this package; nothing was sealed:\n{}", list_issues(.0))]
+    Document(Vec<Issue>),
+}
+
+/// One issue per line, indented, for error messages.
+pub(crate) fn list_issues(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {}", i.message))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One member to seal: its path in the package, media type, exact size and
@@ -83,6 +97,8 @@ pub struct Sealed {
     pub envelope_id: [u8; 32],
     /// Size of the ciphertext.
     pub ciphertext_size: u64,
+    /// What the (validated) document says.
+    pub summary: Summary,
 }
 
 /// Seal a package into `out`.
@@ -165,6 +181,24 @@ pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError>
         )));
     }
 
+    // Validate the document against what the package will say before a
+    // byte is written: sender, recipients, attachments, kind, in-reply-to.
+    let doc_bytes = read_document(req.document.reader, req.document.size)?;
+    let expect = Expect {
+        sender: Some((&sender_id).into()),
+        recipients: recipients.iter().map(|r| (&r.facility_id).into()).collect(),
+        attachment_members: Some(req.attachments.iter().map(|a| a.path.clone()).collect()),
+        kind: DocKind::try_from(req.kind).ok(),
+        in_reply_to: req.in_reply_to.clone(),
+    };
+    let summary = document::validate(&doc_bytes, &expect).map_err(SealError::Document)?;
+    let doc = MemberSource {
+        path: DOCUMENT_PATH.to_string(),
+        media_type: req.document.media_type,
+        size: doc_bytes.len() as u64,
+        reader: Box::new(io::Cursor::new(doc_bytes)),
+    };
+
     let package_id = uuid::Uuid::new_v4().to_string();
     let created = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -207,8 +241,6 @@ pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError>
             })
         };
 
-    let mut doc = req.document;
-    doc.path = DOCUMENT_PATH.to_string();
     members.push(append(&mut tar, doc)?);
     for a in req.attachments {
         members.push(append(&mut tar, a)?);
@@ -265,5 +297,20 @@ pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError>
         manifest,
         envelope_id: digest,
         ciphertext_size: size,
+        summary,
     })
+}
+
+/// Read the document (declared `size` bytes) into memory, bounded by
+/// [`document::MAX_DOCUMENT_BYTES`]: a larger document is read only far
+/// enough for [`document::validate()`] to refuse it.
+fn read_document(reader: Box<dyn Read + '_>, size: u64) -> Result<Vec<u8>, SealError> {
+    let cap = document::MAX_DOCUMENT_BYTES as u64 + 1;
+    let mut b = Vec::with_capacity(size.min(cap) as usize);
+    reader.take(cap).read_to_end(&mut b)?;
+    let n = b.len() as u64;
+    if n != size && n < cap {
+        return Err(SealError::SizeChanged(DOCUMENT_PATH.into(), size, n));
+    }
+    Ok(b)
 }

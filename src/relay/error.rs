@@ -65,7 +65,56 @@ impl ApiError {
 
 impl From<super::store::StoreError> for ApiError {
     fn from(e: super::store::StoreError) -> Self {
-        ApiError::internal(e)
+        use super::blobs::BlobError;
+        use super::store::StoreError;
+        let (status, detail) = match &e {
+            StoreError::Blob(BlobError::Full(_)) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the relay's ciphertext storage is full; nothing was stored. Retry later; \
+                 the relay operator must free space",
+            ),
+            StoreError::Blob(BlobError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the relay's ciphertext storage is unavailable; nothing was stored. Retry \
+                 later; the relay operator can find the cause in the relay's log",
+            ),
+            StoreError::Db(db) if db_unavailable(db) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the relay's database is temporarily unavailable; retry later",
+            ),
+            _ => return ApiError::internal(e),
+        };
+        ApiError {
+            status,
+            detail: detail.into(),
+            internal: Some(e.to_string()),
+        }
+    }
+}
+
+/// Whether a database error is the database being out of reach for a
+/// while (restart, fail-over, connection loss, contention) rather than a
+/// bug: the request may be retried as is.
+fn db_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // PostgreSQL: connection exceptions (08), shutdown and start-up
+            // (57P01-57P03), too many connections (53300), serialization
+            // failure and deadlock (40001, 40P01); SQLite: busy, locked.
+            c.starts_with("08")
+                || matches!(
+                    c.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "5" | "6"
+                )
+        }),
+        // A connection that broke in the middle of a message.
+        sqlx::Error::Protocol(m) => m.contains("unexpected end") || m.contains("connection"),
+        _ => false,
     }
 }
 
@@ -82,11 +131,16 @@ impl IntoResponse for ApiError {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        (
+        let mut resp = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
+        resp
     }
 }

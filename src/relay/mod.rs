@@ -2,6 +2,7 @@
 //! stores only ciphertext and signed receipts; every client is identified by
 //! its certificate, which must chain to the region's CA and not be revoked.
 
+pub mod blobs;
 pub mod error;
 pub mod routes;
 pub mod store;
@@ -32,6 +33,9 @@ pub struct RelayConfig {
     pub delete_after_secs: u64,
     /// Seconds between expiry/retention sweeps.
     pub sweep_interval_secs: u64,
+    /// Seconds between checks for a newer CRL published through another
+    /// relay instance on the same database.
+    pub crl_refresh_secs: u64,
 }
 
 impl Default for RelayConfig {
@@ -41,6 +45,7 @@ impl Default for RelayConfig {
             expiry_after_secs: 14 * 24 * 3600,
             delete_after_secs: 7 * 24 * 3600,
             sweep_interval_secs: 60,
+            crl_refresh_secs: 10,
         }
     }
 }
@@ -145,6 +150,24 @@ impl RelayState {
         Ok(())
     }
 
+    /// Install the CRL stored in the database if it is newer than the one
+    /// in use: with several instances on one database, a CRL published
+    /// through one instance reaches the others this way. Returns whether a
+    /// newer CRL was installed.
+    pub async fn refresh_crl(&self) -> Result<bool, RelayError> {
+        let Some((_, pem)) = self.store.crl_get().await? else {
+            return Ok(false);
+        };
+        let current = self.trust();
+        let stored = TrustStore::new(current.ca_der(), Some(pem.as_bytes()))
+            .map_err(|e| RelayError::Config(format!("the stored CRL is not usable: {e}")))?;
+        if crl_number(stored.crl_der()) <= crl_number(current.crl_der()) {
+            return Ok(false);
+        }
+        self.install_crl(stored)?;
+        Ok(true)
+    }
+
     /// The checkpoint signer.
     pub fn signer(&self) -> store::LogSigner<'_> {
         store::LogSigner {
@@ -229,6 +252,22 @@ async fn problemize(resp: axum::response::Response) -> axum::response::Response 
     out
 }
 
+/// Pick up CRLs published through other instances.
+async fn crl_loop(st: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(st.config.crl_refresh_secs.max(1)));
+    loop {
+        tick.tick().await;
+        match st.refresh_crl().await {
+            Ok(true) => tracing::info!(
+                crl_number = %crl_number(st.trust().crl_der()),
+                "newer CRL from the database installed"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "CRL refresh failed"),
+        }
+    }
+}
+
 /// Serve on `listener` until `shutdown` resolves, then finish open
 /// requests (graceful shutdown, bounded to 30 s).
 pub async fn serve(
@@ -239,6 +278,7 @@ pub async fn serve(
     let router = app(state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let sweeper = tokio::spawn(routes::envelopes::sweep_loop(state.clone()));
+    let crl_watcher = tokio::spawn(crl_loop(state.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -257,6 +297,7 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    crl_watcher.abort();
     tracing::info!("shutting down: finishing open requests");
     tokio::select! {
         _ = graceful.shutdown() => {}

@@ -1,13 +1,14 @@
 //! The relay's storage: a SQL database (SQLite by default, PostgreSQL for
 //! several instances) through sqlx's `Any` driver, and content-addressed
-//! ciphertext files written durably (temporary file, fsync, rename, fsync
-//! of the folder) before anything refers to them.
+//! ciphertext in a [`BlobStore`] (see [`super::blobs`]), made durable
+//! before anything refers to it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use tokio::io::AsyncWriteExt;
+
+use super::blobs::{BlobError, BlobStore, FsBlobStore};
 
 use crate::keys::SigningKey;
 use crate::log::{merkle, Checkpoint, CompactTree, Hash, NodeId, Signer};
@@ -25,6 +26,9 @@ pub enum StoreError {
     /// File failure.
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    /// Ciphertext storage failure.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
     /// Stored data that does not make sense (a missing node, a bad hash).
     #[error("storage is inconsistent: {0}")]
     Corrupt(String),
@@ -62,12 +66,11 @@ pub struct ReceiptRow {
     pub receipt: SignedReceipt,
 }
 
-/// The database and the blob folder.
+/// The database and the blob store.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    blobs: PathBuf,
-    tmp: PathBuf,
+    blobs: std::sync::Arc<dyn BlobStore>,
     postgres: bool,
     /// Serializes appends in this process and caches the append state.
     log: std::sync::Arc<tokio::sync::Mutex<Option<CompactTree>>>,
@@ -104,8 +107,7 @@ impl Store {
     /// `url` is `None`; ciphertext lives under `DATA/blobs`.
     pub async fn open(data: &Path, url: Option<&str>) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        std::fs::create_dir_all(data.join("blobs"))?;
-        std::fs::create_dir_all(data.join("tmp"))?;
+        let blobs = FsBlobStore::open(&data.join("blobs"))?;
         let (url, sqlite) = match url {
             Some(u) => (u.to_string(), u.starts_with("sqlite:")),
             None => (
@@ -137,8 +139,7 @@ impl Store {
         }
         Ok(Store {
             pool,
-            blobs: data.join("blobs"),
-            tmp: data.join("tmp"),
+            blobs: std::sync::Arc::new(blobs),
             postgres: !sqlite,
             log: Default::default(),
         })
@@ -149,40 +150,15 @@ impl Store {
         &self.pool
     }
 
-    /// Where the ciphertext of `envelope_id` is stored.
-    pub fn blob_path(&self, envelope_id: &str) -> PathBuf {
-        self.blobs.join(&envelope_id[..2]).join(envelope_id)
+    /// The ciphertext store.
+    pub fn blobs(&self) -> &dyn BlobStore {
+        &*self.blobs
     }
 
-    /// A new temporary file for an upload in progress.
-    pub async fn temp_file(&self) -> Result<(tokio::fs::File, PathBuf), StoreError> {
-        let name = format!("upload-{}", uuid::Uuid::new_v4());
-        let path = self.tmp.join(name);
-        let f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
-        Ok((f, path))
-    }
-
-    /// Make an upload durable under its content address.
-    pub async fn commit_blob(
-        &self,
-        mut file: tokio::fs::File,
-        tmp: &Path,
-        envelope_id: &str,
-    ) -> Result<(), StoreError> {
-        file.flush().await?;
-        file.sync_all().await?;
-        drop(file);
-        let dest = self.blob_path(envelope_id);
-        let dir = dest.parent().expect("has parent").to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::rename(tmp, &dest).await?;
-        let d = tokio::fs::File::open(&dir).await?;
-        d.sync_all().await?;
-        Ok(())
+    /// Keep ciphertext in `blobs` instead of the folder under `DATA`.
+    pub fn with_blobs(mut self, blobs: std::sync::Arc<dyn BlobStore>) -> Store {
+        self.blobs = blobs;
+        self
     }
 
     // --- the transparency log ---
@@ -455,9 +431,12 @@ impl Store {
         signer: &LogSigner<'_>,
     ) -> Result<SignedReceipt, StoreError> {
         let (submission, sub, relay_id) = (submission.clone(), sub.clone(), relay_id.to_string());
+        // Connection first, then the append lock: while the database is
+        // out of reach each upload gives up after its own acquire timeout
+        // instead of queueing behind the others' timeouts.
+        let mut txn = self.pool.begin().await?;
         let mut guard = self.log.lock().await;
         let mut tree_state = guard.clone();
-        let mut txn = self.pool.begin().await?;
         let result = async {
             let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
                 let t = now();
@@ -675,11 +654,7 @@ impl Store {
             .bind(envelope_id)
             .execute(&self.pool)
             .await?;
-        match tokio::fs::remove_file(self.blob_path(envelope_id)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.blobs.delete(envelope_id).await?)
     }
 }
 

@@ -1,10 +1,14 @@
 //! Helpers for the auditor tests (tests/audit.rs): a fresh region per test
 //! (CA, relay, facilities, auditors) in a temporary folder, relays running
-//! in this process on loopback ports with SQLite in a data folder, and
-//! direct edits of the relay's database (a relay rewriting its history).
-//! Adapted from tests/relay_support (copied, not shared, so that the two
-//! suites evolve independently).
+//! in this process on loopback ports on SQLite in a data folder or on a
+//! fresh PostgreSQL database, and direct edits of the relay's database (a
+//! relay rewriting its history). Adapted from tests/relay_support (copied,
+//! not shared, so that the two suites evolve independently; the database
+//! helper is shared).
 #![allow(dead_code)]
+
+#[path = "../relay_support/backend.rs"]
+pub mod backend;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,9 @@ use renkei::pki::ca::Ca;
 use renkei::pki::CertInfo;
 use renkei::profile::Profile;
 use renkei::relay::{AppState, RelayConfig, RelayError, RelayState};
+use sqlx::Connection;
+
+pub use backend::{Backend, TestDb};
 
 pub const CLINIC: &str = "1311234569";
 pub const HOSPITAL: &str = "1317654323";
@@ -26,7 +33,9 @@ pub const OTHER: &str = "1312222225";
 pub const RELAY_ID: &str = "relay-1";
 pub const AUDITOR_ID: &str = "audit-1";
 
-pub const DOCUMENT: &str = r#"{"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition","title":"診療情報提供書","status":"final"}}]}"#;
+#[path = "../doc_support/mod.rs"]
+mod doc_support;
+pub use doc_support::*;
 
 /// Bound on any single network step of a test.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -107,12 +116,14 @@ pub struct RunningRelay {
 }
 
 impl RunningRelay {
-    pub async fn start(profile: &Path, data: &Path) -> RunningRelay {
+    /// Open the relay's state on `data` (and the database at
+    /// `database_url`, or DATA/relay.db) and serve on a fresh port.
+    pub async fn start(profile: &Path, data: &Path, database_url: Option<&str>) -> RunningRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let state = RelayState::open(profile, data, None, RelayConfig::default())
+        let state = RelayState::open(profile, data, database_url, RelayConfig::default())
             .await
             .expect("relay state");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -127,7 +138,8 @@ impl RunningRelay {
         }
     }
 
-    /// Graceful shutdown; waits for the server to end.
+    /// Graceful shutdown; waits for the server to end, then closes the
+    /// relay's database connections.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -138,6 +150,7 @@ impl RunningRelay {
                 .expect("relay task")
                 .expect("relay serve");
         }
+        self.state.store.pool().close().await;
     }
 }
 
@@ -162,10 +175,12 @@ pub struct World {
     pub recovery: PathBuf,
     pub auditor: PathBuf,
     pub relay: RunningRelay,
+    /// The relay's database (last: dropped after the relay).
+    pub db: TestDb,
 }
 
 impl World {
-    pub async fn start() -> World {
+    pub async fn start(backend: Backend) -> World {
         let region = Region::new("テスト地域医療連携ネットワーク CA");
         let relay_profile = region.profile(RELAY_ID, Kind::Relay, "テスト地域 中継サーバ");
         let clinic = region.profile(CLINIC, Kind::Clinic, "さくら内科クリニック");
@@ -177,7 +192,13 @@ impl World {
         );
         let auditor = region.profile(AUDITOR_ID, Kind::Auditor, "地域監査人");
         let data = region.dir().join("relay-data");
-        let relay = RunningRelay::start(&relay_profile, &data).await;
+        let db = TestDb::new(backend, &data).await;
+        let relay = RunningRelay::start(&relay_profile, &data, db.url()).await;
+        assert_eq!(
+            data.join("relay.db").exists(),
+            backend == Backend::Sqlite,
+            "the relay runs on {backend:?}"
+        );
         World {
             region,
             relay_profile,
@@ -187,6 +208,7 @@ impl World {
             recovery,
             auditor,
             relay,
+            db,
         }
     }
 
@@ -225,15 +247,13 @@ impl World {
 
     /// `from` sends one referral to `to_id` (not yet received).
     pub async fn send(&self, from: &Session, to_id: &str) -> String {
-        let doc = self.file("referral.json", DOCUMENT.as_bytes());
+        let me = from.profile.facility_id().expect("facility ID");
+        let doc = document_for(renkei::document::DocKind::Referral, me.as_str(), to_id, &[]);
+        let doc = self.file("referral.json", &doc);
         bounded(from.send(request(&[to_id], doc), |_, _| {}))
             .await
             .expect("send")
             .envelope_id
-    }
-
-    pub fn db(&self) -> PathBuf {
-        self.data.join("relay.db")
     }
 }
 
@@ -254,13 +274,10 @@ pub fn request(to: &[&str], document: PathBuf) -> SendRequest {
     }
 }
 
-/// Run SQL statements on a relay database (the relay may be running: WAL).
-pub async fn relay_sql(db: &Path, statements: &[(&str, Vec<SqlArg>)]) {
-    use sqlx::{ConnectOptions, Connection};
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .busy_timeout(Duration::from_secs(10));
-    let mut conn = opts.connect().await.expect("open relay.db");
+/// Run SQL statements (`$1` placeholders) on a relay database, in one
+/// transaction (the relay may be running).
+pub async fn relay_sql(db: &TestDb, statements: &[(&str, Vec<SqlArg>)]) {
+    let mut conn = db.connect().await;
     let mut tx = conn.begin().await.expect("begin");
     for (sql, args) in statements {
         let mut q = sqlx::query(sql);
@@ -284,12 +301,9 @@ pub enum SqlArg {
 }
 
 /// Every (idx, entry) of a relay database's log.
-pub async fn log_entries(db: &Path) -> Vec<(u64, String)> {
-    use sqlx::{ConnectOptions, Connection, Row};
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .busy_timeout(Duration::from_secs(10));
-    let mut conn = opts.connect().await.expect("open relay.db");
+pub async fn log_entries(db: &TestDb) -> Vec<(u64, String)> {
+    use sqlx::Row;
+    let mut conn = db.connect().await;
     let rows = sqlx::query("SELECT idx, entry FROM log_entries ORDER BY idx")
         .fetch_all(&mut conn)
         .await
@@ -303,22 +317,22 @@ pub async fn log_entries(db: &Path) -> Vec<(u64, String)> {
 /// Truncate a relay database's log to `size` entries: entries, the tree
 /// nodes covering later leaves, later checkpoints and the receipt rows
 /// pointing past the end.
-pub async fn truncate_log(db: &Path, size: u64) {
+pub async fn truncate_log(db: &TestDb, size: u64) {
     let k = size as i64;
     relay_sql(
         db,
         &[
-            ("DELETE FROM log_entries WHERE idx >= ?", vec![SqlArg::I(k)]),
+            ("DELETE FROM log_entries WHERE idx >= $1", vec![SqlArg::I(k)]),
             (
-                "DELETE FROM log_nodes WHERE (idx + 1) * (1 << level) > ?",
+                "DELETE FROM log_nodes WHERE (idx + 1) * (CAST(1 AS BIGINT) << CAST(level AS INTEGER)) > $1",
                 vec![SqlArg::I(k)],
             ),
             (
-                "DELETE FROM log_checkpoints WHERE size > ?",
+                "DELETE FROM log_checkpoints WHERE size > $1",
                 vec![SqlArg::I(k)],
             ),
             (
-                "DELETE FROM receipts WHERE log_index >= ?",
+                "DELETE FROM receipts WHERE log_index >= $1",
                 vec![SqlArg::I(k)],
             ),
         ],

@@ -6,12 +6,17 @@
 //! every helper.
 #![allow(dead_code)]
 
+#[path = "../doc_support/mod.rs"]
+mod doc_support;
+pub use doc_support::*;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use renkei::cli::{self, Failure};
+use renkei::document::DocKind;
 use renkei::identity::{FacilityId, Kind};
 use renkei::keys::{AgeIdentity, SigningKey};
 use renkei::package::{
@@ -30,9 +35,6 @@ pub const OTHER: &str = "1312222225";
 
 /// The default CA name of a test region.
 pub const CA_NAME: &str = "テスト地域医療連携ネットワーク CA";
-
-/// A small FHIR-like referral document.
-pub const DOCUMENT: &str = r#"{"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition","title":"診療情報提供書","status":"final"}}]}"#;
 
 /// A valid facility ID from nine digits (appends the check digit).
 pub fn facility_id(nine: &str) -> String {
@@ -201,17 +203,18 @@ pub fn mem(path: &str, data: impl Into<Vec<u8>>) -> MemberSource<'static> {
     }
 }
 
-/// The document member.
-pub fn document() -> MemberSource<'static> {
+/// The document member with the given bytes (see [`document_for`]).
+pub fn document(bytes: Vec<u8>) -> MemberSource<'static> {
     MemberSource {
         path: package::DOCUMENT_PATH.into(),
         media_type: "application/fhir+json".into(),
-        size: DOCUMENT.len() as u64,
-        reader: Box::new(DOCUMENT.as_bytes()),
+        size: bytes.len() as u64,
+        reader: Box::new(io::Cursor::new(bytes)),
     }
 }
 
-/// Seal a package with the library; returns the ciphertext.
+/// Seal a referral with the library, its document written by `from` to
+/// the first of `to` and listing the attachments; returns the ciphertext.
 pub fn seal_with(
     from: &Facility,
     to: &[&Facility],
@@ -219,6 +222,10 @@ pub fn seal_with(
     sender_copy: bool,
 ) -> (Vec<u8>, Sealed) {
     let recipients: Vec<CertInfo> = to.iter().map(|f| f.cert.clone()).collect();
+    let names: Vec<String> = attachments.iter().map(|a| a.path.clone()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let dest = to.first().map_or(&from.id, |f| &f.id);
+    let doc = document_for(DocKind::Referral, from.id.as_str(), dest.as_str(), &names);
     let mut out = Vec::new();
     let sealed = package::seal(
         SealRequest {
@@ -229,7 +236,7 @@ pub fn seal_with(
             kind: PackageKind::Referral,
             thread_id: None,
             in_reply_to: None,
-            document: document(),
+            document: document(doc),
             attachments,
             limits: Limits::default(),
         },
@@ -485,11 +492,19 @@ pub fn member_entries(entries: &[RawEntry]) -> Vec<MemberEntry> {
         .collect()
 }
 
-/// The members a genuine package holds before its manifest: the document,
-/// one attachment, the sender's certificate.
-pub fn standard_entries(sender: &Facility) -> Vec<RawEntry> {
+/// The members a genuine package holds before its manifest: the document
+/// (a referral from `sender` to `to`), one attachment, the sender's
+/// certificate.
+pub fn standard_entries(sender: &Facility, to: &Facility) -> Vec<RawEntry> {
+    let attachment = "attachments/検査結果.csv";
+    let doc = document_for(
+        DocKind::Referral,
+        sender.id.as_str(),
+        to.id.as_str(),
+        &[attachment],
+    );
     vec![
-        RawEntry::file(package::DOCUMENT_PATH, DOCUMENT),
+        RawEntry::file(package::DOCUMENT_PATH, doc),
         RawEntry::file("attachments/検査結果.csv", "項目,値\nHbA1c,7.2\n"),
         RawEntry::file(package::SENDER_CERT_PATH, sender.cert.pem()),
     ]
@@ -517,7 +532,7 @@ impl<'a> Craft<'a> {
             sender,
             recipients: recipients.to_vec(),
             signer: &sender.key,
-            entries: standard_entries(sender),
+            entries: standard_entries(sender, recipients.first().copied().unwrap_or(sender)),
             members: None,
             after: Vec::new(),
             trailing: Vec::new(),

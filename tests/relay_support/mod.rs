@@ -4,6 +4,8 @@
 //! hand-crafted (hostile) requests.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ use renkei::receipt::{self, Purpose, SignedReceipt, Submission};
 use renkei::relay::routes::envelopes::SUBMISSION_HEADER;
 use renkei::relay::{AppState, RelayConfig, RelayError, RelayState};
 
+pub use backend::{Backend, TestDb};
+
 /// Valid facility IDs (10 digits, Luhn check digit).
 pub const CLINIC: &str = "1311234569";
 pub const HOSPITAL: &str = "1317654323";
@@ -40,8 +44,21 @@ pub const OTHER: &str = "1312222225";
 pub const RELAY_ID: &str = "relay-1";
 pub const AUDITOR_ID: &str = "audit-1";
 
-/// A small FHIR-like referral document.
-pub const DOCUMENT: &str = r#"{"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition","title":"診療情報提供書","status":"final"}}]}"#;
+#[path = "../doc_support/mod.rs"]
+mod doc_support;
+pub use doc_support::*;
+
+/// A valid referral (JP-CLINS document) from the clinic to the hospital,
+/// without attachments; other packages use [`document_for`].
+pub static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    String::from_utf8(document_for(
+        renkei::document::DocKind::Referral,
+        CLINIC,
+        HOSPITAL,
+        &[],
+    ))
+    .expect("UTF-8")
+});
 
 /// Bound on any single network step of a test.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -159,13 +176,19 @@ pub struct RunningRelay {
 }
 
 impl RunningRelay {
-    /// Open the relay's state on `data` and serve on a fresh port.
-    pub async fn start(profile: &Path, data: &Path, config: RelayConfig) -> RunningRelay {
+    /// Open the relay's state on `data` (and the database at
+    /// `database_url`, or DATA/relay.db) and serve on a fresh port.
+    pub async fn start(
+        profile: &Path,
+        data: &Path,
+        database_url: Option<&str>,
+        config: RelayConfig,
+    ) -> RunningRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let state = RelayState::open(profile, data, None, config)
+        let state = RelayState::open(profile, data, database_url, config)
             .await
             .expect("relay state");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -218,17 +241,19 @@ pub struct World {
     pub recovery: PathBuf,
     pub auditor: PathBuf,
     pub relay: RunningRelay,
+    /// The relay's database (last: dropped after the relay).
+    pub db: TestDb,
 }
 
 impl World {
     /// Default relay settings.
-    pub async fn start() -> World {
-        Self::with_config(RelayConfig::default()).await
+    pub async fn start(backend: Backend) -> World {
+        Self::with_config(backend, RelayConfig::default()).await
     }
 
     /// Custom relay settings (the sweep interval is kept long so that
     /// tests call the sweep themselves).
-    pub async fn with_config(config: RelayConfig) -> World {
+    pub async fn with_config(backend: Backend, config: RelayConfig) -> World {
         init_tracing();
         let region = Region::new("テスト地域医療連携ネットワーク CA");
         let relay_profile = region.profile(RELAY_ID, Kind::Relay, "テスト地域 中継サーバ");
@@ -241,7 +266,13 @@ impl World {
         );
         let auditor = region.profile(AUDITOR_ID, Kind::Auditor, "地域監査人");
         let data = region.dir().join("relay-data");
-        let relay = RunningRelay::start(&relay_profile, &data, config.clone()).await;
+        let db = TestDb::new(backend, &data).await;
+        let relay = RunningRelay::start(&relay_profile, &data, db.url(), config.clone()).await;
+        assert_eq!(
+            data.join("relay.db").exists(),
+            backend == Backend::Sqlite,
+            "the relay runs on {backend:?}"
+        );
         World {
             region,
             relay_profile,
@@ -252,6 +283,7 @@ impl World {
             recovery,
             auditor,
             relay,
+            db,
         }
     }
 
@@ -268,8 +300,13 @@ impl World {
                 .expect("relay task")
                 .expect("relay serve");
         }
-        self.relay =
-            RunningRelay::start(&self.relay_profile, &self.data, self.config.clone()).await;
+        self.relay = RunningRelay::start(
+            &self.relay_profile,
+            &self.data,
+            self.db.url(),
+            self.config.clone(),
+        )
+        .await;
     }
 
     /// Open a session for a profile against this world's relay.
@@ -376,7 +413,16 @@ fn seal_inner(
     let key = p.signing_key().expect("key");
     let cert = p.certificate().expect("cert");
     let f = fs::File::create(out).expect("create sealed file");
-    let sealed = package::seal(
+    let from = cert.facility_id().expect("sender ID").to_string();
+    let to = recipients.first().and_then(|c| c.facility_id().ok());
+    let to = to.map_or(from.clone(), |t| t.to_string());
+    let att: &[&str] = if attachment.is_some() {
+        &["scan.dcm"]
+    } else {
+        &[]
+    };
+    let doc = document_for(renkei::document::DocKind::Referral, &from, &to, att);
+    package::seal(
         SealRequest {
             sender_key: &key,
             sender_cert: &cert,
@@ -385,11 +431,7 @@ fn seal_inner(
             kind: PackageKind::Referral,
             thread_id: None,
             in_reply_to: None,
-            document: memory_member(
-                package::DOCUMENT_PATH,
-                "application/fhir+json",
-                DOCUMENT.as_bytes().to_vec(),
-            ),
+            document: memory_member(package::DOCUMENT_PATH, "application/fhir+json", doc),
             attachments: attachment
                 .map(|a| memory_member("attachments/scan.dcm", "application/dicom", a))
                 .into_iter()
@@ -398,8 +440,7 @@ fn seal_inner(
         },
         io::BufWriter::new(f),
     )
-    .expect("seal");
-    sealed
+    .expect("seal")
 }
 
 /// A signed submission receipt as `signer` (a profile) would make it.
@@ -562,20 +603,16 @@ pub async fn raw_tls_health(
 }
 
 /// Write `pem` as the directory entry of `facility_id` straight into the
-/// relay's SQLite database (a relay serving a substituted certificate).
-pub async fn substitute_directory_entry(data: &Path, facility_id: &str, pem: &str) {
-    use sqlx::ConnectOptions;
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data.join("relay.db"))
-        .busy_timeout(Duration::from_secs(10));
-    let mut conn = opts.connect().await.expect("open relay.db");
+/// relay's database (a relay serving a substituted certificate).
+pub async fn substitute_directory_entry(db: &TestDb, facility_id: &str, pem: &str) {
+    let mut conn = db.connect().await;
     let info = CertInfo::parse_pem(pem.as_bytes(), "substitute").expect("parse");
-    sqlx::query("DELETE FROM directory WHERE facility_id = ?")
+    sqlx::query("DELETE FROM directory WHERE facility_id = $1")
         .bind(facility_id)
         .execute(&mut conn)
         .await
         .expect("delete");
-    sqlx::query("INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(facility_id)
         .bind(info.kind.as_str())
         .bind(&info.name)

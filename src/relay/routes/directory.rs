@@ -145,6 +145,10 @@ async fn put_crl(State(st): State<AppState>, body: Bytes) -> Result<impl IntoRes
             "a CRL is at most 4 MiB",
         ));
     }
+    // Another instance on the same database may have installed a newer CRL.
+    if let Err(e) = st.refresh_crl().await {
+        tracing::warn!(error = %e, "CRL refresh failed");
+    }
     let current = st.trust();
     let new = TrustStore::new(current.ca_der(), Some(&body))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -20,12 +20,12 @@ use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::facility;
 use crate::audit::ReceiptBundle;
 use crate::identity::Kind;
 use crate::receipt::{self, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission};
+use crate::relay::blobs::BlobError;
 use crate::relay::error::ApiError;
 use crate::relay::store::{EnvelopeRow, ReceiptRow};
 use crate::relay::{AppState, Caller};
@@ -220,15 +220,16 @@ async fn submit_inner(
         }
     }
 
-    // Stream to a temporary file, hashing; nothing is visible until committed.
-    let (mut file, tmp) = st.store.temp_file().await?;
-    let result = async {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut n: u64 = 0;
-        let stream = body.as_mut().expect("the body is read once");
+    // Stream into a staged blob, hashing; nothing is visible until
+    // committed, and a staged blob dropped on any error below is removed.
+    let mut staged = st.store.blobs().stage().await.map_err(blob_error)?;
+    {
+        let stream = body
+            .as_mut()
+            .ok_or_else(|| ApiError::internal("the body was read twice"))?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was interrupted"))?;
-            n += chunk.len() as u64;
+            let n = staged.len() + chunk.len() as u64;
             if n > sub.size {
                 return Err(if n > st.config.max_upload_bytes {
                     ApiError::new(
@@ -239,29 +240,16 @@ async fn submit_inner(
                     ApiError::bad_request("the upload is longer than the signed size")
                 });
             }
-            ctx.update(&chunk);
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            staged.write(&chunk).await.map_err(blob_error)?;
         }
-        if n != sub.size || hex::encode(ctx.finish()) != sub.envelope_id {
-            return Err(ApiError::bad_request(
-                "the uploaded bytes do not match the signed submission (size or SHA-256)",
-            ));
-        }
-        Ok(())
     }
-    .await;
-    if result.is_ok() {
-        *body = None;
+    *body = None;
+    if staged.len() != sub.size || staged.sha256_hex() != sub.envelope_id {
+        return Err(ApiError::bad_request(
+            "the uploaded bytes do not match the signed submission (size or SHA-256)",
+        ));
     }
-    if let Err(e) = result {
-        drop(file);
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
-    }
-    if let Err(e) = st.store.commit_blob(file, &tmp, &sub.envelope_id).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e.into());
-    }
+    staged.commit(&sub.envelope_id).await.map_err(blob_error)?;
     match st.store.accept(&signed, &sub, &st.id, &st.signer()).await {
         Ok(acceptance) => {
             tracing::info!(envelope = %sub.envelope_id, sender = %me, size = sub.size, "accepted");
@@ -275,6 +263,12 @@ async fn submit_inner(
                 .into_response())
         }
         Err(e) => {
+            let e = ApiError::from(e);
+            // The database or storage is out of reach: answer now rather
+            // than wait for it a second time.
+            if e.status.is_server_error() && e.status != StatusCode::INTERNAL_SERVER_ERROR {
+                return Err(e);
+            }
             // A concurrent identical upload may have won the race.
             if let Some(acc) = existing_acceptance(&st, &sub.envelope_id).await? {
                 return Ok((
@@ -286,9 +280,15 @@ async fn submit_inner(
                 )
                     .into_response());
             }
-            Err(e.into())
+            Err(e)
         }
     }
+}
+
+/// A blob store failure as a problem: 507 when storage is full, 503 when
+/// it is unusable, with nothing of the upload kept.
+fn blob_error(e: BlobError) -> ApiError {
+    ApiError::from(crate::relay::store::StoreError::Blob(e))
 }
 
 async fn summary(st: &AppState, env: &EnvelopeRow) -> Result<EnvelopeSummary, ApiError> {
@@ -349,9 +349,17 @@ async fn download(
             "the ciphertext was deleted after its retention period",
         ));
     }
-    let file = tokio::fs::File::open(st.store.blob_path(&id))
+    let file = st
+        .store
+        .blobs()
+        .open(&id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(blob_error)?
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "the ciphertext of accepted envelope {id} is missing"
+            ))
+        })?;
     st.store.mark_fetched(&id, me.as_str()).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
     Ok((

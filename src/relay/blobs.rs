@@ -1,0 +1,428 @@
+//! Ciphertext storage behind one trait, [`BlobStore`], and its filesystem
+//! implementation, [`FsBlobStore`].
+//!
+//! # The choice
+//!
+//! Ciphertext (up to `max_upload_bytes`, 2 GiB by default) is kept out of
+//! the database: the database holds only envelope rows, receipts and the
+//! log, and refers to ciphertext by its content address, the SHA-256 that is
+//! also the envelope ID. Large values in PostgreSQL (`bytea` is limited to
+//! 1 GiB, large objects need their own lifecycle) would make every backup,
+//! replica and vacuum carry the ciphertext; a blob store keeps the database
+//! small and lets ciphertext live on cheaper storage.
+//!
+//! Every relay instance must reach every blob: with several instances behind
+//! a load balancer, the [`FsBlobStore`] folder (`DATA/blobs`) is a shared
+//! POSIX filesystem (NFS v4, CephFS, a cloud file share) mounted at the same
+//! place on every instance; with PostgreSQL nothing else lives under
+//! `DATA`, so the instances may share the whole data folder. The filesystem
+//! must give an atomic `rename` within one folder tree and honour `fsync`
+//! (NFS v4 with `sync`/`hard` mounts does; do not use `async` or `soft`).
+//!
+//! # The protocol
+//!
+//! 1. [`BlobStore::stage`] opens a staged object; the upload is streamed
+//!    into it ([`StagedBlob::write`]) while it hashes the bytes. Nothing
+//!    staged is ever served.
+//! 2. [`StagedBlob::commit`] checks that the bytes hash to the envelope ID,
+//!    makes them durable and publishes them under that address, atomically.
+//!    Writing the same address twice is harmless: the content is the same.
+//! 3. Only then does the relay insert the envelope row and sign the
+//!    acceptance (one database transaction). A crash between 2 and 3
+//!    leaves an unreferenced blob, which is never served (downloads go
+//!    through the envelope row) and is rewritten identically if the sender
+//!    retries.
+//!
+//! A staged object that is dropped without commit (refused or interrupted
+//! upload, failed write) is removed; one left behind by a killed process is
+//! removed by the next instance that opens the store once it is a day old.
+//!
+//! On disk: `blobs/staging/upload-<uuid>` while uploading, then
+//! `blobs/<first two hex digits>/<envelope ID>`. Staging lives inside the
+//! blob folder so that commit is a `rename` on one filesystem.
+//!
+//! # Limits
+//!
+//! - One blob is at most `max_upload_bytes` (relay setting, default
+//!   2 GiB); the relay refuses larger submissions before storing anything.
+//! - The filesystem needs room for the committed blobs plus the uploads in
+//!   flight (each staged at its full size). A full disk or exhausted quota
+//!   fails the upload with `507 Insufficient Storage`, any other storage
+//!   failure (permissions, a missing mount, I/O errors) with
+//!   `503 Service Unavailable`; in both cases the staged bytes are removed
+//!   and nothing refers to them.
+//! - Ciphertext of finished envelopes is deleted after the retention period
+//!   (`delete_after_secs`); receipts and the log stay.
+//!
+//! # Moving to object storage
+//!
+//! An S3-style implementation of [`BlobStore`] needs no change elsewhere:
+//!
+//! - `stage` starts a multipart upload to a temporary key
+//!   (`staging/<uuid>`), `write` buffers and sends parts (5 MiB minimum
+//!   except the last) while hashing;
+//! - `commit` completes the upload, then either copies the temporary key to
+//!   `blobs/<envelope ID>` and deletes the temporary key, or, simpler, puts
+//!   the object straight at its content-addressed key (an object written
+//!   once and never changed; a second identical write is harmless) with
+//!   the SHA-256 as checksum (`x-amz-checksum-sha256`) so the service
+//!   verifies it too; commit returns only once the service has acknowledged
+//!   the object (read-after-write consistent on current S3, GCS, Azure);
+//! - dropping a staged object aborts the multipart upload; a lifecycle rule
+//!   on the `staging/` prefix ("abort incomplete multipart uploads after 1
+//!   day") removes what a crashed instance left;
+//! - `open` is a streaming GET, `exists` a HEAD, `delete` a DELETE;
+//! - map "no space"/quota answers to [`BlobError::Full`] and transport or
+//!   5xx failures to [`BlobError::Unavailable`].
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+/// Blob storage errors. The I/O details are for the relay's log; clients
+/// are told only which kind of failure it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// No space left (disk full, quota exhausted): nothing was stored.
+    #[error("ciphertext storage is full: {0}")]
+    Full(#[source] std::io::Error),
+    /// The storage cannot be used (permission denied, missing mount, I/O
+    /// error): nothing was stored.
+    #[error("ciphertext storage is unavailable: {0}")]
+    Unavailable(#[source] std::io::Error),
+    /// The staged bytes do not hash to the address they were committed
+    /// under (nothing was published).
+    #[error("the staged bytes do not hash to {0}")]
+    Mismatch(String),
+    /// Not a content address (64 lowercase hex digits).
+    #[error("{0:?} is not a content address")]
+    BadAddress(String),
+}
+
+impl From<std::io::Error> for BlobError {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        // ENOSPC, EDQUOT, EFBIG.
+        let full = matches!(
+            e.kind(),
+            K::StorageFull | K::QuotaExceeded | K::FileTooLarge
+        ) || matches!(e.raw_os_error(), Some(28 | 122 | 27));
+        if full {
+            BlobError::Full(e)
+        } else {
+            BlobError::Unavailable(e)
+        }
+    }
+}
+
+/// A blob opened for reading.
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Content-addressed ciphertext storage shared by every relay instance.
+/// Addresses are envelope IDs: the lowercase hex SHA-256 of the bytes.
+pub trait BlobStore: Send + Sync {
+    /// Start a staged object for an upload in progress.
+    fn stage(&self) -> BoxFuture<'_, Result<Box<dyn StagedBlob>, BlobError>>;
+
+    /// Open the blob stored at `id`, or `None` when there is none.
+    fn open<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BlobReader>, BlobError>>;
+
+    /// Whether a blob is stored at `id`.
+    fn exists<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, BlobError>>;
+
+    /// Delete the blob at `id` (no error when there is none).
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
+}
+
+/// An upload in progress. Dropping it without [`StagedBlob::commit`]
+/// discards the bytes.
+pub trait StagedBlob: Send {
+    /// Append bytes.
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>>;
+
+    /// Bytes written so far.
+    fn len(&self) -> u64;
+
+    /// Whether nothing was written yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lowercase hex SHA-256 of the bytes written so far.
+    fn sha256_hex(&self) -> String;
+
+    /// Make the bytes durable and publish them at `id`, which must be
+    /// their SHA-256; once this returns `Ok`, [`BlobStore::open`] on any
+    /// instance finds them.
+    fn commit(self: Box<Self>, id: &str) -> BoxFuture<'static, Result<(), BlobError>>;
+}
+
+/// Staged objects older than this are left-overs of a killed process.
+const STALE_STAGED: Duration = Duration::from_secs(24 * 3600);
+
+/// The folder of staged objects inside the blob folder.
+const STAGING: &str = "staging";
+
+/// Blobs as files in a folder that every instance mounts (see the module
+/// documentation).
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Use (and create if needed) the blob folder `root`, and remove staged
+    /// objects that a killed process left more than a day ago.
+    pub fn open(root: &Path) -> Result<FsBlobStore, BlobError> {
+        std::fs::create_dir_all(root.join(STAGING))?;
+        let store = FsBlobStore {
+            root: root.to_path_buf(),
+        };
+        store.remove_stale_staged(STALE_STAGED);
+        Ok(store)
+    }
+
+    /// The blob folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of uploads in progress.
+    pub fn staging(&self) -> PathBuf {
+        self.root.join(STAGING)
+    }
+
+    /// Where the blob `id` is (or would be) stored.
+    pub fn path(&self, id: &str) -> Result<PathBuf, BlobError> {
+        if !crate::receipt::valid_envelope_id(id) {
+            return Err(BlobError::BadAddress(id.to_string()));
+        }
+        Ok(self.root.join(&id[..2]).join(id))
+    }
+
+    /// Remove staged objects not modified for `age` (best effort).
+    pub fn remove_stale_staged(&self, age: Duration) {
+        let Ok(rd) = std::fs::read_dir(self.staging()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > age);
+            if old && std::fs::remove_file(e.path()).is_ok() {
+                tracing::info!(file = %e.path().display(), "removed a stale staged upload");
+            }
+        }
+    }
+}
+
+impl BlobStore for FsBlobStore {
+    fn stage(&self) -> BoxFuture<'_, Result<Box<dyn StagedBlob>, BlobError>> {
+        Box::pin(async move {
+            let path = self
+                .staging()
+                .join(format!("upload-{}", uuid::Uuid::new_v4()));
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await?;
+            Ok(Box::new(FsStaged {
+                file: Some(file),
+                path,
+                root: self.root.clone(),
+                digest: ring::digest::Context::new(&ring::digest::SHA256),
+                len: 0,
+                committed: false,
+            }) as Box<dyn StagedBlob>)
+        })
+    }
+
+    fn open<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BlobReader>, BlobError>> {
+        Box::pin(async move {
+            match tokio::fs::File::open(self.path(id)?).await {
+                Ok(f) => Ok(Some(Box::pin(f) as BlobReader)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn exists<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, BlobError>> {
+        Box::pin(async move { Ok(tokio::fs::try_exists(self.path(id)?).await?) })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            match tokio::fs::remove_file(self.path(id)?).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// A staged file under `blobs/staging`.
+struct FsStaged {
+    file: Option<tokio::fs::File>,
+    path: PathBuf,
+    root: PathBuf,
+    digest: ring::digest::Context,
+    len: u64,
+    committed: bool,
+}
+
+impl StagedBlob for FsStaged {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            let file = self.file.as_mut().ok_or_else(|| {
+                BlobError::Unavailable(std::io::Error::other("staged file closed"))
+            })?;
+            file.write_all(chunk).await?;
+            self.digest.update(chunk);
+            self.len += chunk.len() as u64;
+            Ok(())
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn sha256_hex(&self) -> String {
+        hex::encode(self.digest.clone().finish())
+    }
+
+    fn commit(mut self: Box<Self>, id: &str) -> BoxFuture<'static, Result<(), BlobError>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            if self.sha256_hex() != id {
+                return Err(BlobError::Mismatch(id));
+            }
+            let dest = FsBlobStore {
+                root: self.root.clone(),
+            }
+            .path(&id)?;
+            let mut file = self.file.take().ok_or_else(|| {
+                BlobError::Unavailable(std::io::Error::other("staged file closed"))
+            })?;
+            // Errors of buffered writes surface here (ENOSPC on flush).
+            file.flush().await?;
+            file.sync_all().await?;
+            drop(file);
+            let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+            if !tokio::fs::try_exists(&dir).await? {
+                tokio::fs::create_dir_all(&dir).await?;
+                sync_dir(&self.root).await?;
+            }
+            tokio::fs::rename(&self.path, &dest).await?;
+            self.committed = true;
+            sync_dir(&dir).await?;
+            Ok(())
+        })
+    }
+}
+
+impl Drop for FsStaged {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: a left-over is removed by the stale sweep.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// fsync a folder so that the entries made in it are durable.
+async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    tokio::fs::File::open(dir).await?.sync_all().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+    }
+
+    #[tokio::test]
+    async fn stage_commit_open_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let data = b"ciphertext bytes".repeat(1000);
+        let id = sha(&data);
+        let mut s = store.stage().await.unwrap();
+        for c in data.chunks(777) {
+            s.write(c).await.unwrap();
+        }
+        assert_eq!(s.len(), data.len() as u64);
+        assert_eq!(s.sha256_hex(), id);
+        assert!(!store.exists(&id).await.unwrap());
+        s.commit(&id).await.unwrap();
+        assert!(store.exists(&id).await.unwrap());
+        let mut back = Vec::new();
+        store
+            .open(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut back)
+            .await
+            .unwrap();
+        assert_eq!(back, data);
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        store.delete(&id).await.unwrap();
+        store.delete(&id).await.unwrap();
+        assert!(store.open(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn wrong_address_and_drop_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let mut s = store.stage().await.unwrap();
+        s.write(b"abc").await.unwrap();
+        let other = sha(b"abd");
+        assert!(matches!(
+            s.commit(&other).await,
+            Err(BlobError::Mismatch(_))
+        ));
+        let mut s = store.stage().await.unwrap();
+        s.write(b"abc").await.unwrap();
+        drop(s);
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(!store.exists(&other).await.unwrap());
+        assert!(matches!(
+            store.exists("../etc/passwd").await,
+            Err(BlobError::BadAddress(_))
+        ));
+    }
+
+    #[test]
+    fn disk_full_is_told_apart() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(matches!(BlobError::from(full), BlobError::Full(_)));
+        let denied = std::io::Error::from_raw_os_error(13);
+        assert!(matches!(BlobError::from(denied), BlobError::Unavailable(_)));
+    }
+
+    #[test]
+    fn stale_staged_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        std::fs::write(store.staging().join("upload-x"), b"x").unwrap();
+        store.remove_stale_staged(Duration::from_secs(3600));
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 1);
+        store.remove_stale_staged(Duration::ZERO);
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+    }
+}
