@@ -169,7 +169,7 @@ async fn postgres_restart_under_load_fails_cleanly_and_recovers() {
     let (clinic_profile, to) = (region.clinic.clone(), cert_of(&region.hospital));
     let pkgs: Arc<Vec<Package>> = Arc::new(
         tokio::task::spawn_blocking(move || {
-            (0..600)
+            (0..300)
                 .map(|_| seal(&clinic_profile, std::slice::from_ref(&to), &dir, 2 * 1024))
                 .collect()
         })
@@ -241,7 +241,10 @@ async fn postgres_restart_under_load_fails_cleanly_and_recovers() {
     }
 
     // Load before, during and after the outage.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deadline = Instant::now() + STEP;
+    while seen.lock().expect("lock").accepted.len() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = seen.lock().expect("lock").accepted.len();
     assert!(
         before > 0,
@@ -260,6 +263,11 @@ async fn postgres_restart_under_load_fails_cleanly_and_recovers() {
         let s = seen.lock().expect("lock");
         (s.accepted.len(), s.unavailable)
     };
+    // From here on, an acceptance shows recovery: requests started now
+    // reach a database that is only starting (the relay recovers within
+    // a second or two, so waiting for PostgreSQL first could let the
+    // workers use up every package before the flag is set).
+    restarted.store(true, Ordering::SeqCst);
     let s = start.clone();
     blocking(move || sh(&s))
         .await
@@ -268,7 +276,6 @@ async fn postgres_restart_under_load_fails_cleanly_and_recovers() {
         blocking(|| wait_postgres(Duration::from_secs(30))).await,
         "PostgreSQL is back"
     );
-    restarted.store(true, Ordering::SeqCst);
     let outage = stopped_at.elapsed();
     drop(guard);
     // Recovery: uploads go through again on the same relay process.

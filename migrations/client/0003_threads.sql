@@ -24,18 +24,5 @@ CREATE TABLE thread_closures (
     closed_at TEXT NOT NULL,
     note TEXT
 );
--- Packages recorded before threads existed (no document fields), oldest first.
-INSERT OR IGNORE INTO thread_packages (package_id, direction, thread_id, in_reply_to, kind, counterparts, envelope_id, created_at, recorded_at)
-    SELECT * FROM (
-        SELECT package_id, 'sent', thread_id, in_reply_to, kind,
-               (SELECT json_group_array(json_object('facility_id', value, 'name', NULL))
-                  FROM json_each('["' || replace(recipients, ',', '","') || '"]')),
-               envelope_id, created_at, created_at AS at
-        FROM sent
-        UNION ALL
-        SELECT package_id, 'received', thread_id, in_reply_to, kind,
-               json_array(json_object('facility_id', sender, 'name', sender_name)),
-               envelope_id, received_at, received_at AS at
-        FROM received
-        WHERE outcome = 'verified' AND package_id IS NOT NULL AND thread_id IS NOT NULL AND kind IS NOT NULL
-    ) ORDER BY at;
+-- Packages recorded before threads existed (in `sent` / `received` only)
+-- are copied in by src/client/threads.rs (BACKFILL) whenever threads are read.

@@ -31,7 +31,10 @@
 //!    acceptance (one database transaction). A crash between 2 and 3
 //!    leaves an unreferenced blob, which is never served (downloads go
 //!    through the envelope row) and is rewritten identically if the sender
-//!    retries.
+//!    retries. Such blobs are not reclaimed automatically yet: an operator
+//!    may delete blobs older than a day that have no envelope row (a
+//!    background collector must not race a retry that is committing the
+//!    same address).
 //!
 //! A staged object that is dropped without commit (refused or interrupted
 //! upload, failed write) is removed; one left behind by a killed process is

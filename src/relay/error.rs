@@ -40,25 +40,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
 
-    /// 500 or 503 with the cause logged only.
+    /// 500 with the cause logged only. (Storage errors go through
+    /// `From<StoreError>`, which answers 503 or 507 where the request may
+    /// be retried.)
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        let text = e.to_string();
-        let unavailable = text.contains("pool timed out")
-            || text.contains("Connection refused")
-            || text.contains("connection")
-            || text.contains("database is locked");
         ApiError {
-            status: if unavailable {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            },
-            detail: if unavailable {
-                "the relay's storage is temporarily unavailable; retry later".into()
-            } else {
-                "internal error; the relay operator can find the cause in the relay's log".into()
-            },
-            internal: Some(text),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            detail: "internal error; the relay operator can find the cause in the relay's log"
+                .into(),
+            internal: Some(e.to_string()),
         }
     }
 }
@@ -109,7 +99,7 @@ fn db_unavailable(e: &sqlx::Error) -> bool {
             c.starts_with("08")
                 || matches!(
                     c.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "5" | "6"
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "5" | "6" | "517"
                 )
         }),
         // A connection that broke in the middle of a message.
@@ -142,5 +132,47 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::blobs::BlobError;
+    use crate::relay::store::StoreError;
+
+    fn status_of(e: StoreError) -> (StatusCode, String) {
+        let a = ApiError::from(e);
+        assert!(a.internal.is_some(), "the cause is kept for the log");
+        (a.status, a.detail)
+    }
+
+    #[test]
+    fn storage_failures_are_told_apart_without_internals() {
+        let io = |n| std::io::Error::from_raw_os_error(n);
+        let (s, d) = status_of(StoreError::Blob(BlobError::from(io(28))));
+        assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(d.contains("full") && !d.contains("os error"), "{d}");
+        let (s, d) = status_of(StoreError::Blob(BlobError::from(io(20))));
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!d.contains("os error"), "{d}");
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(io(104)),
+        ] {
+            assert_eq!(
+                status_of(StoreError::Db(e)).0,
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+        }
+        assert_eq!(
+            status_of(StoreError::Db(sqlx::Error::RowNotFound)).0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_of(StoreError::Corrupt("x".into())).0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

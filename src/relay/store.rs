@@ -299,9 +299,10 @@ impl Store {
             pem.to_string(),
             fingerprint.to_string(),
         );
+        // Connection first, then the append lock (as in `accept`).
+        let mut txn = self.pool.begin().await?;
         let mut guard = self.log.lock().await;
         let mut tree_state = guard.clone();
-        let mut txn = self.pool.begin().await?;
         let result = async {
             let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
                 sqlx::query("DELETE FROM directory WHERE facility_id = $1")
@@ -361,9 +362,10 @@ impl Store {
         signer: &LogSigner<'_>,
     ) -> Result<u64, StoreError> {
         let (number, pem) = (number.to_string(), pem.to_string());
+        // Connection first, then the append lock (as in `accept`).
+        let mut txn = self.pool.begin().await?;
         let mut guard = self.log.lock().await;
         let mut tree_state = guard.clone();
-        let mut txn = self.pool.begin().await?;
         let result = async {
             let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
             sqlx::query("DELETE FROM crl WHERE id = 1")
@@ -553,9 +555,10 @@ impl Store {
             signer_id.to_string(),
             r.clone(),
         );
+        // Connection first, then the append lock (as in `accept`).
+        let mut txn = self.pool.begin().await?;
         let mut guard = self.log.lock().await;
         let mut tree_state = guard.clone();
-        let mut txn = self.pool.begin().await?;
         let result = async {
             let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
                 let updated = sqlx::query("UPDATE envelope_recipients SET state = $1, outcome_at = $2 WHERE envelope_id = $3 AND recipient = $4 AND state = 'pending'")

@@ -16,6 +16,6 @@ async fn health(State(st): State<AppState>) -> Result<Json<serde_json::Value>, A
     sqlx::query("SELECT 1")
         .execute(st.store.pool())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::from(crate::relay::store::StoreError::Db(e)))?;
     Ok(Json(serde_json::json!({ "status": "ok", "relay": st.id })))
 }
