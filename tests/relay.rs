@@ -1412,6 +1412,79 @@ async fn resubmitting_a_large_package_gets_the_stored_acceptance(backend: Backen
     assert_eq!(bounded(hospital.inbox()).await.unwrap().len(), 1);
 }
 
+/// The relay refuses an over-limit upload from its signed size before
+/// reading the body. The client, still writing a body far larger than the
+/// socket buffers, must get the 413 — not a connection reset — every time
+/// (the relay closes such connections with a lingering close).
+async fn upload_far_over_the_size_limit_is_reported_as_413(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            max_upload_bytes: 1 << 20,
+            ..RelayConfig::default()
+        },
+    )
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let att = big_attachment(&w, 24);
+    let doc = document_for(DocKind::Referral, CLINIC, HOSPITAL, &["ct-scan.dcm"]);
+    let doc = w.file("referral.json", &doc);
+    let err = bounded(clinic.send(request(&[HOSPITAL], doc, vec![att.clone()]), |_, _| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&err), Some(413), "send: {err}");
+    // The outcome used to be a race between the answer and the reset; try
+    // often enough that a regression shows.
+    let hosp = bounded(clinic.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+    let file = w.region.dir().join("big.age");
+    let sealed = seal_with_attachment(&w.clinic, &[hosp], &file, &fs::read(&att).unwrap());
+    let eid = hex::encode(sealed.envelope_id);
+    for attempt in 0..10 {
+        let err = bounded(clinic.upload(
+            &file,
+            &sealed.manifest,
+            &eid,
+            sealed.ciphertext_size,
+            |_, _| {},
+        ))
+        .await
+        .unwrap_err();
+        assert_eq!(refused(&err), Some(413), "attempt {attempt}: {err}");
+    }
+    assert!(w.stored_files().is_empty(), "{:?}", w.stored_files());
+    assert!(w.log().await.is_empty());
+}
+
+/// A delivery receipt body larger than the receipts route's limit is
+/// refused with 413 problem details while the client is still sending it.
+async fn oversized_delivery_receipt_is_refused_by_a_body_limit(backend: Backend) {
+    let w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let (s, h, b) = raw_body(
+            &w.client(&w.hospital),
+            Method::POST,
+            &format!("/v1/envelopes/{}/receipts", sent.envelope_id),
+            &[],
+            chunked(vec![b' '; 8 << 20], 64 * 1024),
+        )
+        .await;
+        assert_problem(s, 413, &h, &b);
+    }
+}
+
 /// Errors produced by the framework (no such route, wrong method,
 /// unparsable query, body limits) are not problem documents today.
 async fn framework_errors_are_problem_details_too(backend: Backend) {
@@ -1473,5 +1546,7 @@ on_both_backends!(
     receipts_inbox_directory_and_crl_survive_a_restart,
     health_is_ok_and_errors_are_problem_details_without_internals,
     resubmitting_a_large_package_gets_the_stored_acceptance,
+    upload_far_over_the_size_limit_is_reported_as_413,
+    oversized_delivery_receipt_is_refused_by_a_body_limit,
     framework_errors_are_problem_details_too,
 );

@@ -99,9 +99,118 @@ pub fn spawn_connection(
         );
         let svc = hyper_util::service::TowerToHyperService::new(svc);
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(tls), svc);
+        let conn = builder.serve_connection(TokioIo::new(Lingering::new(tls)), svc);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
+}
+
+/// How long, and for how many bytes, a closed connection keeps reading what
+/// the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 256 << 20;
+
+/// A connection that closes the way a client still sending can live with.
+///
+/// The relay answers some uploads before reading their body (413 from the
+/// signed size, 409, the stored acceptance of a resubmission). If the
+/// socket were simply closed with the client's unread bytes in it, the
+/// kernel would reset the connection and the client could lose the answer
+/// it has not read yet. So when hyper is done with the connection, it is
+/// shut down for writing (TLS close_notify, then FIN) and whatever the
+/// client still sends is read and discarded for a bounded time and amount
+/// (a "lingering close") before the socket is dropped.
+struct Lingering<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> {
+    inner: Option<S>,
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Lingering<S> {
+    fn new(inner: S) -> Self {
+        Lingering { inner: Some(inner) }
+    }
+
+    fn get(&mut self) -> std::io::Result<&mut S> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> tokio::io::AsyncRead
+    for Lingering<S>
+{
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get() {
+            Ok(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> tokio::io::AsyncWrite
+    for Lingering<S>
+{
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get() {
+            Ok(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get() {
+            Ok(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get() {
+            Ok(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Drop
+    for Lingering<S>
+{
+    fn drop(&mut self) {
+        let Some(mut s) = self.inner.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tokio::time::timeout(LINGER_TIME, async move {
+                let _ = s.shutdown().await;
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut read = 0usize;
+                while read < LINGER_BYTES {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read += n,
+                    }
+                }
+            })
+            .await;
+        });
+    }
 }
