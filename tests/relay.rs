@@ -1485,6 +1485,92 @@ async fn oversized_delivery_receipt_is_refused_by_a_body_limit(backend: Backend)
     }
 }
 
+/// A genuine package sent a second time in another envelope (the same
+/// signed plaintext, encrypted again) is refused by the recipient with a
+/// signed rejection receipt; the same envelope is not opened twice.
+async fn a_replayed_package_is_rejected_with_a_receipt(backend: Backend) {
+    let w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let hosp = bounded(clinic.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+    let first = w.region.dir().join("first.age");
+    let sealed = seal_with_attachment(&w.clinic, &[hosp.clone()], &first, b"scan");
+    let first_id = hex::encode(sealed.envelope_id);
+    bounded(clinic.upload(
+        &first,
+        &sealed.manifest,
+        &first_id,
+        sealed.ciphertext_size,
+        |_, _| {},
+    ))
+    .await
+    .unwrap();
+    let out = w.region.dir().join("received");
+    let got = bounded(hospital.receive(&first_id, &out)).await.unwrap();
+    assert_eq!(got.manifest.package_id, sealed.manifest.package_id);
+    let again = bounded(hospital.receive(&first_id, &out))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, OpError::Usage(_)), "{again}");
+
+    // The same plaintext (same signed manifest), encrypted again.
+    let plain = {
+        use std::io::Read;
+        let me = Profile::open(&w.clinic).unwrap().age_identity().unwrap();
+        let d = age::Decryptor::new(fs::File::open(&first).unwrap()).unwrap();
+        let mut r = d
+            .decrypt(std::iter::once(me.inner() as &dyn age::Identity))
+            .unwrap();
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    };
+    let second = w.region.dir().join("second.age");
+    {
+        use std::io::Write;
+        let to = hosp.recipient().unwrap();
+        let e =
+            age::Encryptor::with_recipients(std::iter::once(&to as &dyn age::Recipient)).unwrap();
+        let mut wr = e.wrap_output(fs::File::create(&second).unwrap()).unwrap();
+        wr.write_all(&plain).unwrap();
+        wr.finish().unwrap();
+    }
+    let bytes = fs::read(&second).unwrap();
+    let second_id = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    assert_ne!(second_id, first_id);
+    bounded(clinic.upload(
+        &second,
+        &sealed.manifest,
+        &second_id,
+        bytes.len() as u64,
+        |_, _| {},
+    ))
+    .await
+    .unwrap();
+    let err = bounded(hospital.receive(&second_id, &out))
+        .await
+        .unwrap_err();
+    match &err {
+        OpError::Rejected { error, .. } => {
+            assert_eq!(error.reason_code(), "replayed-package", "{error}");
+            assert!(error.to_string().contains(&first_id), "{error}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // The first copy is untouched; the sender sees the second rejected.
+    assert!(got.folder.join("document.json").exists());
+    let st = bounded(clinic.status(Some(&second_id))).await.unwrap();
+    assert_eq!(st[0].recipients[0].state, "rejected");
+    assert_eq!(
+        st[0].recipients[0].reason.as_deref(),
+        Some("replayed-package")
+    );
+}
+
 /// Errors produced by the framework (no such route, wrong method,
 /// unparsable query, body limits) are not problem documents today.
 async fn framework_errors_are_problem_details_too(backend: Backend) {
@@ -1548,5 +1634,6 @@ on_both_backends!(
     resubmitting_a_large_package_gets_the_stored_acceptance,
     upload_far_over_the_size_limit_is_reported_as_413,
     oversized_delivery_receipt_is_refused_by_a_body_limit,
+    a_replayed_package_is_rejected_with_a_receipt,
     framework_errors_are_problem_details_too,
 );

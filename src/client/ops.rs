@@ -515,6 +515,16 @@ impl Session {
                 "{envelope_id:?} is not an envelope ID (64 hex digits)"
             )));
         }
+        let earlier = self.store.received().await?;
+        if let Some(r) = earlier
+            .iter()
+            .find(|r| r.envelope_id == envelope_id && r.outcome == "verified")
+        {
+            return Err(OpError::Usage(format!(
+                "envelope {envelope_id} was already received into {}",
+                r.location
+            )));
+        }
         let incoming = self.profile.path("incoming");
         fs::create_dir_all(&incoming)?;
         let part = incoming.join(format!("{envelope_id}.part"));
@@ -566,11 +576,28 @@ impl Session {
             &Limits::default(),
             None,
         );
+        // The same package (same signed package ID) arriving again in
+        // another envelope is a replay or a re-sealed copy: refused.
+        let result = result.and_then(|opened| {
+            match earlier.iter().find(|r| {
+                r.outcome == "verified"
+                    && r.package_id.as_deref() == Some(opened.manifest.package_id.as_str())
+            }) {
+                Some(r) => Err(OpenError::Replayed {
+                    package_id: opened.manifest.package_id.clone(),
+                    first_envelope: r.envelope_id.clone(),
+                }),
+                None => Ok(opened),
+            }
+        });
         match result {
             Ok(opened) => {
                 let dest = out_dir.join(&opened.manifest.package_id);
                 if dest.exists() {
-                    return Err(OpError::Usage(format!("{} already exists", dest.display())));
+                    return Err(OpError::Usage(format!(
+                        "{} already exists; move it away and receive again",
+                        dest.display()
+                    )));
                 }
                 fs::rename(staging.keep(), &dest)?;
                 let _ = fs::remove_file(&part);

@@ -65,6 +65,15 @@ pub enum OpenError {
     /// A member is present but not in the manifest.
     #[error("member {0} is in the package but not in the signed manifest")]
     ExtraMember(String),
+    /// A package with this package ID was already received here (from
+    /// another envelope): a replayed or re-sealed copy is refused.
+    #[error("package {package_id} was already received here (envelope {first_envelope}); this second copy is refused")]
+    Replayed {
+        /// The package ID.
+        package_id: String,
+        /// The envelope it first arrived in.
+        first_envelope: String,
+    },
     /// The package is genuine but its document is not a valid JP-CLINS
     /// document for it (see [`document::validate()`]); never empty.
     #[error("the document in the package is not valid; do not use it, and tell the sender:\n{}", super::seal::list_issues(.0))]
@@ -94,6 +103,7 @@ impl OpenError {
             OpenError::MemberMismatch { .. } => "member-mismatch",
             OpenError::MissingMember(_) => "missing-member",
             OpenError::ExtraMember(_) => "extra-member",
+            OpenError::Replayed { .. } => "replayed-package",
             OpenError::Document(issues) => issues
                 .first()
                 .map(|i| i.code.as_str())
