@@ -1498,7 +1498,7 @@ async fn a_replayed_package_is_rejected_with_a_receipt(backend: Backend) {
         .await
         .unwrap();
     let first = w.region.dir().join("first.age");
-    let sealed = seal_with_attachment(&w.clinic, &[hosp.clone()], &first, b"scan");
+    let sealed = seal_with_attachment(&w.clinic, std::slice::from_ref(&hosp), &first, b"scan");
     let first_id = hex::encode(sealed.envelope_id);
     bounded(clinic.upload(
         &first,
