@@ -118,10 +118,16 @@ async fn main() {
     let envelopes = n.div_ceil(3);
     let mut receipts = 0u64;
     for i in 0..envelopes {
-        let envelope_id = renkei::pki::sha256_hex(format!("bench envelope {i}").as_bytes());
+        // A tiny stand-in ciphertext, stored first as the upload route does
+        // (accept checks that the blob is there).
+        let content = format!("bench envelope {i}");
+        let envelope_id = renkei::pki::sha256_hex(content.as_bytes());
+        let mut staged = store.blobs().stage().await.expect("stage");
+        staged.write(content.as_bytes()).await.expect("write");
+        staged.commit(&envelope_id).await.expect("commit blob");
         let sub = Submission {
             envelope_id: envelope_id.clone(),
-            size: 4096 + i,
+            size: content.len() as u64,
             sender: CLINIC.parse().expect("id"),
             sender_cert_sha256: clinic_cert.fingerprint.clone(),
             recipients: vec![HOSPITAL.parse().expect("id")],

@@ -266,18 +266,74 @@ async fn kill9_during_200_concurrent_uploads_loses_nothing_acknowledged() {
         assert_eq!(purposes, ["submission", "acceptance"], "{id}");
     }
 
-    // The senders retry what failed: everything arrives, once.
+    // The orphan collector (run here with no minimum age, from a second
+    // store on the same database and folder) removes exactly the blobs no
+    // envelope refers to.
+    let collector = renkei::relay::store::Store::open(&data, Some(&db.url))
+        .await
+        .expect("collector store");
+    let reclaimed = collector
+        .reclaim_orphans(Duration::ZERO)
+        .await
+        .expect("collect orphans");
+    assert_eq!(reclaimed, orphans.len(), "every orphan and nothing else");
+    let (after, _) = blob_files(&data.join("blobs"));
+    assert_eq!(
+        after.keys().cloned().collect::<BTreeSet<_>>(),
+        rows,
+        "only referenced blobs are left"
+    );
+
+    // The senders retry what failed, while the collector keeps running with
+    // no minimum age (so it races every retry between the blob commit and
+    // the acceptance): everything arrives, once, intact. A retry that loses
+    // the race is refused cleanly (503) and tried again.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racing = {
+        let (collector, stop) = (collector.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut runs = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                collector
+                    .reclaim_orphans(Duration::ZERO)
+                    .await
+                    .expect("collect orphans");
+                runs += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            runs
+        })
+    };
     let mut retried = 0;
+    let mut lost_races = 0;
     for &i in &failed {
         if unanswered.contains(&i) {
             continue;
         }
-        let out = upload(&clinic, &pkgs[i])
-            .await
-            .expect("retry after restart");
+        let mut attempt = 0;
+        let out = loop {
+            match upload(&clinic, &pkgs[i]).await {
+                Ok(out) => break out,
+                Err(e) if e.contains("(503)") && attempt < 20 => {
+                    attempt += 1;
+                    lost_races += 1;
+                }
+                Err(e) => panic!("retry after restart: {e}"),
+            }
+        };
         assert!(out.created);
         retried += 1;
     }
+    stop.store(true, Ordering::SeqCst);
+    let runs = racing.await.expect("collector");
+    let stored: BTreeSet<String> = db.envelope_ids().await.into_iter().collect();
+    assert_eq!(stored.len(), UPLOADS);
+    for id in &stored {
+        download_intact(&hospital, id).await;
+    }
+    eprintln!(
+        "collector ran {runs} times during the retries; {lost_races} retries lost the race (503)"
+    );
     let inbox = inbox_ids(&hospital).await;
     assert_eq!(inbox.len(), UPLOADS);
     assert_eq!(db.log_size().await, 2 * UPLOADS as i64 + 2);

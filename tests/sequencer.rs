@@ -507,10 +507,15 @@ async fn stores_racing_to_sequence_keep_one_tree() {
                         .expect("directory put");
                     vec![idx]
                 } else {
-                    let eid = renkei::pki::sha256_hex(format!("race-{s}-{k}").as_bytes());
+                    // The ciphertext is stored first, as the upload route does.
+                    let content = format!("race-{s}-{k}");
+                    let eid = renkei::pki::sha256_hex(content.as_bytes());
+                    let mut staged = store.blobs().stage().await.expect("stage");
+                    staged.write(content.as_bytes()).await.expect("write");
+                    staged.commit(&eid).await.expect("commit blob");
                     let sub = Submission {
                         envelope_id: eid,
-                        size: 1,
+                        size: content.len() as u64,
                         sender: CLINIC.parse().unwrap(),
                         sender_cert_sha256: fp,
                         recipients: vec![HOSPITAL.parse().unwrap()],

@@ -31,10 +31,12 @@
 //!    acceptance (one database transaction). A crash between 2 and 3
 //!    leaves an unreferenced blob, which is never served (downloads go
 //!    through the envelope row) and is rewritten identically if the sender
-//!    retries. Such blobs are not reclaimed automatically yet: an operator
-//!    may delete blobs older than a day that have no envelope row (a
-//!    background collector must not race a retry that is committing the
-//!    same address).
+//!    retries. The relay's sweep removes such blobs once they are a day
+//!    old (`Store::reclaim_orphans`, at most hourly): it checks each
+//!    candidate against the envelope rows and deletes it under the
+//!    sequencer lock, and `accept` checks, under the same lock, that its
+//!    blob is still there before committing, so a retry racing the
+//!    collector either keeps its blob or fails cleanly (503) and is retried.
 //!
 //! A staged object that is dropped without commit (refused or interrupted
 //! upload, failed write) is removed; one left behind by a killed process is
@@ -138,6 +140,11 @@ pub trait BlobStore: Send + Sync {
 
     /// Delete the blob at `id` (no error when there is none).
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
+
+    /// The addresses of committed blobs last written more than `age` ago
+    /// (candidates for the orphan collector, which checks each against the
+    /// database under the sequencer lock).
+    fn committed_before(&self, age: Duration) -> BoxFuture<'_, Result<Vec<String>, BlobError>>;
 }
 
 /// An upload in progress. Dropping it without [`StagedBlob::commit`]
@@ -268,6 +275,41 @@ impl BlobStore for FsBlobStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    fn committed_before(&self, age: Duration) -> BoxFuture<'_, Result<Vec<String>, BlobError>> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for dir in std::fs::read_dir(&root)?.flatten() {
+                    let name = dir.file_name();
+                    let Some(prefix) = name.to_str() else {
+                        continue;
+                    };
+                    if prefix.len() != 2 || !dir.file_type().is_ok_and(|t| t.is_dir()) {
+                        continue;
+                    }
+                    for f in std::fs::read_dir(dir.path())?.flatten() {
+                        let Some(id) = f.file_name().to_str().map(str::to_string) else {
+                            continue;
+                        };
+                        let old = f
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|a| a >= age);
+                        if old && crate::receipt::valid_envelope_id(&id) && id.starts_with(prefix) {
+                            out.push(id);
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| BlobError::Unavailable(std::io::Error::other(e.to_string())))?
         })
     }
 }

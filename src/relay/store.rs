@@ -225,6 +225,44 @@ impl Store {
         Ok((size, tree))
     }
 
+    /// Delete committed ciphertext that no envelope refers to and that was
+    /// last written more than `min_age` ago: the left-overs of uploads whose
+    /// process died between storing the blob and accepting it. Each
+    /// candidate is checked and deleted under the sequencer lock (the
+    /// in-process append lock, and on PostgreSQL the advisory lock), which
+    /// `accept` also holds when it checks that its blob is still there; so
+    /// a retry that rewrites the same blob either commits its envelope
+    /// first (the blob is kept) or finds it gone and fails cleanly.
+    /// Returns how many blobs were deleted.
+    pub async fn reclaim_orphans(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
+        let candidates = self.blobs.committed_before(min_age).await?;
+        let mut deleted = 0;
+        for chunk in candidates.chunks(256) {
+            let mut txn = self.pool.begin().await?;
+            let _guard = self.log.lock().await;
+            if self.postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(SEQUENCER_LOCK)
+                    .execute(&mut *txn)
+                    .await?;
+            }
+            for id in chunk {
+                let referenced = sqlx::query("SELECT 1 FROM envelopes WHERE envelope_id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *txn)
+                    .await?
+                    .is_some();
+                if !referenced {
+                    self.blobs.delete(id).await?;
+                    tracing::info!(envelope = %id, "removed unreferenced ciphertext");
+                    deleted += 1;
+                }
+            }
+            txn.commit().await?;
+        }
+        Ok(deleted)
+    }
+
     /// The current log size.
     pub async fn log_size(&self) -> Result<u64, StoreError> {
         let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
@@ -469,6 +507,16 @@ impl Store {
                     signer.key,
                 );
                 st.append_receipt(tx, tree, &sub.envelope_id, &relay_id, &acceptance, signer).await?;
+                // Under the sequencer lock, which the orphan collector also
+                // takes: the ciphertext must still be there (a collector may
+                // have removed the unreferenced blob of an earlier, crashed
+                // attempt just before this retry rewrote it). If not, nothing
+                // is accepted and the client retries.
+                if !st.blobs.exists(&sub.envelope_id).await? {
+                    return Err(StoreError::Blob(BlobError::Unavailable(
+                        std::io::Error::other("the ciphertext was removed while it was being accepted"),
+                    )));
+                }
                 Ok(acceptance)
         }
         .await;

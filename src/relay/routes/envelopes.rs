@@ -556,15 +556,32 @@ pub async fn sweep(st: &AppState) -> Result<(usize, usize), ApiError> {
     Ok((expired, deleted))
 }
 
-/// Sweep forever at the configured interval.
+/// How old unreferenced ciphertext must be before it is removed.
+const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How often the orphan collector runs.
+const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Sweep forever at the configured interval (and collect unreferenced
+/// ciphertext once an hour).
 pub async fn sweep_loop(st: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(
         st.config.sweep_interval_secs.max(1),
     ));
+    let mut last_reclaim: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         if let Err(e) = sweep(&st).await {
             tracing::warn!(detail = %e.detail, "sweep failed");
+        }
+        // Unreferenced ciphertext (a process killed between storing a blob
+        // and accepting it) older than a day, at most once an hour.
+        if last_reclaim.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP_EVERY) {
+            last_reclaim = Some(std::time::Instant::now());
+            match st.store.reclaim_orphans(ORPHAN_MIN_AGE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(blobs = n, "unreferenced ciphertext removed"),
+                Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+            }
         }
     }
 }
