@@ -94,6 +94,39 @@ fn round_trip_with_japanese_attachment_names() {
     assert_eq!(sealed.ciphertext_size, bytes.len() as u64);
 }
 
+/// Released plaintext is private to the facility's user whatever the umask:
+/// the folder and its subfolders 0700, every file 0600.
+#[cfg(unix)]
+#[test]
+fn opened_plaintext_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_region, clinic, hospital) = pair();
+    let (bytes, _) = seal_with(
+        &clinic,
+        &[&hospital],
+        vec![mem("attachments/検査結果.csv", "HbA1c,7.2\n")],
+        false,
+    );
+    let (_, attempt) = expect_opened(&hospital, &bytes);
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&attempt.out), 0o700);
+    let mut files = 0;
+    let mut stack = vec![attempt.out.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 5, "document, attachment and the signed evidence");
+}
+
 #[test]
 fn sender_reopens_its_own_copy() {
     let (_region, clinic, hospital) = pair();

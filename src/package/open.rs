@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -156,6 +156,9 @@ pub fn open_into<R: Read>(
     limits: &Limits,
     at: Option<SystemTime>,
 ) -> Result<Opened, OpenError> {
+    // Released plaintext is clinical data: the folder is private to this
+    // user (0700) and every file in it 0600, whatever the umask.
+    private_dir(staging)?;
     let decryptor = age::Decryptor::new(input).map_err(|_| OpenError::Damaged)?;
     let stream = match decryptor.decrypt(std::iter::once(identity.inner() as &dyn age::Identity)) {
         Ok(s) => s,
@@ -270,13 +273,11 @@ pub fn open_into<R: Read>(
                     } else {
                         let dest = staging.join(&p);
                         if let Some(parent) = dest.parent() {
-                            fs::create_dir_all(parent).map_err(OpenError::Io)?;
+                            if !parent.is_dir() {
+                                private_dir(parent)?;
+                            }
                         }
-                        let mut f = fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&dest)
-                            .map_err(OpenError::Io)?;
+                        let mut f = private_file(&dest)?;
                         copy_split(&mut reader, &mut f)?;
                         f.sync_all().map_err(OpenError::Io)?;
                     }
@@ -389,7 +390,9 @@ pub fn open_into<R: Read>(
         (MANIFEST_PATH, &manifest_bytes[..]),
         (SIGNATURE_PATH, &signature[..]),
     ] {
-        fs::write(staging.join(name), bytes).map_err(OpenError::Io)?;
+        private_file(&staging.join(name))?
+            .write_all(bytes)
+            .map_err(OpenError::Io)?;
     }
     Ok(Opened {
         manifest,
@@ -421,4 +424,32 @@ fn copy_split<R: Read, W: io::Write>(r: &mut R, w: &mut W) -> Result<(), OpenErr
         }
         w.write_all(&buf[..n]).map_err(OpenError::Io)?;
     }
+}
+
+/// Create `dir` (and missing parents) if needed, and make it 0700.
+fn private_dir(dir: &Path) -> Result<(), OpenError> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        b.mode(0o700);
+        b.create(dir).map_err(OpenError::Io)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(OpenError::Io)?;
+    }
+    #[cfg(not(unix))]
+    b.create(dir).map_err(OpenError::Io)?;
+    Ok(())
+}
+
+/// Create a new file, 0600.
+fn private_file(path: &Path) -> Result<fs::File, OpenError> {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path).map_err(OpenError::Io)
 }
