@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use relay_support::*;
-use renkei::client::ops::OpError;
+use renkei::client::ops::{OpError, Session};
 use renkei::client::ClientError;
 use renkei::document::DocKind;
 use renkei::identity::{FacilityId, Kind};
@@ -1571,6 +1571,97 @@ async fn a_replayed_package_is_rejected_with_a_receipt(backend: Backend) {
     );
 }
 
+/// The relay key procedure of docs/DEPLOY.md ("If the key must change"):
+/// a new relay identity with a new key and a new log, the old relay
+/// certificate revoked; facilities move over and work, and receipts
+/// exported from the old relay still verify offline with its verifier key.
+async fn a_new_relay_key_is_a_new_relay_and_old_receipts_still_verify(backend: Backend) {
+    let w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc.clone(), Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    bounded(hospital.receive(&sent.envelope_id, &w.region.dir().join("in-1")))
+        .await
+        .unwrap();
+    let st = bounded(clinic.status(Some(&sent.envelope_id)))
+        .await
+        .unwrap();
+    assert_eq!(st[0].recipients[0].state, "delivered");
+    let old_bundles = clinic.store.bundles(&sent.envelope_id).await.unwrap();
+    let purposes: Vec<Purpose> = old_bundles.iter().map(|b| b.receipt.purpose).collect();
+    assert!(
+        purposes.contains(&Purpose::Acceptance) && purposes.contains(&Purpose::Delivery),
+        "{purposes:?}"
+    );
+    let old_vkey = w.relay.state.vkey();
+    let ca = w.region.ca_pem().as_bytes().to_vec();
+
+    // 1. A new relay ID with a new key; the old relay certificate revoked.
+    let relay2 = w
+        .region
+        .profile("relay-2", Kind::Relay, "テスト地域 中継サーバ（新）");
+    let crl = w.region.revoke(&w.relay_profile);
+    // 2. The new relay on a fresh database and data folder: a new log.
+    let data2 = w.region.dir().join("relay-2-data");
+    let db2 = TestDb::new(backend, &data2).await;
+    let new_relay = RunningRelay::start(&relay2, &data2, db2.url(), RelayConfig::default()).await;
+    let new_vkey = new_relay.state.vkey();
+    assert_ne!(new_vkey, old_vkey);
+    // 3. Facilities point at it, publish the CRL and their certificates again.
+    let clinic2 = bounded(Session::open(&w.clinic, Some(&new_relay.url)))
+        .await
+        .unwrap();
+    let hospital2 = bounded(Session::open(&w.hospital, Some(&new_relay.url)))
+        .await
+        .unwrap();
+    bounded(clinic2.publish_crl(crl.as_bytes())).await.unwrap();
+    // Facilities fetch the relay's CRL on every contact.
+    let clinic2 = bounded(Session::open(&w.clinic, Some(&new_relay.url)))
+        .await
+        .unwrap();
+    bounded(clinic2.publish()).await.unwrap();
+    bounded(hospital2.publish()).await.unwrap();
+    // The old relay's certificate is now refused by the facilities.
+    let err = bounded(Session::open(&w.clinic, Some(&w.relay.url)))
+        .await
+        .err()
+        .expect("the revoked relay is refused");
+    assert!(
+        err.to_string()
+            .contains("the relay's certificate has been revoked"),
+        "{err}"
+    );
+    // Referrals flow through the new relay, with receipts under its key.
+    let sent2 = bounded(clinic2.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    bounded(hospital2.receive(&sent2.envelope_id, &w.region.dir().join("in-2")))
+        .await
+        .unwrap();
+    let st2 = bounded(clinic2.status(Some(&sent2.envelope_id)))
+        .await
+        .unwrap();
+    assert_eq!(st2[0].recipients[0].state, "delivered");
+    for b in clinic2.store.bundles(&sent2.envelope_id).await.unwrap() {
+        let bytes = serde_json::to_vec(&b).unwrap();
+        renkei::audit::sync::verify_receipt_file(&bytes, &ca, &new_vkey).unwrap();
+    }
+    // 4. Receipts exported from the old relay still verify offline with
+    //    the old verifier key (and only with it).
+    for b in &old_bundles {
+        let bytes = serde_json::to_vec(b).unwrap();
+        renkei::audit::sync::verify_receipt_file(&bytes, &ca, &old_vkey)
+            .unwrap_or_else(|e| panic!("old {:?} receipt: {e}", b.receipt.purpose));
+        assert!(renkei::audit::sync::verify_receipt_file(&bytes, &ca, &new_vkey).is_err());
+    }
+    new_relay.stop().await;
+}
+
 /// Errors produced by the framework (no such route, wrong method,
 /// unparsable query, body limits) are not problem documents today.
 async fn framework_errors_are_problem_details_too(backend: Backend) {
@@ -1635,5 +1726,6 @@ on_both_backends!(
     upload_far_over_the_size_limit_is_reported_as_413,
     oversized_delivery_receipt_is_refused_by_a_body_limit,
     a_replayed_package_is_rejected_with_a_receipt,
+    a_new_relay_key_is_a_new_relay_and_old_receipts_still_verify,
     framework_errors_are_problem_details_too,
 );

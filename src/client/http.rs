@@ -162,7 +162,17 @@ impl RelayClient {
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| connect(format!("TLS: {e}")))?;
+            .map_err(|e| {
+                let why = format!("TLS: {e}");
+                if why.contains("invalid peer certificate: Revoked") {
+                    connect(format!(
+                        "the relay's certificate has been revoked by the region's CA; \
+                         use the relay the network operator announced ({why})"
+                    ))
+                } else {
+                    connect(why)
+                }
+            })?;
         let der = tls
             .get_ref()
             .1
