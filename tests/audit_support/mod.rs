@@ -9,6 +9,9 @@
 
 #[path = "../relay_support/backend.rs"]
 pub mod backend;
+#[path = "../relay_support/region.rs"]
+mod region;
+pub use region::{cert_of, Region};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,9 +21,6 @@ use std::time::Duration;
 use renkei::client::ops::{SendRequest, Session};
 use renkei::identity::Kind;
 use renkei::package::PackageKind;
-use renkei::pki::ca::Ca;
-use renkei::pki::CertInfo;
-use renkei::profile::Profile;
 use renkei::relay::{AppState, RelayConfig, RelayError, RelayState};
 use sqlx::Connection;
 
@@ -49,62 +49,6 @@ fn unique(prefix: &str) -> String {
 /// Run a future with the step bound.
 pub async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(STEP, f).await.expect("step in time")
-}
-
-/// A region: a CA in a temporary folder.
-pub struct Region {
-    pub tmp: tempfile::TempDir,
-    pub ca: Ca,
-    pub initial_crl: String,
-}
-
-impl Region {
-    pub fn new(name: &str) -> Region {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let ca = Ca::init(&tmp.path().join("ca"), name, 3650).expect("ca init");
-        let initial_crl = ca.crl(30).expect("crl");
-        Region {
-            tmp,
-            ca,
-            initial_crl,
-        }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
-    }
-
-    /// A certified profile with the CA certificate and the initial CRL.
-    pub fn profile(&self, id: &str, kind: Kind, name: &str) -> PathBuf {
-        let dir = self.dir().join(unique(&format!("profile-{id}")));
-        let dns: Vec<String> = if kind == Kind::Relay {
-            vec!["localhost".into()]
-        } else {
-            Vec::new()
-        };
-        let mut p = Profile::create(&dir, id, kind, name, &dns).expect("profile create");
-        let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
-        let req = renkei::pki::request::parse(&csr).expect("request parses");
-        let cert = self.ca.issue(&req, 730).expect("issue");
-        p.install(
-            Some(cert.as_bytes()),
-            Some(self.ca_pem().as_bytes()),
-            Some(self.initial_crl.as_bytes()),
-            None,
-        )
-        .expect("install");
-        dir
-    }
-}
-
-/// The certificate of a profile.
-pub fn cert_of(profile: &Path) -> CertInfo {
-    let pem = fs::read(profile.join(Profile::CERT)).expect("cert.pem");
-    CertInfo::parse_pem(&pem, "test certificate").expect("parse cert")
 }
 
 /// A relay running in this process on a loopback port.

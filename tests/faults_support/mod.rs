@@ -21,7 +21,6 @@ use renkei::client::ops::memory_member;
 use renkei::client::RelayClient;
 use renkei::identity::Kind;
 use renkei::package::{self, Limits, PackageKind, SealRequest, Sealed};
-use renkei::pki::ca::Ca;
 use renkei::pki::CertInfo;
 use renkei::profile::Profile;
 use renkei::receipt::{self, Purpose, SignedReceipt, Submission};
@@ -77,12 +76,14 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 // --- region and profiles ---
 
+#[path = "../relay_support/region.rs"]
+mod region;
+pub use region::cert_of;
+
 /// A CA in a temporary folder, with a relay, a clinic, a hospital and an
 /// auditor certified by it.
 pub struct Region {
-    pub tmp: tempfile::TempDir,
-    pub ca: Ca,
-    crl: String,
+    pub base: region::Region,
     pub relay: PathBuf,
     pub clinic: PathBuf,
     pub hospital: PathBuf,
@@ -92,50 +93,24 @@ pub struct Region {
 impl Region {
     /// A new region.
     pub fn new() -> Region {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let ca = Ca::init(&tmp.path().join("ca"), "障害試験 地域医療連携 CA", 3650).expect("ca");
-        let crl = ca.crl(30).expect("crl");
-        let mut r = Region {
-            tmp,
-            ca,
-            crl,
-            relay: PathBuf::new(),
-            clinic: PathBuf::new(),
-            hospital: PathBuf::new(),
-            auditor: PathBuf::new(),
-        };
-        r.relay = r.profile(RELAY_ID, Kind::Relay, "障害試験 中継サーバ");
-        r.clinic = r.profile(CLINIC, Kind::Clinic, "さくら内科クリニック");
-        r.hospital = r.profile(HOSPITAL, Kind::Hospital, "市立中央病院");
-        r.auditor = r.profile(AUDITOR_ID, Kind::Auditor, "地域監査人");
-        r
+        let base = region::Region::new("障害試験 地域医療連携 CA");
+        Region {
+            relay: base.profile(RELAY_ID, Kind::Relay, "障害試験 中継サーバ"),
+            clinic: base.profile(CLINIC, Kind::Clinic, "さくら内科クリニック"),
+            hospital: base.profile(HOSPITAL, Kind::Hospital, "市立中央病院"),
+            auditor: base.profile(AUDITOR_ID, Kind::Auditor, "地域監査人"),
+            base,
+        }
     }
 
     /// The region's folder.
     pub fn dir(&self) -> &Path {
-        self.tmp.path()
+        self.base.dir()
     }
 
     /// A certified profile with the CA certificate and CRL.
     pub fn profile(&self, id: &str, kind: Kind, name: &str) -> PathBuf {
-        let dir = self.dir().join(unique(&format!("profile-{id}")));
-        let dns: Vec<String> = if kind == Kind::Relay {
-            vec!["localhost".into()]
-        } else {
-            Vec::new()
-        };
-        let mut p = Profile::create(&dir, id, kind, name, &dns).expect("profile create");
-        let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
-        let req = renkei::pki::request::parse(&csr).expect("request parses");
-        let cert = self.ca.issue(&req, 730).expect("issue");
-        p.install(
-            Some(cert.as_bytes()),
-            Some(self.ca.cert_pem().as_bytes()),
-            Some(self.crl.as_bytes()),
-            None,
-        )
-        .expect("install");
-        dir
+        self.base.profile(id, kind, name)
     }
 
     /// A fresh folder under the region.
@@ -144,12 +119,6 @@ impl Region {
         fs::create_dir_all(&d).expect("mkdir");
         d
     }
-}
-
-/// The certificate of a profile.
-pub fn cert_of(profile: &Path) -> CertInfo {
-    let pem = fs::read(profile.join(Profile::CERT)).expect("cert.pem");
-    CertInfo::parse_pem(&pem, "test certificate").expect("parse cert")
 }
 
 /// A raw client of a profile for `url`.

@@ -26,7 +26,6 @@ use renkei::client::ops::{memory_member, OpError, SendRequest, Session};
 use renkei::client::{ClientError, RelayClient};
 use renkei::identity::{FacilityId, Kind};
 use renkei::package::{self, Limits, PackageKind, SealRequest, Sealed};
-use renkei::pki::ca::Ca;
 use renkei::pki::{CertInfo, TrustStore};
 use renkei::profile::Profile;
 use renkei::receipt::{self, Purpose, SignedReceipt, Submission};
@@ -34,6 +33,9 @@ use renkei::relay::routes::envelopes::SUBMISSION_HEADER;
 use renkei::relay::{AppState, RelayConfig, RelayError, RelayState};
 
 pub use backend::{Backend, TestDb};
+
+mod region;
+pub use region::{cert_of, Region};
 
 /// Valid facility IDs (10 digits, Luhn check digit).
 pub const CLINIC: &str = "1311234569";
@@ -77,83 +79,6 @@ pub fn init_tracing() {
             .with_test_writer()
             .try_init();
     }
-}
-
-/// A region: a CA in a temporary folder, and the CRL every profile starts with.
-pub struct Region {
-    pub tmp: tempfile::TempDir,
-    pub ca: Ca,
-    /// The first CRL (number 1), installed in every profile made here.
-    pub initial_crl: String,
-}
-
-impl Region {
-    /// A new region whose CA is named `name`.
-    pub fn new(name: &str) -> Region {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let ca = Ca::init(&tmp.path().join("ca"), name, 3650).expect("ca init");
-        let initial_crl = ca.crl(30).expect("crl");
-        Region {
-            tmp,
-            ca,
-            initial_crl,
-        }
-    }
-
-    /// The region's folder.
-    pub fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// The CA certificate (PEM).
-    pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
-    }
-
-    /// The CA certificate (DER).
-    pub fn ca_der(&self) -> Vec<u8> {
-        pem::parse(self.ca_pem()).expect("ca pem").into_contents()
-    }
-
-    /// A new CRL (the next number).
-    pub fn crl(&self) -> String {
-        self.ca.crl(30).expect("crl")
-    }
-
-    /// A certified profile with the CA certificate and the initial CRL.
-    pub fn profile(&self, id: &str, kind: Kind, name: &str) -> PathBuf {
-        let dir = self.dir().join(unique(&format!("profile-{id}")));
-        let dns: Vec<String> = if kind == Kind::Relay {
-            vec!["localhost".into()]
-        } else {
-            Vec::new()
-        };
-        let mut p = Profile::create(&dir, id, kind, name, &dns).expect("profile create");
-        let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
-        let req = renkei::pki::request::parse(&csr).expect("request parses");
-        let cert = self.ca.issue(&req, 730).expect("issue");
-        p.install(
-            Some(cert.as_bytes()),
-            Some(self.ca_pem().as_bytes()),
-            Some(self.initial_crl.as_bytes()),
-            None,
-        )
-        .expect("install");
-        dir
-    }
-
-    /// Revoke the certificate of a profile and return the new CRL (PEM).
-    pub fn revoke(&self, profile: &Path) -> String {
-        let cert = cert_of(profile);
-        self.ca.revoke(&cert).expect("revoke");
-        self.crl()
-    }
-}
-
-/// The certificate of a profile (parsed, not verified against anything).
-pub fn cert_of(profile: &Path) -> CertInfo {
-    let pem = fs::read(profile.join(Profile::CERT)).expect("cert.pem");
-    CertInfo::parse_pem(&pem, "test certificate").expect("parse cert")
 }
 
 /// The PKCS#8 DER signing key of a profile.
