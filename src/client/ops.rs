@@ -515,11 +515,7 @@ impl Session {
                 "{envelope_id:?} is not an envelope ID (64 hex digits)"
             )));
         }
-        let earlier = self.store.received().await?;
-        if let Some(r) = earlier
-            .iter()
-            .find(|r| r.envelope_id == envelope_id && r.outcome == "verified")
-        {
+        if let Some(r) = self.store.verified_arrival(Some(envelope_id), None).await? {
             return Err(OpError::Usage(format!(
                 "envelope {envelope_id} was already received into {}",
                 r.location
@@ -578,18 +574,20 @@ impl Session {
         );
         // The same package (same signed package ID) arriving again in
         // another envelope is a replay or a re-sealed copy: refused.
-        let result = result.and_then(|opened| {
-            match earlier.iter().find(|r| {
-                r.outcome == "verified"
-                    && r.package_id.as_deref() == Some(opened.manifest.package_id.as_str())
-            }) {
+        let result = match result {
+            Ok(opened) => match self
+                .store
+                .verified_arrival(None, Some(&opened.manifest.package_id))
+                .await?
+            {
                 Some(r) => Err(OpenError::Replayed {
                     package_id: opened.manifest.package_id.clone(),
-                    first_envelope: r.envelope_id.clone(),
+                    first_envelope: r.envelope_id,
                 }),
                 None => Ok(opened),
-            }
-        });
+            },
+            Err(e) => Err(e),
+        };
         match result {
             Ok(opened) => {
                 let dest = out_dir.join(&opened.manifest.package_id);

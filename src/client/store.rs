@@ -161,25 +161,30 @@ impl LocalStore {
 
     /// Received packages, oldest first.
     pub async fn received(&self) -> Result<Vec<ReceivedRow>, LocalStoreError> {
-        let rows = sqlx::query("SELECT envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at FROM received ORDER BY received_at, envelope_id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ReceivedRow {
-                envelope_id: r.get(0),
-                package_id: r.get(1),
-                thread_id: r.get(2),
-                in_reply_to: r.get(3),
-                kind: r.get(4),
-                sender: r.get(5),
-                sender_name: r.get(6),
-                outcome: r.get(7),
-                reason: r.get(8),
-                location: r.get(9),
-                received_at: r.get(10),
-            })
-            .collect())
+        let rows = sqlx::query(&format!(
+            "SELECT {RECEIVED_COLUMNS} FROM received ORDER BY received_at, envelope_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(received_row).collect())
+    }
+
+    /// The first verified arrival of an envelope, or of a package (by its
+    /// signed package ID), if any.
+    pub async fn verified_arrival(
+        &self,
+        envelope_id: Option<&str>,
+        package_id: Option<&str>,
+    ) -> Result<Option<ReceivedRow>, LocalStoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECEIVED_COLUMNS} FROM received WHERE outcome = 'verified' \
+             AND (envelope_id = ? OR package_id = ?) ORDER BY received_at LIMIT 1"
+        ))
+        .bind(envelope_id)
+        .bind(package_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(received_row))
     }
 
     /// Keep a verified receipt bundle.
@@ -285,5 +290,23 @@ impl LocalStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+const RECEIVED_COLUMNS: &str = "envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at";
+
+fn received_row(r: &sqlx::sqlite::SqliteRow) -> ReceivedRow {
+    ReceivedRow {
+        envelope_id: r.get(0),
+        package_id: r.get(1),
+        thread_id: r.get(2),
+        in_reply_to: r.get(3),
+        kind: r.get(4),
+        sender: r.get(5),
+        sender_name: r.get(6),
+        outcome: r.get(7),
+        reason: r.get(8),
+        location: r.get(9),
+        received_at: r.get(10),
     }
 }
