@@ -88,7 +88,7 @@ async fn main() {
 
     let relay_cert = relay.certificate().expect("relay cert");
     let relay_key = relay.signing_key().expect("relay key");
-    let origin = renkei::relay::log_origin(&relay_cert);
+    let origin = renkei::receipt::bundle::log_origin(&relay_cert);
     let signer = LogSigner {
         origin: &origin,
         key: &relay_key,

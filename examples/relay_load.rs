@@ -31,6 +31,7 @@ use base64::Engine as _;
 use hyper::Method;
 use ring::rand::SecureRandom as _;
 
+use renkei::api::{SubmitResponse, SUBMISSION_HEADER};
 use renkei::client::RelayClient;
 use renkei::document::form::AttachmentForm;
 use renkei::document::{build_json, BuildOptions, DocKind, Form};
@@ -41,7 +42,6 @@ use renkei::pki::ca::Ca;
 use renkei::pki::CertInfo;
 use renkei::profile::Profile;
 use renkei::receipt::{self, Acceptance, Purpose, SignedReceipt, Submission};
-use renkei::relay::routes::envelopes::{SubmitResponse, SUBMISSION_HEADER};
 
 const CLINIC: &str = "1311234569";
 const HOSPITAL: &str = "1317654323";

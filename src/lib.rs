@@ -7,11 +7,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod audit;
-pub mod cli;
 pub mod client;
-pub mod demo;
 pub mod document;
+pub mod files;
 pub mod identity;
 pub mod keys;
 pub mod log;

@@ -298,9 +298,9 @@ impl Profile {
             let old = TrustStore::new(&ca_bytes, Some(&old)).ok();
             let old_n = old
                 .as_ref()
-                .map(|t| crate::relay::crl_number(t.crl_der()))
+                .map(|t| crate::pki::crl_number(t.crl_der()))
                 .unwrap_or(0);
-            let new_n = crate::relay::crl_number(TrustStore::new(&ca_bytes, Some(new))?.crl_der());
+            let new_n = crate::pki::crl_number(TrustStore::new(&ca_bytes, Some(new))?.crl_der());
             if new_n < old_n {
                 return Err(ProfileError::NotReady(format!(
                     "this CRL (number {new_n}) is older than the installed one (number {old_n}); not installed"

@@ -10,12 +10,12 @@ mod audit_support;
 use std::path::Path;
 
 use audit_support::*;
-use renkei::audit::bundle::relay_verifier;
 use renkei::audit::sync::{verify_receipt_file, AuditError, Auditor};
-use renkei::audit::ReceiptBundle;
 use renkei::client::ops::{OpError, Session};
 use renkei::log::{Checkpoint, Signer};
 use renkei::profile::Profile;
+use renkei::receipt::bundle::relay_verifier;
+use renkei::receipt::ReceiptBundle;
 
 const EXIT_VERIFY: i32 = 3;
 

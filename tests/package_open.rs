@@ -279,7 +279,9 @@ fn a_64_mib_member_streams_through() {
     assert!(fs::metadata(&pkg).unwrap().len() > SIZE);
 
     let out = work.path().join("inbox");
-    let opened = renkei::cli::open_to_dir(&hospital.profile, pkg.to_str().unwrap(), &out).unwrap();
+    let opened =
+        renkei::files::open_to_dir(&hospital.profile, std::fs::File::open(&pkg).unwrap(), &out)
+            .unwrap();
     assert_eq!(opened.manifest, sealed.manifest);
     let (len, hash) = sha256_of_reader(fs::File::open(out.join("attachments/CT画像.dcm")).unwrap());
     assert_eq!(len, SIZE);
@@ -1208,8 +1210,9 @@ fn open_refuses_an_existing_output_folder() {
     let out = work.path().join("out");
     fs::create_dir(&out).unwrap();
     fs::write(out.join("keep.txt"), "mine").unwrap();
-    let f = renkei::cli::open_to_dir(&hospital.profile, pkg.to_str().unwrap(), &out).unwrap_err();
-    assert_eq!(f.code, renkei::cli::EXIT_FAILURE);
-    assert!(format!("{:#}", f.error).contains("already exists"));
+    let f = renkei::files::open_to_dir(&hospital.profile, std::fs::File::open(&pkg).unwrap(), &out)
+        .unwrap_err();
+    assert!(!f.is_verification_failure());
+    assert!(f.to_string().contains("already exists"), "{f}");
     assert_eq!(listing(&out), vec!["keep.txt"]);
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use faults_support::*;
 use hyper::Method;
+use renkei::api::SubmitResponse;
 use renkei::audit::sync::Auditor;
-use renkei::relay::routes::envelopes::SubmitResponse;
 
 /// Longer than the relay's pool acquire timeout (10 s), so that requests
 /// that wait for a connection give up while PostgreSQL is still down.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use relay_support::*;
+use renkei::api::{ReceiptsResponse, SubmitResponse};
 use renkei::client::ops::{OpError, Session};
 use renkei::client::ClientError;
 use renkei::document::DocKind;
@@ -22,7 +23,7 @@ use renkei::package::{OpenError, PackageKind, RecipientEntry};
 use renkei::pki::CertError;
 use renkei::profile::Profile;
 use renkei::receipt::{Delivery, Expiry, Outcome, Purpose, SignedReceipt};
-use renkei::relay::routes::envelopes::{self, ReceiptsResponse, SubmitResponse};
+use renkei::relay::routes::envelopes;
 use renkei::relay::RelayConfig;
 
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -429,7 +430,7 @@ async fn upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored(
             &c,
             Method::POST,
             "/v1/envelopes",
-            &[(envelopes::SUBMISSION_HEADER, hv.to_string())],
+            &[(renkei::api::SUBMISSION_HEADER, hv.to_string())],
             bytes.clone(),
         )
         .await;
@@ -828,10 +829,7 @@ async fn crl_publishing_newer_accepted_older_conflict_foreign_refused(backend: B
     assert_problem(s, 400, &h, &b);
     let (s, h, b) = put(b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".to_vec()).await;
     assert_problem(s, 400, &h, &b);
-    assert_eq!(
-        renkei::relay::crl_number(w.relay.state.trust().crl_der()),
-        2
-    );
+    assert_eq!(renkei::pki::crl_number(w.relay.state.trust().crl_der()), 2);
 
     // Newer again through the client operation, and by an auditor.
     let crl3 = w.region.crl();
@@ -1255,10 +1253,7 @@ async fn receipts_inbox_directory_and_crl_survive_a_restart(backend: Backend) {
     let inbox = bounded(hospital.inbox()).await.unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].envelope_id, a.envelope_id);
-    assert_eq!(
-        renkei::relay::crl_number(w.relay.state.trust().crl_der()),
-        2
-    );
+    assert_eq!(renkei::pki::crl_number(w.relay.state.trust().crl_der()), 2);
     assert!(bounded(clinic.directory_show(&fid(HOSPITAL))).await.is_ok());
 
     let st = bounded(clinic.status(None)).await.unwrap();

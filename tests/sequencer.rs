@@ -18,14 +18,14 @@ use std::time::Duration;
 
 use hyper::Method;
 use relay_support::*;
-use renkei::audit::bundle::relay_verifier;
+use renkei::api::SubmitResponse;
 use renkei::client::RelayClient;
 use renkei::identity::{FacilityId, Kind};
 use renkei::log::merkle::{self, ConsistencyProof, MemoryTree};
 use renkei::log::{Checkpoint, Hash};
 use renkei::profile::Profile;
+use renkei::receipt::bundle::relay_verifier;
 use renkei::receipt::{Acceptance, LogEntry, Purpose, SignedReceipt, Submission};
-use renkei::relay::routes::envelopes::SubmitResponse;
 use renkei::relay::store::{LogSigner, Store};
 use renkei::relay::RelayConfig;
 use sqlx::Row;
@@ -472,7 +472,9 @@ async fn stores_racing_to_sequence_keep_one_tree() {
         Store::open(&p.data, p.db.url()).await.expect("store 4"),
     ];
     let key = Arc::new(p.signing_key());
-    let origin = Arc::new(renkei::relay::log_origin(&cert_of(&p.relay_profile)));
+    let origin = Arc::new(renkei::receipt::bundle::log_origin(&cert_of(
+        &p.relay_profile,
+    )));
     let clinic_key = Arc::new(
         Profile::open(&p.clinic)
             .unwrap()

@@ -1,8 +1,5 @@
-//! Auditing: receipt bundles that verify offline, and the auditor that
-//! follows the relay's log and proves it append-only.
+//! Auditing: the auditor that follows the relay's log and proves it
+//! append-only, and its reports. Receipt bundles are in [`crate::receipt::bundle`].
 
-pub mod bundle;
 pub mod report;
 pub mod sync;
-
-pub use bundle::{ReceiptBundle, Verified};

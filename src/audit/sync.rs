@@ -179,7 +179,7 @@ impl Auditor {
     /// what this auditor stored before.
     pub async fn sync(&self, full: bool) -> Result<SyncReport, AuditError> {
         let relay_cert = self.relay_cert().await?;
-        let vkey = crate::audit::bundle::relay_verifier(&relay_cert)
+        let vkey = crate::receipt::bundle::relay_verifier(&relay_cert)
             .map_err(|e| AuditError::Misbehaviour(e.to_string()))?;
         let note = String::from_utf8(self.fetch("/v1/log/checkpoint").await?)
             .map_err(|_| AuditError::Misbehaviour("the checkpoint is not text".into()))?;
@@ -773,10 +773,10 @@ pub fn verify_receipt_file(
     bundle: &[u8],
     ca: &[u8],
     vkey: &str,
-) -> Result<crate::audit::Verified, String> {
-    let b: crate::audit::ReceiptBundle =
+) -> Result<crate::receipt::Verified, String> {
+    let b: crate::receipt::ReceiptBundle =
         serde_json::from_slice(bundle).map_err(|e| format!("not a receipt bundle: {e}"))?;
     let trust = TrustStore::new(ca, None).map_err(|e| e.to_string())?;
     let v = Verifier::parse(vkey.trim()).map_err(|e| format!("bad verifier key: {e}"))?;
-    crate::audit::bundle::verify(&b, &trust, Some(&v)).map_err(|e| e.to_string())
+    crate::receipt::bundle::verify(&b, &trust, Some(&v)).map_err(|e| e.to_string())
 }

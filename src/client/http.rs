@@ -105,7 +105,7 @@ impl RelayClient {
         let trust = profile.trust()?;
         let cert = profile.certificate()?;
         let key = profile.signing_key()?;
-        let provider = crate::relay::tls::provider();
+        let provider = crate::pki::tls_provider();
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(trust.ca_der().to_vec()))

@@ -15,6 +15,10 @@ use serde::Serialize;
 use super::http::{ClientError, RelayClient};
 use super::store::{LocalStore, LocalStoreError, ReceivedRow, SentRow};
 use super::threads::{Counterpart, DocFields, ThreadPackage};
+use crate::api::{
+    DirectoryEntry, EnvelopeSummary, LoggedReceipt, ReceiptsResponse, SubmitResponse,
+    SUBMISSION_HEADER,
+};
 use crate::identity::{FacilityId, Kind};
 use crate::package::{self, Limits, MemberSource, OpenError, PackageKind};
 use crate::pki::{CertError, CertInfo, TrustStore};
@@ -22,11 +26,6 @@ use crate::profile::{Profile, ProfileError};
 use crate::receipt::{
     self, Acceptance, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission,
 };
-use crate::relay::routes::directory::Entry;
-use crate::relay::routes::envelopes::{
-    EnvelopeSummary, ReceiptsResponse, SubmitResponse, SUBMISSION_HEADER,
-};
-use crate::relay::store::ReceiptRow;
 
 /// Errors of client operations.
 #[derive(Debug, thiserror::Error)]
@@ -202,8 +201,8 @@ impl Session {
             OpError::Relay(format!("the relay serves a CRL that does not verify: {e}"))
         })?;
         let (old_n, new_n) = (
-            crate::relay::crl_number(self.trust.crl_der()),
-            crate::relay::crl_number(new.crl_der()),
+            crate::pki::crl_number(self.trust.crl_der()),
+            crate::pki::crl_number(new.crl_der()),
         );
         if new_n > old_n {
             self.profile.install(
@@ -240,7 +239,7 @@ impl Session {
         Ok(me)
     }
 
-    fn verify_entry(&self, e: &Entry, want: Option<&str>) -> Result<CertInfo, OpError> {
+    fn verify_entry(&self, e: &DirectoryEntry, want: Option<&str>) -> Result<CertInfo, OpError> {
         let info =
             CertInfo::parse_pem(e.certificate.as_bytes(), "directory entry").map_err(|err| {
                 OpError::Relay(format!(
@@ -268,7 +267,8 @@ impl Session {
 
     /// Look one facility up; its certificate is verified against the CA and CRL.
     pub async fn directory_show(&self, id: &FacilityId) -> Result<CertInfo, OpError> {
-        let (e, _): (Entry, _) = self.client.get_json(&format!("/v1/directory/{id}")).await?;
+        let (e, _): (DirectoryEntry, _) =
+            self.client.get_json(&format!("/v1/directory/{id}")).await?;
         self.verify_entry(&e, Some(id.as_str()))
     }
 
@@ -290,7 +290,7 @@ impl Session {
         } else {
             format!("/v1/directory?{}", q.join("&"))
         };
-        let (entries, _): (Vec<Entry>, _) = self.client.get_json(&path).await?;
+        let (entries, _): (Vec<DirectoryEntry>, _) = self.client.get_json(&path).await?;
         Ok(entries
             .iter()
             .map(|e| self.verify_entry(e, Some(&e.facility_id)))
@@ -331,14 +331,10 @@ impl Session {
             (None, Some(p)) => Some(self.thread_of(p).await?.unwrap_or_else(|| p.clone())),
             _ => None,
         };
-        let document = crate::cli::member_from_file(
-            &req.document,
-            package::DOCUMENT_PATH.into(),
-            "application/fhir+json".into(),
-        )
-        .map_err(|e| OpError::Usage(format!("{e:#}")))?;
-        let attachments = crate::cli::attachments(&req.attachments)
-            .map_err(|e| OpError::Usage(format!("{e:#}")))?;
+        let document = crate::files::document_from_file(&req.document)
+            .map_err(|e| OpError::Usage(e.to_string()))?;
+        let attachments = crate::files::attachments_from_files(&req.attachments)
+            .map_err(|e| OpError::Usage(e.to_string()))?;
         let outbox = self.profile.path("outbox");
         fs::create_dir_all(&outbox)?;
         let tmp = tempfile::Builder::new()
@@ -461,7 +457,7 @@ impl Session {
             })
             .await?;
         if resp.created {
-            let sub_row = ReceiptRow {
+            let sub_row = LoggedReceipt {
                 log_index: acc.log_index,
                 signer: me.id.to_string(),
                 receipt: signed,
@@ -717,7 +713,7 @@ impl Session {
                         row.log_index, s.envelope_id
                     ))
                 };
-                crate::audit::bundle::verify(row, &self.trust, None)
+                crate::receipt::bundle::verify(row, &self.trust, None)
                     .map_err(|e| bad(&e.to_string()))?;
                 if row.checkpoint != resp.checkpoint {
                     return Err(bad("its checkpoint differs from the response's"));
@@ -831,7 +827,7 @@ impl Session {
         note: &str,
         relay: &CertInfo,
     ) -> Result<crate::log::Checkpoint, OpError> {
-        let vkey = crate::audit::bundle::relay_verifier(relay)
+        let vkey = crate::receipt::bundle::relay_verifier(relay)
             .map_err(|e| OpError::Relay(e.to_string()))?;
         let (cp, _) =
             crate::log::Checkpoint::open(note.as_bytes(), vkey.name(), std::slice::from_ref(&vkey))

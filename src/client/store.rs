@@ -6,7 +6,7 @@ use std::path::Path;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
-use crate::relay::store::ReceiptRow;
+use crate::api::LoggedReceipt;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/client");
 
@@ -188,7 +188,10 @@ impl LocalStore {
     }
 
     /// Keep a verified receipt bundle.
-    pub async fn add_bundle(&self, b: &crate::audit::ReceiptBundle) -> Result<(), LocalStoreError> {
+    pub async fn add_bundle(
+        &self,
+        b: &crate::receipt::ReceiptBundle,
+    ) -> Result<(), LocalStoreError> {
         let env = b.receipt.envelope_id();
         sqlx::query(
             "INSERT OR REPLACE INTO bundles (envelope_id, log_index, bundle) VALUES (?, ?, ?)",
@@ -205,7 +208,7 @@ impl LocalStore {
     pub async fn bundles(
         &self,
         envelope_id: &str,
-    ) -> Result<Vec<crate::audit::ReceiptBundle>, LocalStoreError> {
+    ) -> Result<Vec<crate::receipt::ReceiptBundle>, LocalStoreError> {
         let rows =
             sqlx::query("SELECT bundle FROM bundles WHERE envelope_id = ? ORDER BY log_index")
                 .bind(envelope_id)
@@ -278,7 +281,7 @@ impl LocalStore {
     pub async fn add_receipt(
         &self,
         envelope_id: &str,
-        r: &ReceiptRow,
+        r: &LoggedReceipt,
     ) -> Result<(), LocalStoreError> {
         sqlx::query("INSERT OR IGNORE INTO receipts (envelope_id, log_index, purpose, signer, body, signature) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(envelope_id)

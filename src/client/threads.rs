@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::store::{LocalStore, LocalStoreError};
-use crate::audit::ReceiptBundle;
 use crate::document::{self, Expect, Summary};
 use crate::package::{Manifest, PackageKind};
+use crate::receipt::ReceiptBundle;
 use crate::receipt::{Acceptance, Delivery, Expiry, Outcome, Purpose};
 
 /// Errors of thread operations.

@@ -120,7 +120,8 @@ impl fmt::Debug for CertInfo {
     }
 }
 
-pub(crate) fn rfc3339(unix: i64) -> String {
+/// A unix time as RFC 3339 (UTC).
+pub fn rfc3339(unix: i64) -> String {
     ::time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {

@@ -68,3 +68,19 @@ pub fn read_pem_or_der(bytes: &[u8], tag: &str) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// The CRL number of a DER CRL (0 when absent).
+pub fn crl_number(der: Option<&[u8]>) -> u128 {
+    use x509_parser::prelude::FromDer;
+    der.and_then(|d| x509_parser::revocation_list::CertificateRevocationList::from_der(d).ok())
+        .and_then(|(_, c)| {
+            c.crl_number()
+                .map(|n| n.to_u64_digits().first().copied().unwrap_or(0) as u128)
+        })
+        .unwrap_or(0)
+}
+
+/// The TLS crypto provider used by the relay and every client (ring).
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}

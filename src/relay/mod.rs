@@ -17,8 +17,9 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::SigningKey;
-use crate::pki::{CertInfo, TrustStore};
+use crate::pki::{crl_number, CertInfo, TrustStore};
 use crate::profile::Profile;
+use crate::receipt::bundle::log_origin;
 use store::Store;
 
 /// Relay settings (`--config FILE`, TOML).
@@ -187,29 +188,6 @@ impl RelayState {
     pub fn trust(&self) -> TrustStore {
         self.trust.read().expect("lock").clone()
     }
-}
-
-/// The log origin of a relay: `<first DNS name>/renkei/<relay ID>`.
-pub fn log_origin(cert: &CertInfo) -> String {
-    format!(
-        "{}/renkei/{}",
-        cert.dns_names
-            .first()
-            .map(String::as_str)
-            .unwrap_or("relay"),
-        cert.id
-    )
-}
-
-/// The CRL number of a DER CRL (0 when absent).
-pub fn crl_number(der: Option<&[u8]>) -> u128 {
-    use x509_parser::prelude::FromDer;
-    der.and_then(|d| x509_parser::revocation_list::CertificateRevocationList::from_der(d).ok())
-        .and_then(|(_, c)| {
-            c.crl_number()
-                .map(|n| n.to_u64_digits().first().copied().unwrap_or(0) as u128)
-        })
-        .unwrap_or(0)
 }
 
 /// The relay's HTTP application (mutual TLS happens around it in [`serve`];

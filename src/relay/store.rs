@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Row};
 
 use super::blobs::{BlobError, BlobStore, FsBlobStore};
 
+use crate::api::LoggedReceipt;
 use crate::keys::SigningKey;
 use crate::log::{merkle, Checkpoint, CompactTree, Hash, NodeId, Signer};
 use crate::receipt::{self, Acceptance, LogEntry, Purpose, SignedReceipt, Submission};
@@ -53,17 +54,6 @@ pub struct EnvelopeRow {
     pub accepted_at: i64,
     /// Whether the ciphertext was deleted after retention.
     pub blob_deleted: bool,
-}
-
-/// One stored receipt with its log position.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ReceiptRow {
-    /// Position in the relay's receipt log (0-based).
-    pub log_index: u64,
-    /// Who signed it (facility or relay ID).
-    pub signer: String,
-    /// The receipt.
-    pub receipt: SignedReceipt,
 }
 
 /// The database and the blob store.
@@ -628,7 +618,7 @@ impl Store {
     }
 
     /// All receipts of an envelope, in log order.
-    pub async fn receipts(&self, envelope_id: &str) -> Result<Vec<ReceiptRow>, StoreError> {
+    pub async fn receipts(&self, envelope_id: &str) -> Result<Vec<LoggedReceipt>, StoreError> {
         let rows = sqlx::query("SELECT log_index, signer, purpose, body, signature FROM receipts WHERE envelope_id = $1 ORDER BY log_index")
             .bind(envelope_id)
             .fetch_all(&self.pool)
@@ -641,7 +631,7 @@ impl Store {
         &self,
         from: u64,
         limit: i64,
-    ) -> Result<Vec<ReceiptRow>, StoreError> {
+    ) -> Result<Vec<LoggedReceipt>, StoreError> {
         let rows = sqlx::query("SELECT log_index, signer, purpose, body, signature FROM receipts WHERE log_index >= $1 ORDER BY log_index LIMIT $2")
             .bind(from as i64)
             .bind(limit)
@@ -650,7 +640,7 @@ impl Store {
         rows.iter().map(Self::receipt_from).collect()
     }
 
-    fn receipt_from(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
+    fn receipt_from(r: &AnyRow) -> Result<LoggedReceipt, StoreError> {
         let purpose: String = r.get(2);
         let purpose = match purpose.as_str() {
             "submission" => Purpose::Submission,
@@ -663,7 +653,7 @@ impl Store {
                 ))))
             }
         };
-        Ok(ReceiptRow {
+        Ok(LoggedReceipt {
             log_index: r.get::<i64, _>(0) as u64,
             signer: r.get(1),
             receipt: SignedReceipt {

@@ -14,13 +14,8 @@ use rustls::pki_types::{
 use tower::ServiceExt;
 
 use super::{AppState, Caller, RelayError};
-use crate::pki::{CertInfo, TrustStore};
+use crate::pki::{tls_provider as provider, CertInfo, TrustStore};
 use crate::profile::Profile;
-
-/// The crypto provider used everywhere (ring).
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// The relay's server configuration.
 pub fn server_config(p: &Profile, trust: &TrustStore) -> Result<rustls::ServerConfig, RelayError> {

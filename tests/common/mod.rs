@@ -15,8 +15,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use renkei::cli::{self, Failure};
 use renkei::document::DocKind;
+use renkei::files::{self, FileError};
 use renkei::identity::{FacilityId, Kind};
 use renkei::keys::{AgeIdentity, SigningKey};
 use renkei::package::{
@@ -257,11 +257,11 @@ pub fn seal_simple(from: &Facility, to: &[&Facility]) -> Vec<u8> {
     .0
 }
 
-/// An open attempt through the CLI's `open_to_dir`.
+/// An open attempt through `files::open_to_dir` (what `renkei open` calls).
 pub struct Attempt {
     pub work: tempfile::TempDir,
     pub out: PathBuf,
-    pub result: Result<Opened, Failure>,
+    pub result: Result<Opened, FileError>,
 }
 
 /// Write `bytes` to a file and open it with `fac`'s profile into a new
@@ -271,29 +271,21 @@ pub fn open_file(fac: &Facility, bytes: &[u8]) -> Attempt {
     let pkg = work.path().join("package.age");
     fs::write(&pkg, bytes).expect("write package");
     let out = work.path().join("inbox").join("opened");
-    let result = cli::open_to_dir(&fac.profile, pkg.to_str().expect("utf-8 path"), &out);
+    let input = fs::File::open(&pkg).expect("package file");
+    let result = files::open_to_dir(&fac.profile, input, &out);
     Attempt { work, out, result }
 }
 
 /// Open and expect success; returns the manifest and the output folder.
 pub fn expect_opened(fac: &Facility, bytes: &[u8]) -> (Opened, Attempt) {
     let mut a = open_file(fac, bytes);
-    let r = std::mem::replace(
-        &mut a.result,
-        Err(Failure {
-            code: 0,
-            error: anyhow::anyhow!("taken"),
-        }),
-    );
+    let r = std::mem::replace(&mut a.result, Err(FileError::NotAFile(PathBuf::new())));
     match r {
         Ok(o) => {
             assert!(a.out.is_dir(), "the output folder exists");
             (o, a)
         }
-        Err(f) => panic!(
-            "{} could not open the package (exit {}): {:#}",
-            fac.id, f.code, f.error
-        ),
+        Err(e) => panic!("{} could not open the package: {e}", fac.id),
     }
 }
 
@@ -308,27 +300,20 @@ pub fn expect_refused(fac: &Facility, bytes: &[u8]) -> OpenError {
         ),
         Err(f) => f,
     };
-    assert_eq!(
-        f.code,
-        cli::EXIT_VERIFY,
-        "a refused package is a verification failure: {:#}",
-        f.error
-    );
     assert!(
-        !a.out.exists(),
-        "no output folder may be left behind ({:#})",
-        f.error
+        f.is_verification_failure(),
+        "a refused package is a verification failure: {f}"
     );
+    assert!(!a.out.exists(), "no output folder may be left behind ({f})");
     let parent = a.out.parent().expect("parent");
     let left: Vec<_> = fs::read_dir(parent)
         .expect("parent exists")
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert!(left.is_empty(), "staging leftovers: {left:?}");
-    let e = f
-        .error
-        .downcast::<OpenError>()
-        .expect("the failure is an OpenError");
+    let FileError::Open(e) = f else {
+        panic!("the failure is an OpenError: {f}")
+    };
     assert!(e.is_verification_failure(), "{e}");
     e
 }

@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use sqlx::{Connection, Row};
 
+use renkei::api::SUBMISSION_HEADER;
 use renkei::client::ops::memory_member;
 use renkei::client::RelayClient;
 use renkei::identity::Kind;
@@ -24,7 +25,6 @@ use renkei::package::{self, Limits, PackageKind, SealRequest, Sealed};
 use renkei::pki::CertInfo;
 use renkei::profile::Profile;
 use renkei::receipt::{self, Purpose, SignedReceipt, Submission};
-use renkei::relay::routes::envelopes::SUBMISSION_HEADER;
 
 #[path = "../doc_support/mod.rs"]
 mod doc_support;

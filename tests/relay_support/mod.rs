@@ -21,6 +21,7 @@ use hyper::Method;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use renkei::api::SUBMISSION_HEADER;
 use renkei::client::http::ReqBody;
 use renkei::client::ops::{memory_member, OpError, SendRequest, Session};
 use renkei::client::{ClientError, RelayClient};
@@ -29,7 +30,6 @@ use renkei::package::{self, Limits, PackageKind, SealRequest, Sealed};
 use renkei::pki::{CertInfo, TrustStore};
 use renkei::profile::Profile;
 use renkei::receipt::{self, Purpose, SignedReceipt, Submission};
-use renkei::relay::routes::envelopes::SUBMISSION_HEADER;
 use renkei::relay::{AppState, RelayConfig, RelayError, RelayState};
 
 pub use backend::{Backend, TestDb};
@@ -474,7 +474,7 @@ pub async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 /// The CRL number of a PEM CRL, checked against `ca_pem`.
 pub fn crl_number_of(ca_pem: &str, crl_pem: &[u8]) -> u128 {
     let t = TrustStore::new(ca_pem.as_bytes(), Some(crl_pem)).expect("crl verifies");
-    renkei::relay::crl_number(t.crl_der())
+    renkei::pki::crl_number(t.crl_der())
 }
 
 /// A TLS connection to the relay built by hand: trusting `ca_der`,
@@ -486,7 +486,7 @@ pub async fn raw_tls_health(
     ca_der: &[u8],
     client_auth: Option<(Vec<u8>, Vec<u8>)>,
 ) -> Result<String, String> {
-    let provider = renkei::relay::tls::provider();
+    let provider = renkei::pki::tls_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca_der.to_vec()))

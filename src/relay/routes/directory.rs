@@ -12,12 +12,14 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::facility;
+use crate::api::DirectoryEntry;
+use crate::pki::crl_number;
 use crate::pki::{CertInfo, TrustStore};
 use crate::relay::error::ApiError;
-use crate::relay::{crl_number, AppState, Caller};
+use crate::relay::{AppState, Caller};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -32,22 +34,9 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// One directory entry as served.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Entry {
-    /// Facility ID.
-    pub facility_id: String,
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: String,
-    /// The certificate, PEM (clients verify it themselves).
-    pub certificate: String,
-}
-
-fn entry(pem: &str) -> Option<Entry> {
+fn entry(pem: &str) -> Option<DirectoryEntry> {
     let info = CertInfo::parse_pem(pem.as_bytes(), "directory").ok()?;
-    Some(Entry {
+    Some(DirectoryEntry {
         facility_id: info.id.to_string(),
         name: info.name,
         kind: info.kind.to_string(),
@@ -101,7 +90,7 @@ struct SearchQuery {
 async fn search(
     State(st): State<AppState>,
     Query(q): Query<SearchQuery>,
-) -> Result<Json<Vec<Entry>>, ApiError> {
+) -> Result<Json<Vec<DirectoryEntry>>, ApiError> {
     let all = st.store.directory_all().await?;
     let out = all
         .iter()
@@ -112,7 +101,10 @@ async fn search(
     Ok(Json(out))
 }
 
-async fn show(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Entry>, ApiError> {
+async fn show(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DirectoryEntry>, ApiError> {
     let pem = st
         .store
         .directory_get(&id)

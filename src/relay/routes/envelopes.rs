@@ -19,21 +19,19 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::facility;
-use crate::audit::ReceiptBundle;
+use crate::api::{
+    EnvelopeSummary, LoggedReceipt, ReceiptBundle, ReceiptsResponse, SubmitResponse,
+    MAX_RECIPIENTS, SUBMISSION_HEADER,
+};
 use crate::identity::Kind;
 use crate::receipt::{self, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission};
 use crate::relay::blobs::BlobError;
 use crate::relay::error::ApiError;
-use crate::relay::store::{EnvelopeRow, ReceiptRow};
+use crate::relay::store::EnvelopeRow;
 use crate::relay::{AppState, Caller};
-
-/// The header carrying the base64 of the signed submission (JSON).
-pub const SUBMISSION_HEADER: &str = "renkei-submission";
-/// Most recipients of one envelope.
-pub const MAX_RECIPIENTS: usize = 64;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -52,43 +50,6 @@ pub fn router() -> Router<AppState> {
                 .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
         )
         .route("/v1/receipts", get(log))
-}
-
-/// The answer to an upload.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SubmitResponse {
-    /// The relay's signed acceptance.
-    pub acceptance: SignedReceipt,
-    /// False when the envelope had been accepted before (idempotent resubmission).
-    pub created: bool,
-}
-
-/// Receipts of one envelope, each as a self-contained bundle.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptsResponse {
-    /// The envelope.
-    pub envelope: EnvelopeSummary,
-    /// Every receipt, in log order, with its inclusion proof.
-    pub receipts: Vec<ReceiptBundle>,
-    /// The checkpoint the proofs lead to.
-    pub checkpoint: String,
-    /// The relay's certificate (PEM), to verify relay-signed receipts offline.
-    pub relay_certificate: String,
-}
-
-/// What the relay knows of an envelope.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnvelopeSummary {
-    /// SHA-256 of the ciphertext.
-    pub envelope_id: String,
-    /// Sender.
-    pub sender: String,
-    /// Size.
-    pub size: i64,
-    /// Accepted (RFC 3339).
-    pub accepted_at: String,
-    /// Recipients and their state (pending, delivered, rejected, expired).
-    pub recipients: Vec<(String, String)>,
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -464,7 +425,7 @@ async fn receipts(
 /// Build the bundle of one stored receipt at checkpoint `size`.
 pub async fn bundle(
     st: &AppState,
-    row: ReceiptRow,
+    row: LoggedReceipt,
     size: u64,
     checkpoint: &str,
 ) -> Result<ReceiptBundle, ApiError> {
@@ -502,7 +463,7 @@ async fn log(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<LogQuery>,
-) -> Result<Json<Vec<ReceiptRow>>, ApiError> {
+) -> Result<Json<Vec<LoggedReceipt>>, ApiError> {
     if caller.0.kind != Kind::Auditor {
         return Err(ApiError::forbidden(
             "only auditors read the whole receipt log",

@@ -14,20 +14,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 
-use crate::cli::Failure;
-use crate::client::ops::{Received, SendOutcome, SendRequest, Session};
-use crate::client::threads::{format_list, format_timeline, Thread, ThreadStatus};
-use crate::document::form::AttachmentForm;
-use crate::document::{self, BuildOptions, DocKind, Form};
-use crate::identity::FacilityId;
-use crate::profile::Profile;
-use crate::relay::{RelayConfig, RelayState};
+use clap::Args;
 
-const REFERRAL_FORM: &str = include_str!("../examples/referral.toml");
-const REPLY_FORM: &str = include_str!("../examples/reply.toml");
-const REVERSE_FORM: &str = include_str!("../examples/reverse-referral.toml");
-const LAB: &[u8] = include_bytes!("../examples/demo/lab-2026-05-08.csv");
-const CT_REPORT: &[u8] = include_bytes!("../examples/demo/ct-report.txt");
+use crate::cli::Failure;
+use renkei::client::ops::{Received, SendOutcome, SendRequest, Session};
+use renkei::client::threads::{format_list, format_timeline, Thread, ThreadStatus};
+use renkei::document::form::AttachmentForm;
+use renkei::document::{self, BuildOptions, DocKind, Form};
+use renkei::identity::FacilityId;
+use renkei::profile::Profile;
+use renkei::relay::{RelayConfig, RelayState};
+
+const REFERRAL_FORM: &str = include_str!("../../examples/referral.toml");
+const REPLY_FORM: &str = include_str!("../../examples/reply.toml");
+const REVERSE_FORM: &str = include_str!("../../examples/reverse-referral.toml");
+const LAB: &[u8] = include_bytes!("../../examples/demo/lab-2026-05-08.csv");
+const CT_REPORT: &[u8] = include_bytes!("../../examples/demo/ct-report.txt");
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
@@ -56,6 +58,14 @@ fn copy_profile(from: &Path, to: &Path) -> anyhow::Result<Profile> {
         }
     }
     Ok(Profile::open(to)?)
+}
+
+/// `renkei demo`.
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// The demo keys folder.
+    #[arg(long, default_value = "keys-example")]
+    pub(crate) keys: PathBuf,
 }
 
 /// Run the demo.
@@ -90,7 +100,7 @@ async fn demo(keys: &Path) -> Result<(), Failure> {
     )
     .await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::relay::serve(listener, state.clone(), async {
+    let server = tokio::spawn(renkei::relay::serve(listener, state.clone(), async {
         let _ = stop_rx.await;
     }));
     let url = format!("https://localhost:{port}");
@@ -311,7 +321,7 @@ async fn thread(dir: &Path, url: &str) -> Result<(), Failure> {
     step(5, "The hospital downloads and verifies it (sender's certificate, signature, every member, the document against the package) and reads the referral.");
     let got = receive(&hospital, &referral).await?;
     let bundle: serde_json::Value =
-        serde_json::from_slice(&fs::read(got.folder.join(crate::package::DOCUMENT_PATH))?)?;
+        serde_json::from_slice(&fs::read(got.folder.join(renkei::package::DOCUMENT_PATH))?)?;
     let text = document::render(&bundle, document::Format::Text);
     // The title, then the blocks a liaison office reads first.
     let wanted = [

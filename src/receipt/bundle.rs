@@ -77,9 +77,21 @@ pub struct Verified {
     pub relay: CertInfo,
 }
 
+/// The log origin of a relay: `<first DNS name>/renkei/<relay ID>`.
+pub fn log_origin(cert: &CertInfo) -> String {
+    format!(
+        "{}/renkei/{}",
+        cert.dns_names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("relay"),
+        cert.id
+    )
+}
+
 /// The verifier key of a relay certificate (origin as key name).
 pub fn relay_verifier(relay: &CertInfo) -> Result<Verifier, BundleError> {
-    Verifier::ed25519(&crate::relay::log_origin(relay), relay.signing_key)
+    Verifier::ed25519(&log_origin(relay), relay.signing_key)
         .map_err(|e| BundleError::Checkpoint(e.to_string()))
 }
 

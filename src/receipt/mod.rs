@@ -3,6 +3,10 @@
 //! Receipts never contain plaintext: only envelope IDs (SHA-256 of the
 //! ciphertext), facility IDs, sizes, times and outcomes.
 
+pub mod bundle;
+
+pub use bundle::{ReceiptBundle, Verified};
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,410 @@
+//! A facility's work through the relay: `directory`, `send`, `inbox`,
+//! `receive` and `status`.
+
+use std::fs;
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+
+use super::{op_failure, session, verify_failure, Conn, Failure, EXIT_USAGE};
+use renkei::identity::Kind;
+use renkei::package::PackageKind;
+use renkei::pki::CertInfo;
+
+use super::package::summary_line;
+use super::pki::print_cert;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DirectoryCommand {
+    /// Publish this facility's certificate.
+    Publish {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Search the directory (every certificate is verified against the CA and CRL).
+    Search {
+        #[command(flatten)]
+        conn: Conn,
+        /// Part of the name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Kind.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one facility.
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        /// Facility ID.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Recipient facility ID (repeat for several).
+    #[arg(long = "to", required = true)]
+    to: Vec<String>,
+    /// The clinical document (FHIR JSON).
+    #[arg(long)]
+    document: PathBuf,
+    /// An attachment (repeat for several).
+    #[arg(long = "attach")]
+    attach: Vec<PathBuf>,
+    /// What the package is.
+    #[arg(long, value_enum, default_value_t = PackageKind::Referral)]
+    kind: PackageKind,
+    /// The package this one answers.
+    #[arg(long = "in-reply-to")]
+    in_reply_to: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct InboxArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ReceiveArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The envelope to receive.
+    envelope: Option<String>,
+    /// Receive everything waiting.
+    #[arg(long, conflicts_with = "envelope")]
+    all: bool,
+    /// Where verified packages go (default PROFILE/received).
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    /// Also write the document, rendered in Japanese, into each package's
+    /// folder (`document.txt` or `document.html`).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    render: Option<renkei::document::Format>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// One envelope (default: all sent).
+    envelope: Option<String>,
+    /// All sent packages.
+    #[arg(long, conflicts_with = "envelope")]
+    all: bool,
+    /// Write every verified receipt bundle into this folder (for offline verification).
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn print_entry(c: &CertInfo) {
+    println!("{:<12} {:<28} {}", c.id, c.kind.as_str(), c.name);
+}
+
+pub(crate) async fn directory(c: DirectoryCommand) -> Result<(), Failure> {
+    match c {
+        DirectoryCommand::Publish { conn } => {
+            let s = session(&conn).await?;
+            let me = s.publish().await.map_err(op_failure)?;
+            println!(
+                "published the certificate of {} {} ({}) on {}",
+                me.kind,
+                me.id,
+                me.name,
+                s.client.url()
+            );
+        }
+        DirectoryCommand::Search {
+            conn,
+            name,
+            kind,
+            json,
+        } => {
+            let s = session(&conn).await?;
+            let results = s
+                .directory_search(name.as_deref(), kind)
+                .await
+                .map_err(op_failure)?;
+            let mut bad = Vec::new();
+            let mut good = Vec::new();
+            for r in results {
+                match r {
+                    Ok(c) => good.push(c),
+                    Err(e) => bad.push(e.to_string()),
+                }
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"facilities": good, "refused": bad})
+                    )?
+                );
+            } else {
+                for c in &good {
+                    print_entry(c);
+                }
+                if good.is_empty() {
+                    println!("no facility found");
+                }
+            }
+            for b in &bad {
+                eprintln!("warning: {b}");
+            }
+            if !bad.is_empty() {
+                return Err(verify_failure(anyhow!(
+                    "{} directory entries did not verify",
+                    bad.len()
+                )));
+            }
+        }
+        DirectoryCommand::Show { conn, id, json } => {
+            let s = session(&conn).await?;
+            let id: renkei::identity::FacilityId = id.parse()?;
+            let c = s.directory_show(&id).await.map_err(op_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print_cert(&c);
+                println!("verified:      chain to {} and CRL", s.trust.ca_name);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    if !io::stderr().is_terminal() || total < 4 << 20 {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_message("uploading");
+    Some(pb)
+}
+
+pub(crate) async fn send(a: SendArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let to =
+        a.to.iter()
+            .map(|t| t.parse::<renkei::identity::FacilityId>())
+            .collect::<Result<Vec<_>, _>>()?;
+    let bar: std::sync::Arc<std::sync::Mutex<Option<indicatif::ProgressBar>>> = Default::default();
+    let bar2 = bar.clone();
+    let out = s
+        .send(
+            renkei::client::ops::SendRequest {
+                to,
+                document: a.document,
+                attachments: a.attach,
+                kind: a.kind,
+                in_reply_to: a.in_reply_to,
+                thread: None,
+            },
+            move |n, total| {
+                let mut b = bar2.lock().expect("lock");
+                if b.is_none() {
+                    *b = progress_bar(total);
+                }
+                if let Some(pb) = b.as_ref() {
+                    pb.set_position(n);
+                }
+            },
+        )
+        .await
+        .map_err(op_failure)?;
+    if let Some(pb) = bar.lock().expect("lock").take() {
+        pb.finish_and_clear();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "sent {} {} to {} — accepted by relay {} at {} (log index {}){}",
+            out.manifest.kind,
+            out.manifest.package_id,
+            out.manifest
+                .recipients
+                .iter()
+                .map(|r| r.facility_id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            out.acceptance.relay,
+            out.acceptance.accepted_at,
+            out.acceptance.log_index,
+            if out.created {
+                ""
+            } else {
+                " (already accepted before)"
+            }
+        );
+        println!("  envelope ID: {}", out.envelope_id);
+        println!("  thread:      {}", out.manifest.thread_id);
+    }
+    Ok(())
+}
+
+pub(crate) async fn inbox(a: InboxArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let items = s.inbox().await.map_err(op_failure)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else if items.is_empty() {
+        println!("nothing waiting");
+    } else {
+        for e in &items {
+            println!(
+                "{}  from {}  {} bytes  accepted {}",
+                e.envelope_id, e.sender, e.size, e.accepted_at
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let out_dir = a.out.clone().unwrap_or_else(|| s.profile.path("received"));
+    let ids: Vec<String> = match (&a.envelope, a.all) {
+        (Some(e), _) => vec![e.clone()],
+        (None, true) => s
+            .inbox()
+            .await
+            .map_err(op_failure)?
+            .into_iter()
+            .map(|e| e.envelope_id)
+            .collect(),
+        (None, false) => {
+            return Err(Failure {
+                code: EXIT_USAGE,
+                error: anyhow!("give an ENVELOPE or --all"),
+            });
+        }
+    };
+    let mut failures = Vec::new();
+    let mut results = Vec::new();
+    for id in &ids {
+        match s.receive(id, &out_dir).await {
+            Ok(r) => {
+                let rendered = match a.render {
+                    Some(f) => Some(renkei::files::render_opened(&r.folder, f)?),
+                    None => None,
+                };
+                if !a.json {
+                    println!(
+                        "received {} {} from {} ({}) into {}; delivery receipt sent",
+                        r.manifest.kind,
+                        r.manifest.package_id,
+                        r.manifest.sender.facility_id,
+                        r.sender_name,
+                        r.folder.display()
+                    );
+                    println!("  document: {}", summary_line(&r.summary));
+                    if let Some(p) = &rendered {
+                        println!("  rendered: {}", p.display());
+                    }
+                }
+                results.push(serde_json::json!({"envelope_id": r.envelope_id, "outcome": "verified", "manifest": r.manifest, "folder": r.folder, "document": r.summary, "rendered": rendered}));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                results.push(serde_json::json!({"envelope_id": id, "outcome": "failed", "error": e.to_string()}));
+                failures.push(e);
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else if ids.is_empty() {
+        println!("nothing waiting");
+    }
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(e) => Err(op_failure(e)),
+    }
+}
+
+pub(crate) async fn status(a: StatusArgs) -> Result<(), Failure> {
+    let s = session(&a.conn).await?;
+    let _ = a.all;
+    let list = s.status(a.envelope.as_deref()).await.map_err(op_failure)?;
+    if let Some(dir) = &a.export {
+        fs::create_dir_all(dir)?;
+        let mut n = 0;
+        for st in &list {
+            for b in s
+                .store
+                .bundles(&st.sent.envelope_id)
+                .await
+                .map_err(anyhow::Error::from)?
+            {
+                let name = format!(
+                    "{}-{}-{}.json",
+                    &st.sent.envelope_id[..16],
+                    b.log_index,
+                    b.receipt.purpose.as_str()
+                );
+                fs::write(dir.join(name), serde_json::to_vec_pretty(&b)?)?;
+                n += 1;
+            }
+        }
+        eprintln!("wrote {n} receipt bundles to {}", dir.display());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("nothing sent yet");
+    }
+    for st in &list {
+        println!(
+            "{} {} ({}) accepted {}",
+            st.sent.kind,
+            st.sent.package_id,
+            &st.sent.envelope_id[..16],
+            st.accepted_at.as_deref().unwrap_or("-")
+        );
+        for r in &st.recipients {
+            let mut line = format!("  {:<12} {}", r.recipient, r.state);
+            if let Some(reason) = &r.reason {
+                line.push_str(&format!(" ({reason})"));
+            }
+            if let (Some(at), Some(by)) = (&r.at, &r.signed_by) {
+                line.push_str(&format!(" at {at}, signed by {by}"));
+            }
+            if let Some(i) = r.log_index {
+                line.push_str(&format!(", log index {i}"));
+            }
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
