@@ -73,6 +73,37 @@ pub struct Config {
     /// Relay URL (`https://host:port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<String>,
+    /// How this facility's client talks to the relay (`[client]`).
+    #[serde(default, skip_serializing_if = "ClientSettings::is_default")]
+    pub client: ClientSettings,
+}
+
+/// The `[client]` section of profile.toml; every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// Seconds to reach the relay (TCP and TLS) before giving up.
+    pub connect_timeout_secs: u64,
+    /// Seconds a request, upload or download may make no progress.
+    pub stall_timeout_secs: u64,
+    /// Days an envelope the relay accepted stays in the outbox.
+    pub outbox_retention_days: u64,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            connect_timeout_secs: 15,
+            stall_timeout_secs: 60,
+            outbox_retention_days: 7,
+        }
+    }
+}
+
+impl ClientSettings {
+    fn is_default(&self) -> bool {
+        *self == ClientSettings::default()
+    }
 }
 
 /// An opened profile folder.
@@ -162,6 +193,7 @@ impl Profile {
             kind,
             name: name.to_string(),
             relay: None,
+            client: ClientSettings::default(),
         };
         write(&dir.join(Self::REQUEST), csr.as_bytes())?;
         let profile = Profile {

@@ -749,7 +749,7 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates(backe
     .await
     .expect("in time");
     assert!(
-        matches!(&err, Err(e @ ClientError::Connect { .. }) if e.to_string().contains("certificate has been revoked")),
+        matches!(&err, Err(e @ ClientError::CertificateRefused { .. }) if e.to_string().contains("certificate has been revoked")),
         "{:?}",
         err.map(|r| r.status)
     );
@@ -760,7 +760,10 @@ async fn handshake_refuses_no_certificate_revoked_and_foreign_certificates(backe
     .await
     .expect("in time");
     assert!(
-        matches!(err, Err(OpError::Client(ClientError::Connect { .. }))),
+        matches!(
+            err,
+            Err(OpError::Client(ClientError::CertificateRefused { .. }))
+        ),
         "{:?}",
         err.err()
     );
@@ -995,8 +998,13 @@ async fn package_addressed_to_another_facility_is_rejected_with_a_receipt(backen
             envelope,
             error,
             kept,
+            receipt_confirmed,
         } => {
             assert_eq!(envelope, &eid);
+            assert!(
+                receipt_confirmed,
+                "the relay is up: the rejection is confirmed"
+            );
             assert!(
                 matches!(**error, OpenError::NotAddressedToUs { .. }),
                 "{error:?}"

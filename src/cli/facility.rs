@@ -1,5 +1,5 @@
-//! A facility's work through the relay: `directory`, `send`, `inbox`,
-//! `receive` and `status`.
+//! A facility's work through the relay: `directory`, `send`, `outbox`,
+//! `inbox`, `receive` and `status`.
 
 use std::fs;
 use std::io::{self, IsTerminal};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
-use super::{op_failure, session, verify_failure, Conn, Failure, EXIT_USAGE};
+use super::{op_failure, session, verify_failure, Conn, Failure, EXIT_QUEUED, EXIT_USAGE};
 use renkei::identity::Kind;
 use renkei::package::PackageKind;
 use renkei::pki::CertInfo;
@@ -238,11 +238,19 @@ pub(crate) async fn send(a: SendArgs) -> Result<(), Failure> {
                 }
             },
         )
-        .await
-        .map_err(op_failure)?;
+        .await;
     if let Some(pb) = bar.lock().expect("lock").take() {
         pb.finish_and_clear();
     }
+    let out = match out {
+        Err(e @ renkei::client::ops::OpError::Queued { .. }) => {
+            return Err(Failure {
+                code: EXIT_QUEUED,
+                error: e.into(),
+            })
+        }
+        other => other.map_err(op_failure)?,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -292,15 +300,13 @@ pub(crate) async fn inbox(a: InboxArgs) -> Result<(), Failure> {
 pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), Failure> {
     let s = session(&a.conn).await?;
     let out_dir = a.out.clone().unwrap_or_else(|| s.profile.path("received"));
-    let ids: Vec<String> = match (&a.envelope, a.all) {
-        (Some(e), _) => vec![e.clone()],
-        (None, true) => s
-            .inbox()
-            .await
-            .map_err(op_failure)?
-            .into_iter()
-            .map(|e| e.envelope_id)
-            .collect(),
+    let results = match (&a.envelope, a.all) {
+        (Some(e), _) => {
+            s.recover_arrivals().await.map_err(op_failure)?;
+            s.post_pending_receipts().await.map_err(op_failure)?;
+            vec![(e.clone(), s.receive(e, &out_dir).await)]
+        }
+        (None, true) => s.receive_all(&out_dir).await.map_err(op_failure)?,
         (None, false) => {
             return Err(Failure {
                 code: EXIT_USAGE,
@@ -309,46 +315,161 @@ pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), Failure> {
         }
     };
     let mut failures = Vec::new();
-    let mut results = Vec::new();
-    for id in &ids {
-        match s.receive(id, &out_dir).await {
+    let mut json = Vec::new();
+    let none = results.is_empty();
+    for (id, result) in results {
+        match result {
             Ok(r) => {
                 let rendered = match a.render {
-                    Some(f) => Some(renkei::files::render_opened(&r.folder, f)?),
+                    Some(f) => match renkei::files::render_opened(&r.folder, f) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            eprintln!("warning: {e}");
+                            None
+                        }
+                    },
                     None => None,
                 };
                 if !a.json {
                     println!(
-                        "received {} {} from {} ({}) into {}; delivery receipt sent",
+                        "received {} {} from {} ({}) into {}; {}",
                         r.manifest.kind,
                         r.manifest.package_id,
                         r.manifest.sender.facility_id,
                         r.sender_name,
-                        r.folder.display()
+                        r.folder.display(),
+                        if r.receipt_confirmed {
+                            "delivery receipt sent"
+                        } else {
+                            "delivery receipt recorded, to be sent on the next run"
+                        }
                     );
                     println!("  document: {}", summary_line(&r.summary));
                     if let Some(p) = &rendered {
                         println!("  rendered: {}", p.display());
                     }
                 }
-                results.push(serde_json::json!({"envelope_id": r.envelope_id, "outcome": "verified", "manifest": r.manifest, "folder": r.folder, "document": r.summary, "rendered": rendered}));
+                json.push(serde_json::json!({"envelope_id": r.envelope_id, "outcome": "verified", "manifest": r.manifest, "folder": r.folder, "document": r.summary, "rendered": rendered, "receipt_confirmed": r.receipt_confirmed}));
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                results.push(serde_json::json!({"envelope_id": id, "outcome": "failed", "error": e.to_string()}));
+                json.push(serde_json::json!({"envelope_id": id, "outcome": "failed", "error": e.to_string()}));
                 failures.push(e);
             }
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    } else if ids.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if none {
         println!("nothing waiting");
     }
     match failures.into_iter().next() {
         None => Ok(()),
         Some(e) => Err(op_failure(e)),
     }
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct OutboxArgs {
+    #[command(subcommand)]
+    action: Option<OutboxCommand>,
+    /// The facility's profile folder.
+    #[arg(long, required = true)]
+    profile: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OutboxCommand {
+    /// Submit every queued envelope again (same envelope, same signed
+    /// submission: nothing is delivered twice), and remove accepted ones
+    /// older than the retention.
+    Flush {
+        #[command(flatten)]
+        conn: Conn,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn outbox(a: OutboxArgs) -> Result<(), Failure> {
+    match a.action {
+        None => {
+            let dir = a.profile.expect("required by clap");
+            renkei::profile::Profile::open(&dir)?;
+            let store = renkei::client::store::LocalStore::open(&dir)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let list = store.outbox(None).await.map_err(anyhow::Error::from)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("the outbox is empty");
+            } else {
+                for e in &list {
+                    println!(
+                        "{:<9} {} {} to {}  sealed {}{}",
+                        serde_json::to_value(e.state)?.as_str().unwrap_or(""),
+                        &e.envelope_id[..16],
+                        e.manifest.kind,
+                        e.manifest
+                            .recipients
+                            .iter()
+                            .map(|r| r.facility_id.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        e.queued_at,
+                        match (&e.accepted_at, &e.last_error) {
+                            (Some(at), _) => format!(", accepted {at}"),
+                            (None, Some(err)) =>
+                                format!(", {} attempt(s), last: {err}", e.attempts),
+                            (None, None) => String::new(),
+                        }
+                    );
+                }
+            }
+        }
+        Some(OutboxCommand::Flush { conn, json }) => {
+            let s = session(&conn).await?;
+            let f = s.flush_outbox().await.map_err(op_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                for e in &f.accepted {
+                    println!("accepted  {e}");
+                }
+                for (e, why) in &f.queued {
+                    println!("queued    {e}  ({why})");
+                }
+                for (e, why) in &f.refused {
+                    println!("refused   {e}  ({why})");
+                }
+                if f.removed > 0 {
+                    println!(
+                        "removed {} accepted envelope(s) past their retention",
+                        f.removed
+                    );
+                }
+            }
+            if !f.queued.is_empty() {
+                return Err(Failure {
+                    code: EXIT_QUEUED,
+                    error: anyhow!(
+                        "{} envelope(s) still queued: the relay cannot take them now",
+                        f.queued.len()
+                    ),
+                });
+            }
+            if !f.refused.is_empty() {
+                return Err(anyhow!("{} envelope(s) refused by the relay", f.refused.len()).into());
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn status(a: StatusArgs) -> Result<(), Failure> {

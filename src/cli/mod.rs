@@ -1,6 +1,7 @@
 //! The `renkei` command line: argument parsing and the thin glue between
 //! the terminal and the library, one module per command group. Exit
-//! status: 0 ok, 1 failure, 2 usage, 3 verification failed.
+//! status: 0 ok, 1 failure, 2 usage, 3 verification failed, 4 queued in
+//! the outbox.
 
 mod audit;
 mod demo;
@@ -16,7 +17,7 @@ use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 
 use self::audit::AuditCommand;
-use self::facility::{DirectoryCommand, InboxArgs, ReceiveArgs, SendArgs, StatusArgs};
+use self::facility::{DirectoryCommand, InboxArgs, OutboxArgs, ReceiveArgs, SendArgs, StatusArgs};
 use self::package::{OpenArgs, SealArgs};
 use self::pki::{CaCommand, CertCommand, KeygenArgs, ProfileCommand};
 use self::referrals::ReferralsArgs;
@@ -30,6 +31,9 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when verification of a package or certificate failed.
 pub const EXIT_VERIFY: u8 = 3;
+/// Exit status when a package was sealed but waits in the outbox (the relay
+/// could not take it now).
+pub const EXIT_QUEUED: u8 = 4;
 
 /// A failure with its exit status.
 #[derive(Debug)]
@@ -95,6 +99,8 @@ enum Command {
     Send(SendArgs),
     /// List envelopes waiting for this facility.
     Inbox(InboxArgs),
+    /// Envelopes waiting for the relay: list them, or flush (submit again).
+    Outbox(OutboxArgs),
     /// Download, verify and store envelopes; post signed delivery receipts.
     Receive(ReceiveArgs),
     /// Show the delivery status of sent packages, each backed by a verified receipt.
@@ -136,6 +142,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Send(a) => net(|| facility::send(a)),
         Command::Inbox(a) => net(|| facility::inbox(a)),
         Command::Receive(a) => net(|| facility::receive(a)),
+        Command::Outbox(a) => net(|| facility::outbox(a)),
         Command::Status(a) => net(|| facility::status(a)),
         Command::Audit(c) => net(|| audit::audit(c)),
         Command::Document(c) => renkei::document::cli::run(c).map_err(|e| {
@@ -174,9 +181,13 @@ pub(crate) fn op_failure(e: renkei::client::ops::OpError) -> Failure {
 }
 
 pub(crate) async fn session(c: &Conn) -> Result<renkei::client::ops::Session, Failure> {
-    renkei::client::ops::Session::open(&c.profile, c.relay.as_deref())
+    let s = renkei::client::ops::Session::open(&c.profile, c.relay.as_deref())
         .await
-        .map_err(op_failure)
+        .map_err(op_failure)?;
+    if let Some(why) = &s.offline {
+        eprintln!("warning: working offline: {why}");
+    }
+    Ok(s)
 }
 
 pub(crate) fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -2,9 +2,16 @@
 //! client certificate, trusting only the region's CA. One connection per
 //! request keeps it simple and lets every response name the relay
 //! certificate it came over.
+//!
+//! Nothing waits forever: connecting (TCP and TLS) is bounded by the
+//! profile's `connect_timeout_secs`, and a request, an upload or a download
+//! that makes no progress for `stall_timeout_secs` is abandoned with
+//! [`ClientError::Stalled`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -38,6 +45,16 @@ pub enum ClientError {
         /// Cause.
         why: String,
     },
+    /// The TLS handshake was refused over a certificate (this facility's
+    /// was revoked or expired, or the relay's was revoked): trying again
+    /// will not help.
+    #[error("cannot use the relay at {url}: {why}")]
+    CertificateRefused {
+        /// The relay.
+        url: String,
+        /// Cause.
+        why: String,
+    },
     /// The relay's certificate is not a relay certificate of this region.
     #[error("the server at {0} is not this region's relay: {1}")]
     NotRelay(String, String),
@@ -52,6 +69,14 @@ pub enum ClientError {
     /// A response we could not read.
     #[error("unreadable answer from the relay: {0}")]
     Protocol(String),
+    /// The relay stopped answering (no progress within the stall timeout).
+    #[error("the relay at {url} made no progress for {secs} s; try again later")]
+    Stalled {
+        /// The relay.
+        url: String,
+        /// The timeout.
+        secs: u64,
+    },
     /// Local trouble.
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
@@ -60,8 +85,65 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
+impl ClientError {
+    /// True when the relay could not be reached or could not serve the
+    /// request for now (network down, timeouts, 5xx, 429): trying again
+    /// later may succeed. False for refusals that will not change (4xx) and
+    /// for local trouble.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Stalled { .. } => true,
+            ClientError::Refused { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Protocol(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Request bodies.
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
+
+/// When something last moved on a request (an upload's bytes, a
+/// download's frames): the stall timeout counts from here.
+#[derive(Clone)]
+pub struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    /// Activity starting now.
+    pub fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Something moved.
+    pub fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    pub async fn stalled(&self, limit: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let idle = self.start.elapsed().saturating_sub(last);
+            if idle >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
 
 /// A connection-per-request client for one relay.
 pub struct RelayClient {
@@ -70,6 +152,8 @@ pub struct RelayClient {
     port: u16,
     tls: Arc<rustls::ClientConfig>,
     trust: TrustStore,
+    connect_timeout: Duration,
+    stall_timeout: Duration,
 }
 
 /// A response with the verified relay certificate it arrived over.
@@ -82,6 +166,25 @@ pub struct Response {
     pub body: hyper::body::Incoming,
     /// The relay's certificate, verified against the CA (kind relay).
     pub relay: CertInfo,
+    /// How long reading may make no progress.
+    pub stall_timeout: Duration,
+    url: String,
+}
+
+impl Response {
+    /// The next frame of the body, or [`ClientError::Stalled`] if none
+    /// arrives within the stall timeout.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame<Bytes>>, ClientError> {
+        match tokio::time::timeout(self.stall_timeout, self.body.frame()).await {
+            Err(_) => Err(ClientError::Stalled {
+                url: self.url.clone(),
+                secs: self.stall_timeout.as_secs(),
+            }),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(f))) => Ok(Some(f)),
+            Ok(Some(Err(e))) => Err(ClientError::Protocol(e.to_string())),
+        }
+    }
 }
 
 impl RelayClient {
@@ -135,6 +238,8 @@ impl RelayClient {
             port,
             tls: Arc::new(cfg),
             trust,
+            connect_timeout: Duration::from_secs(profile.config.client.connect_timeout_secs.max(1)),
+            stall_timeout: Duration::from_secs(profile.config.client.stall_timeout_secs.max(1)),
         })
     }
 
@@ -151,6 +256,100 @@ impl RelayClient {
         headers: &[(&str, String)],
         body: ReqBody,
     ) -> Result<Response, ClientError> {
+        self.send_with(method, path, headers, body, Activity::new())
+            .await
+    }
+
+    /// Send one request; `activity` is touched by the caller's body stream
+    /// (uploads), so a long upload that keeps moving is not cut off.
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: ReqBody,
+        activity: Activity,
+    ) -> Result<Response, ClientError> {
+        let connect = |why: String| ClientError::Connect {
+            url: self.url.clone(),
+            why,
+        };
+        let (tls, relay) = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                connect(format!(
+                    "no connection within {} s",
+                    self.connect_timeout.as_secs()
+                ))
+            })??;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| connect(e.to_string()))?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        activity.touch();
+        let sent = tokio::select! {
+            r = sender.send_request(req) => r,
+            () = activity.stalled(self.stall_timeout) => {
+                return Err(ClientError::Stalled {
+                    url: self.url.clone(),
+                    secs: self.stall_timeout.as_secs(),
+                })
+            }
+        };
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                // With TLS 1.3 the relay checks the client certificate after
+                // the client's handshake has finished, so a refusal (a revoked
+                // certificate, say) arrives as an alert on the connection,
+                // which hyper reports only as a canceled request; the
+                // connection task holds the real cause.
+                let mut why = error_chain(&e);
+                if let Ok(Ok(Err(ce))) =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
+                {
+                    why = error_chain(&ce);
+                }
+                return Err(match explain_alert(&why) {
+                    Some(hint) => ClientError::CertificateRefused {
+                        url: self.url.clone(),
+                        why: format!("{hint} ({why})"),
+                    },
+                    None => connect(why),
+                });
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            relay,
+            stall_timeout: self.stall_timeout,
+            url: self.url.clone(),
+        })
+    }
+
+    /// Connect (TCP, TLS) and check that the server is this region's relay.
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+            CertInfo,
+        ),
+        ClientError,
+    > {
         let connect = |why: String| ClientError::Connect {
             url: self.url.clone(),
             why,
@@ -165,10 +364,18 @@ impl RelayClient {
             .map_err(|e| {
                 let why = format!("TLS: {e}");
                 if why.contains("invalid peer certificate: Revoked") {
-                    connect(format!(
-                        "the relay's certificate has been revoked by the region's CA; \
-                         use the relay the network operator announced ({why})"
-                    ))
+                    ClientError::CertificateRefused {
+                        url: self.url.clone(),
+                        why: format!(
+                            "the relay's certificate has been revoked by the region's CA; \
+                             use the relay the network operator announced ({why})"
+                        ),
+                    }
+                } else if why.contains("invalid peer certificate") {
+                    ClientError::CertificateRefused {
+                        url: self.url.clone(),
+                        why,
+                    }
                 } else {
                     connect(why)
                 }
@@ -190,44 +397,7 @@ impl RelayClient {
                 format!("its certificate is a {} certificate", relay.kind),
             ));
         }
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let conn = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.host);
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let req = req
-            .body(body)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = match sender.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                // With TLS 1.3 the relay checks the client certificate after
-                // the client's handshake has finished, so a refusal (a revoked
-                // certificate, say) arrives as an alert on the connection,
-                // which hyper reports only as a canceled request; the
-                // connection task holds the real cause.
-                let mut why = error_chain(&e);
-                if let Ok(Ok(Err(ce))) =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
-                {
-                    why = error_chain(&ce);
-                }
-                return Err(connect(explain_alert(why)));
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            relay,
-        })
+        Ok((tls, relay))
     }
 
     /// Read a whole (small) body, failing with the problem detail on error.
@@ -237,9 +407,13 @@ impl RelayClient {
     ) -> Result<(StatusCode, Bytes, CertInfo), ClientError> {
         let status = resp.status;
         let relay = resp.relay;
-        let body = http_body_util::Limited::new(resp.body, limit)
-            .collect()
+        let collect = http_body_util::Limited::new(resp.body, limit).collect();
+        let body = tokio::time::timeout(resp.stall_timeout, collect)
             .await
+            .map_err(|_| ClientError::Stalled {
+                url: resp.url.clone(),
+                secs: resp.stall_timeout.as_secs(),
+            })?
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
@@ -289,9 +463,12 @@ impl RelayClient {
         let f = tokio::fs::File::open(file).await?;
         let len = f.metadata().await?.len();
         let mut sent = 0u64;
+        let activity = Activity::new();
+        let moved = activity.clone();
         let stream =
             tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map_ok(move |chunk| {
                 sent += chunk.len() as u64;
+                moved.touch();
                 progress(sent);
                 Frame::data(chunk)
             });
@@ -299,7 +476,9 @@ impl RelayClient {
         let mut h: Vec<(&str, String)> = headers.to_vec();
         h.push(("content-length", len.to_string()));
         h.push(("content-type", "application/octet-stream".into()));
-        let resp = self.send(Method::POST, path_in_api, &h, body).await?;
+        let resp = self
+            .send_with(Method::POST, path_in_api, &h, body, activity)
+            .await?;
         Self::read(resp, 1 << 20).await
     }
 }
@@ -331,16 +510,16 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Add what a TLS alert from the relay means for this facility.
-fn explain_alert(why: String) -> String {
-    let hint = if why.contains("CertificateRevoked") {
-        "this facility's certificate has been revoked by the region's CA"
+/// What a TLS alert from the relay means for this facility, if it is
+/// about certificates.
+fn explain_alert(why: &str) -> Option<&'static str> {
+    if why.contains("CertificateRevoked") {
+        Some("this facility's certificate has been revoked by the region's CA")
     } else if why.contains("CertificateExpired") {
-        "this facility's certificate has expired; ask the region's CA for a new one"
+        Some("this facility's certificate has expired; ask the region's CA for a new one")
     } else if why.contains("UnknownCA") || why.contains("BadCertificate") {
-        "the relay does not accept this facility's certificate (issued by another CA?)"
+        Some("the relay does not accept this facility's certificate (issued by another CA?)")
     } else {
-        return why;
-    };
-    format!("{hint} ({why})")
+        None
+    }
 }

@@ -3,29 +3,22 @@
 //! sent. Every certificate and receipt from the relay is verified here
 //! against the profile's own CA and CRL; the relay is trusted for nothing.
 
-use std::collections::HashMap;
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use base64::Engine as _;
 use hyper::Method;
-use serde::Serialize;
 
 use super::http::{ClientError, RelayClient};
-use super::store::{LocalStore, LocalStoreError, ReceivedRow, SentRow};
-use super::threads::{Counterpart, DocFields, ThreadPackage};
-use crate::api::{
-    DirectoryEntry, EnvelopeSummary, LoggedReceipt, ReceiptsResponse, SubmitResponse,
-    SUBMISSION_HEADER,
-};
+use super::store::{LocalStore, LocalStoreError};
+use crate::api::{DirectoryEntry, EnvelopeSummary};
 use crate::identity::{FacilityId, Kind};
-use crate::package::{self, Limits, MemberSource, OpenError, PackageKind};
+use crate::package::{self, MemberSource, OpenError};
 use crate::pki::{CertError, CertInfo, TrustStore};
 use crate::profile::{Profile, ProfileError};
-use crate::receipt::{
-    self, Acceptance, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission,
-};
+
+pub use super::receive::{PostedReceipts, Received};
+pub use super::send::{Flushed, SendOutcome, SendRequest};
+pub use super::status::{RecipientStatus, SentStatus, VerifiedReceipts};
 
 /// Errors of client operations.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +44,9 @@ pub enum OpError {
     /// The relay lied or misbehaved (a receipt or certificate it served does not verify).
     #[error("relay misbehaviour: {0}")]
     Relay(String),
-    /// A package failed verification (a rejection receipt was posted).
-    #[error("envelope {envelope}: {error} (rejection receipt sent; ciphertext kept at {kept})")]
+    /// A package failed verification: a signed rejection receipt was
+    /// recorded (and posted, or to be posted on the next run).
+    #[error("envelope {envelope}: {error} (rejection receipt {}; ciphertext kept at {kept})", if *.receipt_confirmed { "sent" } else { "recorded, to be sent on the next run" })]
     Rejected {
         /// Envelope.
         envelope: String,
@@ -60,6 +54,17 @@ pub enum OpError {
         error: Box<OpenError>,
         /// Where the ciphertext was kept.
         kept: String,
+        /// Whether the relay confirmed the rejection receipt.
+        receipt_confirmed: bool,
+    },
+    /// The package was sealed and waits in the outbox: the relay could not
+    /// take it now. `renkei outbox flush` (or the desk) sends it later.
+    #[error("the relay cannot take envelope {envelope} now ({why}); it is sealed and queued in the outbox: run `renkei outbox flush` later")]
+    Queued {
+        /// Envelope.
+        envelope: String,
+        /// Why it could not be submitted.
+        why: String,
     },
     /// Bad input from the user.
     #[error("{0}")]
@@ -89,80 +94,9 @@ pub struct Session {
     pub trust: TrustStore,
     /// The local store.
     pub store: LocalStore,
-}
-
-/// What `send` produced.
-#[derive(Debug, Serialize)]
-pub struct SendOutcome {
-    /// The signed manifest.
-    pub manifest: package::Manifest,
-    /// The envelope ID.
-    pub envelope_id: String,
-    /// Ciphertext size.
-    pub size: u64,
-    /// The relay's verified acceptance.
-    pub acceptance: Acceptance,
-    /// False when the relay already had it (idempotent resubmission).
-    pub created: bool,
-}
-
-/// What `send` needs.
-pub struct SendRequest {
-    /// Recipients.
-    pub to: Vec<FacilityId>,
-    /// Document file.
-    pub document: PathBuf,
-    /// Attachments.
-    pub attachments: Vec<PathBuf>,
-    /// Kind.
-    pub kind: PackageKind,
-    /// The package answered.
-    pub in_reply_to: Option<String>,
-    /// Explicit thread.
-    pub thread: Option<String>,
-}
-
-/// What happened to one received envelope.
-#[derive(Debug, Serialize)]
-pub struct Received {
-    /// Envelope.
-    pub envelope_id: String,
-    /// The verified manifest.
-    pub manifest: package::Manifest,
-    /// The sender's name.
-    pub sender_name: String,
-    /// The folder with the verified members.
-    pub folder: PathBuf,
-    /// What the (validated) document says.
-    pub summary: crate::document::Summary,
-}
-
-/// Status of one sent package toward one recipient.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecipientStatus {
-    /// The recipient.
-    pub recipient: String,
-    /// pending, delivered, rejected or expired.
-    pub state: String,
-    /// Reason code when rejected.
-    pub reason: Option<String>,
-    /// When the outcome was signed.
-    pub at: Option<String>,
-    /// Who signed the outcome.
-    pub signed_by: Option<String>,
-    /// Log index of the outcome receipt.
-    pub log_index: Option<u64>,
-}
-
-/// Status of one sent package.
-#[derive(Debug, Clone, Serialize)]
-pub struct SentStatus {
-    /// What was sent.
-    pub sent: SentRow,
-    /// Relay acceptance time (verified).
-    pub accepted_at: Option<String>,
-    /// Per recipient.
-    pub recipients: Vec<RecipientStatus>,
+    /// Why the relay could not be reached when the session opened (the
+    /// session still works offline: the outbox queues what is sent).
+    pub offline: Option<String>,
 }
 
 fn pem_crl(der: &[u8]) -> String {
@@ -171,7 +105,9 @@ fn pem_crl(der: &[u8]) -> String {
 
 impl Session {
     /// Open the profile, its store and a client for its relay; fetch the
-    /// relay's CRL and install it if it is newer and signed by the CA.
+    /// relay's CRL and install it if it is newer and signed by the CA. A
+    /// relay that cannot be reached now does not stop the session: see
+    /// [`Session::offline`].
     pub async fn open(profile_dir: &Path, relay: Option<&str>) -> Result<Session, OpError> {
         let profile = Profile::open(profile_dir)?;
         let client = RelayClient::new(&profile, relay)?;
@@ -182,8 +118,13 @@ impl Session {
             client,
             trust,
             store,
+            offline: None,
         };
-        s.refresh_crl().await?;
+        match s.refresh_crl().await {
+            Ok(_) => {}
+            Err(OpError::Client(e)) if e.is_transient() => s.offline = Some(e.to_string()),
+            Err(e) => return Err(e),
+        }
         Ok(s)
     }
 
@@ -297,524 +238,20 @@ impl Session {
             .collect())
     }
 
-    async fn thread_of(&self, package_id: &str) -> Result<Option<String>, OpError> {
-        for r in self.store.received().await? {
-            if r.package_id.as_deref() == Some(package_id) {
-                return Ok(r.thread_id);
-            }
-        }
-        for s in self.store.sent(None).await? {
-            if s.package_id == package_id {
-                return Ok(Some(s.thread_id));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Seal and upload a package; verify and record the acceptance.
-    pub async fn send(
-        &self,
-        req: SendRequest,
-        progress: impl Fn(u64, u64) + Send + Sync + 'static,
-    ) -> Result<SendOutcome, OpError> {
-        if req.to.is_empty() {
-            return Err(OpError::Usage("give at least one --to FACILITY_ID".into()));
-        }
-        let me = self.profile.certificate()?;
-        let key = self.profile.signing_key()?;
-        let mut recipients = Vec::new();
-        for id in &req.to {
-            recipients.push(self.directory_show(id).await?);
-        }
-        let thread = match (&req.thread, &req.in_reply_to) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(p)) => Some(self.thread_of(p).await?.unwrap_or_else(|| p.clone())),
-            _ => None,
-        };
-        let document = crate::files::document_from_file(&req.document)
-            .map_err(|e| OpError::Usage(e.to_string()))?;
-        let attachments = crate::files::attachments_from_files(&req.attachments)
-            .map_err(|e| OpError::Usage(e.to_string()))?;
-        let outbox = self.profile.path("outbox");
-        fs::create_dir_all(&outbox)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".seal-")
-            .tempfile_in(&outbox)?;
-        let sealed = package::seal(
-            package::SealRequest {
-                sender_key: &key,
-                sender_cert: &me,
-                sender_copy: true,
-                recipients: &recipients,
-                kind: req.kind,
-                thread_id: thread,
-                in_reply_to: req.in_reply_to.clone(),
-                document,
-                attachments,
-                limits: Limits::default(),
-            },
-            io::BufWriter::new(tmp.as_file()),
-        )?;
-        tmp.as_file().sync_all()?;
-        let envelope_id = hex::encode(sealed.envelope_id);
-        let file = outbox.join(format!("{envelope_id}.age"));
-        tmp.persist(&file).map_err(|e| e.error)?;
-        let out = self
-            .upload(
-                &file,
-                &sealed.manifest,
-                &envelope_id,
-                sealed.ciphertext_size,
-                progress,
-            )
-            .await?;
-        let to = recipients
-            .iter()
-            .map(|c| Counterpart {
-                facility_id: c.id.to_string(),
-                name: Some(c.name.clone()),
-            })
-            .collect();
-        self.store
-            .add_thread_package(&ThreadPackage::sent(
-                &sealed.manifest,
-                &envelope_id,
-                to,
-                DocFields::from_summary(&sealed.summary),
-            ))
-            .await?;
-        Ok(out)
-    }
-
-    /// Upload a sealed file (also used to resubmit).
-    pub async fn upload(
-        &self,
-        file: &Path,
-        manifest: &package::Manifest,
-        envelope_id: &str,
-        size: u64,
-        progress: impl Fn(u64, u64) + Send + Sync + 'static,
-    ) -> Result<SendOutcome, OpError> {
-        let me = self.profile.certificate()?;
-        let key = self.profile.signing_key()?;
-        let sub = Submission {
-            envelope_id: envelope_id.to_string(),
-            size,
-            sender: me.facility_id()?.clone(),
-            sender_cert_sha256: me.fingerprint.clone(),
-            recipients: manifest
-                .recipients
-                .iter()
-                .map(|r| r.facility_id.clone())
-                .collect(),
-            submitted_at: receipt::now_rfc3339(),
-        };
-        let signed = SignedReceipt::sign(Purpose::Submission, &sub, &key);
-        let header = base64::engine::general_purpose::STANDARD
-            .encode(serde_json::to_vec(&signed).expect("json"));
-        let (_, body, relay) = self
-            .client
-            .upload_file(
-                "/v1/envelopes",
-                &[(SUBMISSION_HEADER, header)],
-                file,
-                move |n| progress(n, size),
-            )
-            .await?;
-        let resp: SubmitResponse =
-            serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        resp.acceptance.verify(&relay.signing_key).map_err(|_| {
-            OpError::Relay("the acceptance receipt is not signed by the relay's key".into())
-        })?;
-        let acc: Acceptance = resp
-            .acceptance
-            .parse(Purpose::Acceptance)
-            .map_err(|e| OpError::Relay(e.to_string()))?;
-        if acc.envelope_id != envelope_id {
-            return Err(OpError::Relay(
-                "the acceptance receipt names another envelope".into(),
-            ));
-        }
-        if resp.created && acc.submission_sha256 != signed.body_sha256() {
-            return Err(OpError::Relay(
-                "the acceptance receipt does not refer to this submission".into(),
-            ));
-        }
-        self.store
-            .add_sent(&SentRow {
-                envelope_id: envelope_id.to_string(),
-                package_id: manifest.package_id.clone(),
-                thread_id: manifest.thread_id.clone(),
-                in_reply_to: manifest.in_reply_to.clone(),
-                kind: manifest.kind.to_string(),
-                recipients: manifest
-                    .recipients
-                    .iter()
-                    .map(|r| r.facility_id.to_string())
-                    .collect(),
-                size: size as i64,
-                created_at: manifest.created.clone(),
-            })
-            .await?;
-        if resp.created {
-            let sub_row = LoggedReceipt {
-                log_index: acc.log_index,
-                signer: me.id.to_string(),
-                receipt: signed,
-            };
-            self.store.add_receipt(envelope_id, &sub_row).await?;
-        }
-        Ok(SendOutcome {
-            manifest: manifest.clone(),
-            envelope_id: envelope_id.to_string(),
-            size,
-            acceptance: acc,
-            created: resp.created,
-        })
+    /// The thread of a package this facility sent or received.
+    pub(crate) async fn thread_of(&self, package_id: &str) -> Result<Option<String>, OpError> {
+        Ok(self
+            .store
+            .thread_packages()
+            .await?
+            .into_iter()
+            .find(|p| p.package_id == package_id)
+            .map(|p| p.thread_id))
     }
 
     /// Envelopes waiting for this facility.
     pub async fn inbox(&self) -> Result<Vec<EnvelopeSummary>, OpError> {
         Ok(self.client.get_json("/v1/inbox").await?.0)
-    }
-
-    async fn post_delivery(
-        &self,
-        envelope_id: &str,
-        outcome: Outcome,
-        reason: Option<String>,
-    ) -> Result<(), OpError> {
-        let d = Delivery {
-            envelope_id: envelope_id.to_string(),
-            recipient: self.profile.facility_id()?,
-            outcome,
-            reason,
-            delivered_at: receipt::now_rfc3339(),
-        };
-        let r = SignedReceipt::sign(Purpose::Delivery, &d, &self.profile.signing_key()?);
-        self.client
-            .call(
-                Method::POST,
-                &format!("/v1/envelopes/{envelope_id}/receipts"),
-                &[("content-type", "application/json".into())],
-                serde_json::to_vec(&r).expect("json"),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Download, verify and release one envelope into `out_dir/PACKAGE_ID`,
-    /// then post the signed delivery receipt (verified or rejected).
-    pub async fn receive(&self, envelope_id: &str, out_dir: &Path) -> Result<Received, OpError> {
-        if !receipt::valid_envelope_id(envelope_id) {
-            return Err(OpError::Usage(format!(
-                "{envelope_id:?} is not an envelope ID (64 hex digits)"
-            )));
-        }
-        if let Some(r) = self.store.verified_arrival(Some(envelope_id), None).await? {
-            return Err(OpError::Usage(format!(
-                "envelope {envelope_id} was already received into {}",
-                r.location
-            )));
-        }
-        let incoming = self.profile.path("incoming");
-        fs::create_dir_all(&incoming)?;
-        let part = incoming.join(format!("{envelope_id}.part"));
-        let resp = self
-            .client
-            .send(
-                Method::GET,
-                &format!("/v1/envelopes/{envelope_id}"),
-                &[],
-                super::http::empty(),
-            )
-            .await?;
-        if !resp.status.is_success() {
-            RelayClient::read(resp, 1 << 20).await?;
-            unreachable!("read fails on error status");
-        }
-        // Stream to disk, hashing.
-        {
-            use http_body_util::BodyExt;
-            use tokio::io::AsyncWriteExt;
-            let mut f = tokio::fs::File::create(&part).await?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut body = resp.body;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
-                if let Some(d) = frame.data_ref() {
-                    ctx.update(d);
-                    f.write_all(d).await?;
-                }
-            }
-            f.sync_all().await?;
-            if hex::encode(ctx.finish()) != envelope_id {
-                let _ = fs::remove_file(&part);
-                return Err(OpError::Relay(format!("the relay served bytes for {envelope_id} whose SHA-256 differs; try again later")));
-            }
-        }
-        let me = self.profile.facility_id()?;
-        let identity = self.profile.age_identity()?;
-        fs::create_dir_all(out_dir)?;
-        let staging = tempfile::Builder::new()
-            .prefix(".renkei-open-")
-            .tempdir_in(out_dir)?;
-        let result = package::open_into(
-            io::BufReader::new(fs::File::open(&part)?),
-            &identity,
-            &self.trust,
-            &me,
-            staging.path(),
-            &Limits::default(),
-            None,
-        );
-        // The same package (same signed package ID) arriving again in
-        // another envelope is a replay or a re-sealed copy: refused.
-        let result = match result {
-            Ok(opened) => match self
-                .store
-                .verified_arrival(None, Some(&opened.manifest.package_id))
-                .await?
-            {
-                Some(r) => Err(OpenError::Replayed {
-                    package_id: opened.manifest.package_id.clone(),
-                    first_envelope: r.envelope_id,
-                }),
-                None => Ok(opened),
-            },
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(opened) => {
-                let dest = out_dir.join(&opened.manifest.package_id);
-                if dest.exists() {
-                    return Err(OpError::Usage(format!(
-                        "{} already exists; move it away and receive again",
-                        dest.display()
-                    )));
-                }
-                fs::rename(staging.keep(), &dest)?;
-                let _ = fs::remove_file(&part);
-                self.post_delivery(envelope_id, Outcome::Verified, None)
-                    .await?;
-                let m = &opened.manifest;
-                self.store
-                    .add_received(&ReceivedRow {
-                        envelope_id: envelope_id.to_string(),
-                        package_id: Some(m.package_id.clone()),
-                        thread_id: Some(m.thread_id.clone()),
-                        in_reply_to: m.in_reply_to.clone(),
-                        kind: Some(m.kind.to_string()),
-                        sender: m.sender.facility_id.to_string(),
-                        sender_name: Some(opened.sender.name.clone()),
-                        outcome: "verified".into(),
-                        reason: None,
-                        location: dest.display().to_string(),
-                        received_at: receipt::now_rfc3339(),
-                    })
-                    .await?;
-                self.store
-                    .add_thread_package(&ThreadPackage::received(
-                        m,
-                        envelope_id,
-                        &opened.sender.name,
-                        DocFields::from_summary(&opened.summary),
-                    ))
-                    .await?;
-                Ok(Received {
-                    envelope_id: envelope_id.to_string(),
-                    manifest: opened.manifest,
-                    sender_name: opened.sender.name,
-                    folder: dest,
-                    summary: opened.summary,
-                })
-            }
-            Err(OpenError::Io(e)) => Err(OpError::Io(e)),
-            Err(error) => {
-                drop(staging);
-                let rejected = self.profile.path("rejected");
-                fs::create_dir_all(&rejected)?;
-                let kept = rejected.join(format!("{envelope_id}.age"));
-                fs::rename(&part, &kept)?;
-                let reason = error.reason_code().to_string();
-                self.post_delivery(envelope_id, Outcome::Rejected, Some(reason.clone()))
-                    .await?;
-                self.store
-                    .add_received(&ReceivedRow {
-                        envelope_id: envelope_id.to_string(),
-                        package_id: None,
-                        thread_id: None,
-                        in_reply_to: None,
-                        kind: None,
-                        sender: String::new(),
-                        sender_name: None,
-                        outcome: "rejected".into(),
-                        reason: Some(reason),
-                        location: kept.display().to_string(),
-                        received_at: receipt::now_rfc3339(),
-                    })
-                    .await?;
-                Err(OpError::Rejected {
-                    envelope: envelope_id.to_string(),
-                    error: Box::new(error),
-                    kept: kept.display().to_string(),
-                })
-            }
-        }
-    }
-
-    /// Status of sent packages, each outcome backed by a verified receipt.
-    pub async fn status(&self, envelope: Option<&str>) -> Result<Vec<SentStatus>, OpError> {
-        let sent = self.store.sent(envelope).await?;
-        if let (Some(e), true) = (envelope, sent.is_empty()) {
-            return Err(OpError::Usage(format!(
-                "{e} is not among the packages this profile sent"
-            )));
-        }
-        let me = self.profile.certificate()?;
-        let mut certs: HashMap<String, CertInfo> = HashMap::new();
-        let mut out = Vec::new();
-        for s in sent {
-            let (resp, _): (ReceiptsResponse, _) = self
-                .client
-                .get_json(&format!("/v1/envelopes/{}/receipts", s.envelope_id))
-                .await?;
-            let relay =
-                CertInfo::parse_pem(resp.relay_certificate.as_bytes(), "relay certificate")?;
-            let relay = self.trust.verify(&relay.der, None)?;
-            if relay.kind != Kind::Relay {
-                return Err(OpError::Relay(
-                    "the receipts name a relay certificate that is not a relay's".into(),
-                ));
-            }
-            let mut accepted_at = None;
-            let mut per: HashMap<String, RecipientStatus> = s
-                .recipients
-                .iter()
-                .map(|r| {
-                    (
-                        r.clone(),
-                        RecipientStatus {
-                            recipient: r.clone(),
-                            state: "pending".into(),
-                            reason: None,
-                            at: None,
-                            signed_by: None,
-                            log_index: None,
-                        },
-                    )
-                })
-                .collect();
-            self.check_checkpoint(&resp.checkpoint, &relay).await?;
-            for row in &resp.receipts {
-                let bad = |why: &str| {
-                    OpError::Relay(format!(
-                        "receipt at log index {} for {}: {why}",
-                        row.log_index, s.envelope_id
-                    ))
-                };
-                crate::receipt::bundle::verify(row, &self.trust, None)
-                    .map_err(|e| bad(&e.to_string()))?;
-                if row.checkpoint != resp.checkpoint {
-                    return Err(bad("its checkpoint differs from the response's"));
-                }
-                let expected_signer = match row.receipt.purpose {
-                    Purpose::Submission => me.id.to_string(),
-                    Purpose::Acceptance | Purpose::Expiry => relay.id.to_string(),
-                    Purpose::Delivery => row.signer.clone(),
-                };
-                if row.signer != expected_signer {
-                    return Err(bad("signed by the wrong party"));
-                }
-                match row.receipt.purpose {
-                    Purpose::Submission => {
-                        let sub: Submission = row
-                            .receipt
-                            .parse(Purpose::Submission)
-                            .map_err(|e| bad(&e.to_string()))?;
-                        row.receipt
-                            .verify(&me.signing_key)
-                            .map_err(|_| bad("the submission is not signed by this facility"))?;
-                        if sub.envelope_id != s.envelope_id {
-                            return Err(bad("names another envelope"));
-                        }
-                    }
-                    Purpose::Acceptance => {
-                        let a: Acceptance = row
-                            .receipt
-                            .parse(Purpose::Acceptance)
-                            .map_err(|e| bad(&e.to_string()))?;
-                        row.receipt
-                            .verify(&relay.signing_key)
-                            .map_err(|_| bad("the acceptance is not signed by the relay"))?;
-                        if a.envelope_id != s.envelope_id {
-                            return Err(bad("names another envelope"));
-                        }
-                        accepted_at = Some(a.accepted_at);
-                    }
-                    Purpose::Delivery => {
-                        let d: Delivery = row
-                            .receipt
-                            .parse(Purpose::Delivery)
-                            .map_err(|e| bad(&e.to_string()))?;
-                        let rid = d.recipient.to_string();
-                        if row.signer != rid {
-                            return Err(bad("the delivery receipt is not signed by its recipient"));
-                        }
-                        if !certs.contains_key(&rid) {
-                            let c = self.directory_show(&d.recipient).await?;
-                            certs.insert(rid.clone(), c);
-                        }
-                        row.receipt.verify(&certs[&rid].signing_key).map_err(|_| {
-                            bad("the delivery receipt is not signed by the recipient")
-                        })?;
-                        if d.envelope_id != s.envelope_id {
-                            return Err(bad("names another envelope"));
-                        }
-                        if let Some(st) = per.get_mut(&rid).filter(|st| st.state == "pending") {
-                            st.state = if d.outcome == Outcome::Verified {
-                                "delivered".into()
-                            } else {
-                                "rejected".into()
-                            };
-                            st.reason = d.reason;
-                            st.at = Some(d.delivered_at);
-                            st.signed_by = Some(format!("{} ({})", certs[&rid].name, rid));
-                            st.log_index = Some(row.log_index);
-                        }
-                    }
-                    Purpose::Expiry => {
-                        let x: Expiry = row
-                            .receipt
-                            .parse(Purpose::Expiry)
-                            .map_err(|e| bad(&e.to_string()))?;
-                        row.receipt
-                            .verify(&relay.signing_key)
-                            .map_err(|_| bad("the expiry is not signed by the relay"))?;
-                        if x.envelope_id != s.envelope_id {
-                            return Err(bad("names another envelope"));
-                        }
-                        if let Some(st) = per
-                            .get_mut(x.recipient.as_str())
-                            .filter(|st| st.state == "pending")
-                        {
-                            st.state = "expired".into();
-                            st.at = Some(x.expired_at);
-                            st.signed_by = Some(format!("relay {}", relay.id));
-                            st.log_index = Some(row.log_index);
-                        }
-                    }
-                }
-                self.store.add_bundle(row).await?;
-            }
-            let recipients = s.recipients.iter().filter_map(|r| per.remove(r)).collect();
-            out.push(SentStatus {
-                sent: s,
-                accepted_at,
-                recipients,
-            });
-        }
-        Ok(out)
     }
 }
 

@@ -1,12 +1,17 @@
 //! The profile's local store (`PROFILE/store.db`, SQLite): what this
 //! facility sent and received, and every receipt it verified.
+//!
+//! The file and its journal are private to this user (0600): they hold
+//! patient names and referral purposes.
 
 use std::path::Path;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
 
+use super::threads::{DocFields, ThreadPackage};
 use crate::api::LoggedReceipt;
+use crate::receipt::SignedReceipt;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/client");
 
@@ -140,7 +145,186 @@ impl LocalStore {
             .collect())
     }
 
-    /// Record a received package.
+    /// Record a received package's outcome, its signed delivery receipt
+    /// (not yet confirmed by the relay) and, for a verified package, its
+    /// thread entry, all in one transaction. `staging` is the folder being
+    /// renamed to `row.location`, kept until [`LocalStore::released`].
+    pub async fn record_arrival(
+        &self,
+        row: &ReceivedRow,
+        receipt: &SignedReceipt,
+        staging: Option<&Path>,
+        doc: Option<&DocFields>,
+        thread: Option<&ThreadPackage>,
+    ) -> Result<(), LocalStoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO received (envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at, receipt, staging, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&row.envelope_id)
+            .bind(&row.package_id)
+            .bind(&row.thread_id)
+            .bind(&row.in_reply_to)
+            .bind(&row.kind)
+            .bind(&row.sender)
+            .bind(&row.sender_name)
+            .bind(&row.outcome)
+            .bind(&row.reason)
+            .bind(&row.location)
+            .bind(&row.received_at)
+            .bind(serde_json::to_string(receipt).expect("json"))
+            .bind(staging.map(|p| p.display().to_string()))
+            .bind(doc.map(|d| serde_json::to_string(d).expect("json")))
+            .execute(&mut *tx)
+            .await?;
+        if let Some(t) = thread {
+            super::threads::insert_thread_package(&mut *tx, t).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The final rename of a received package is done.
+    pub async fn released(&self, envelope_id: &str) -> Result<(), LocalStoreError> {
+        sqlx::query("UPDATE received SET staging = NULL WHERE envelope_id = ?")
+            .bind(envelope_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Arrivals whose final rename may not have happened: (envelope,
+    /// staging folder, destination).
+    pub async fn unreleased(&self) -> Result<Vec<(String, String, String)>, LocalStoreError> {
+        let rows = sqlx::query(
+            "SELECT envelope_id, staging, location FROM received WHERE staging IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Delivery receipts the relay has not confirmed yet: (envelope, receipt).
+    pub async fn unconfirmed_receipts(
+        &self,
+    ) -> Result<Vec<(String, SignedReceipt)>, LocalStoreError> {
+        let rows = sqlx::query(
+            "SELECT envelope_id, receipt FROM received WHERE receipt IS NOT NULL AND receipt_confirmed_at IS NULL ORDER BY received_at, envelope_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let json: String = r.get(1);
+                Some((r.get(0), SignedReceipt::from_json(json.as_bytes()).ok()?))
+            })
+            .collect())
+    }
+
+    /// The relay confirmed the delivery receipt of `envelope_id`
+    /// (`error` None), or posting it failed and will be tried again.
+    pub async fn receipt_posted(
+        &self,
+        envelope_id: &str,
+        error: Option<&str>,
+    ) -> Result<(), LocalStoreError> {
+        let q = match error {
+            None => "UPDATE received SET receipt_confirmed_at = ?, receipt_error = NULL WHERE envelope_id = ?",
+            Some(_) => "UPDATE received SET receipt_error = ? WHERE envelope_id = ?",
+        };
+        sqlx::query(q)
+            .bind(
+                error
+                    .map(str::to_string)
+                    .unwrap_or_else(crate::receipt::now_rfc3339),
+            )
+            .bind(envelope_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The recorded arrival of one envelope (verified or rejected).
+    pub async fn arrival(&self, envelope_id: &str) -> Result<Option<Arrival>, LocalStoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECEIVED_COLUMNS}, receipt_confirmed_at, receipt_error, summary, read_at FROM received WHERE envelope_id = ?"
+        ))
+        .bind(envelope_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(arrival))
+    }
+
+    /// Every recorded arrival, newest first.
+    pub async fn arrivals(&self) -> Result<Vec<Arrival>, LocalStoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECEIVED_COLUMNS}, receipt_confirmed_at, receipt_error, summary, read_at FROM received ORDER BY received_at DESC, envelope_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(arrival).collect())
+    }
+
+    /// Someone at this facility has opened the package (the desk's unread count).
+    pub async fn mark_read(&self, envelope_id: &str) -> Result<(), LocalStoreError> {
+        sqlx::query("UPDATE received SET read_at = ? WHERE envelope_id = ? AND read_at IS NULL")
+            .bind(crate::receipt::now_rfc3339())
+            .bind(envelope_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Keep a directory certificate this facility verified (for sealing
+    /// while the relay is unreachable, and the desk's recent addressees).
+    pub async fn cache_certificate(
+        &self,
+        c: &crate::pki::CertInfo,
+        used: bool,
+    ) -> Result<(), LocalStoreError> {
+        let now = crate::receipt::now_rfc3339();
+        sqlx::query(
+            "INSERT INTO directory (facility_id, name, kind, certificate, fetched_at, used_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (facility_id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
+             certificate = excluded.certificate, fetched_at = excluded.fetched_at, \
+             used_at = COALESCE(excluded.used_at, directory.used_at)",
+        )
+        .bind(c.id.to_string())
+        .bind(&c.name)
+        .bind(c.kind.to_string())
+        .bind(c.pem())
+        .bind(&now)
+        .bind(used.then_some(&now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A kept directory certificate (PEM), unverified: verify before use.
+    pub async fn cached_certificate(
+        &self,
+        facility_id: &str,
+    ) -> Result<Option<String>, LocalStoreError> {
+        let row = sqlx::query("SELECT certificate FROM directory WHERE facility_id = ?")
+            .bind(facility_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Kept directory certificates (PEM), most recently used first.
+    pub async fn cached_certificates(&self) -> Result<Vec<String>, LocalStoreError> {
+        let rows = sqlx::query(
+            "SELECT certificate FROM directory ORDER BY used_at IS NULL, used_at DESC, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Record a received package (without a receipt to post).
     pub async fn add_received(&self, r: &ReceivedRow) -> Result<(), LocalStoreError> {
         sqlx::query("INSERT OR REPLACE INTO received (envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(&r.envelope_id)
@@ -297,6 +481,35 @@ impl LocalStore {
 }
 
 const RECEIVED_COLUMNS: &str = "envelope_id, package_id, thread_id, in_reply_to, kind, sender, sender_name, outcome, reason, location, received_at";
+
+/// A recorded arrival with where its delivery receipt stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Arrival {
+    /// The recorded row.
+    #[serde(flatten)]
+    pub row: ReceivedRow,
+    /// When the relay confirmed the delivery receipt (None: still to post).
+    pub receipt_confirmed_at: Option<String>,
+    /// Why the last attempt to post it failed.
+    pub receipt_error: Option<String>,
+    /// What the verified document says (patient, title, purpose).
+    pub doc: Option<DocFields>,
+    /// When someone at this facility opened it (the desk).
+    pub read_at: Option<String>,
+}
+
+fn arrival(r: &sqlx::sqlite::SqliteRow) -> Arrival {
+    let n = RECEIVED_COLUMNS.split(',').count();
+    Arrival {
+        row: received_row(r),
+        receipt_confirmed_at: r.get(n),
+        receipt_error: r.get(n + 1),
+        doc: r
+            .get::<Option<String>, _>(n + 2)
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        read_at: r.get(n + 3),
+    }
+}
 
 fn received_row(r: &sqlx::sqlite::SqliteRow) -> ReceivedRow {
     ReceivedRow {

@@ -872,29 +872,38 @@ INSERT OR IGNORE INTO thread_packages (package_id, direction, thread_id, in_repl
     ) ORDER BY at;
 "#;
 
+/// Insert a thread package with any executor (the pool, or a transaction
+/// that records the package's arrival at the same time).
+pub(crate) async fn insert_thread_package<'e, E: sqlx::SqliteExecutor<'e>>(
+    e: E,
+    p: &ThreadPackage,
+) -> Result<(), LocalStoreError> {
+    sqlx::query(&format!(
+        "INSERT OR IGNORE INTO thread_packages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&p.package_id)
+    .bind(p.direction.as_str())
+    .bind(&p.thread_id)
+    .bind(&p.in_reply_to)
+    .bind(p.kind.as_str())
+    .bind(serde_json::to_string(&p.counterparts).expect("json"))
+    .bind(&p.envelope_id)
+    .bind(&p.created_at)
+    .bind(&p.recorded_at)
+    .bind(&p.doc.patient_name)
+    .bind(&p.doc.patient_kana)
+    .bind(&p.doc.title)
+    .bind(&p.doc.purpose)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
 impl LocalStore {
     /// Record a package sent or received in its thread (once: recording it
     /// again changes nothing).
     pub async fn add_thread_package(&self, p: &ThreadPackage) -> Result<(), LocalStoreError> {
-        sqlx::query(&format!(
-            "INSERT OR IGNORE INTO thread_packages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&p.package_id)
-        .bind(p.direction.as_str())
-        .bind(&p.thread_id)
-        .bind(&p.in_reply_to)
-        .bind(p.kind.as_str())
-        .bind(serde_json::to_string(&p.counterparts).expect("json"))
-        .bind(&p.envelope_id)
-        .bind(&p.created_at)
-        .bind(&p.recorded_at)
-        .bind(&p.doc.patient_name)
-        .bind(&p.doc.patient_kana)
-        .bind(&p.doc.title)
-        .bind(&p.doc.purpose)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        insert_thread_package(self.pool(), p).await
     }
 
     /// Every package recorded in a thread, in the order recorded (after

@@ -74,6 +74,16 @@ pub enum OpenError {
         /// The envelope it first arrived in.
         first_envelope: String,
     },
+    /// The facility that submitted the envelope to the relay is not the
+    /// package's signed sender: a recipient re-encrypted a package it
+    /// received and passed it off as its own.
+    #[error("envelope submitted by {submitted_by} carries a package signed by {signed_by}; a recipient may have re-sent someone else's package. Do not use it")]
+    SenderMismatch {
+        /// Who submitted the envelope (its signed submission).
+        submitted_by: String,
+        /// Who signed the manifest.
+        signed_by: String,
+    },
     /// The package is genuine but its document is not a valid JP-CLINS
     /// document for it (see [`document::validate()`]); never empty.
     #[error("the document in the package is not valid; do not use it, and tell the sender:\n{}", super::seal::list_issues(.0))]
@@ -104,6 +114,7 @@ impl OpenError {
             OpenError::MissingMember(_) => "missing-member",
             OpenError::ExtraMember(_) => "extra-member",
             OpenError::Replayed { .. } => "replayed-package",
+            OpenError::SenderMismatch { .. } => "sender-mismatch",
             OpenError::Document(issues) => issues
                 .first()
                 .map(|i| i.code.as_str())

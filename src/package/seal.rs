@@ -61,7 +61,7 @@ pub struct MemberSource<'a> {
     /// Exact size in bytes.
     pub size: u64,
     /// The content.
-    pub reader: Box<dyn Read + 'a>,
+    pub reader: Box<dyn Read + Send + 'a>,
 }
 
 /// Everything needed to seal one package.
@@ -304,7 +304,7 @@ pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError>
 /// Read the document (declared `size` bytes) into memory, bounded by
 /// [`document::MAX_DOCUMENT_BYTES`]: a larger document is read only far
 /// enough for [`document::validate()`] to refuse it.
-fn read_document(reader: Box<dyn Read + '_>, size: u64) -> Result<Vec<u8>, SealError> {
+fn read_document(reader: Box<dyn Read + Send + '_>, size: u64) -> Result<Vec<u8>, SealError> {
     let cap = document::MAX_DOCUMENT_BYTES as u64 + 1;
     let mut b = Vec::with_capacity(size.min(cap) as usize);
     reader.take(cap).read_to_end(&mut b)?;

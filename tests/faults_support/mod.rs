@@ -27,7 +27,7 @@ use renkei::profile::Profile;
 use renkei::receipt::{self, Purpose, SignedReceipt, Submission};
 
 #[path = "../doc_support/mod.rs"]
-mod doc_support;
+pub mod doc_support;
 
 /// Valid facility IDs (10 digits, Luhn check digit).
 pub const CLINIC: &str = "1311234569";
@@ -78,6 +78,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[path = "../relay_support/region.rs"]
 mod region;
+#[allow(unused_imports)]
 pub use region::cert_of;
 
 /// A CA in a temporary folder, with a relay, a clinic, a hospital and an
