@@ -29,7 +29,7 @@ const STEP: Duration = Duration::from_secs(60);
 /// The JP-CLINS example Bundle (from another system).
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/jp-clins/referral-example-01.json"
+    "/tests/data/documents/jp-clins/Bundle-Bundle-CLINS-Referral-Example-01.json"
 );
 /// The facility codes the example names (紹介元 港診療所, 紹介先). Their
 /// check digits are not valid facility IDs, so no certified facility can
@@ -376,7 +376,7 @@ fn every_kind_round_trips_through_the_cli_and_renders_on_arrival() {
 /// The example Bundle with its two facility codes replaced.
 fn fixture_between(from: &str, to: &str) -> Vec<u8> {
     fs::read_to_string(FIXTURE)
-        .expect("the JP-CLINS fixture in ../shared/fixtures")
+        .expect("the JP-CLINS example in tests/data/documents")
         .replace(FIXTURE_FROM, from)
         .replace(FIXTURE_TO, to)
         .into_bytes()
