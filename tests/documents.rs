@@ -1841,6 +1841,42 @@ mod documents {
         assert_eq!(i[0].field.as_deref(), Some("discharge.course"), "{i:#?}");
     }
 
+    #[test]
+    fn forms_are_filled_from_json_as_a_web_form_would() {
+        // the whole form round-trips through JSON
+        let form = example(DocKind::Referral);
+        let back: Form = serde_json::from_value(serde_json::to_value(&form).unwrap()).unwrap();
+        assert_eq!(back, form);
+        // a web form sends the fields it has; the same checks apply
+        let party =
+            json!({ "facility_id": CLINIC, "name": "さくら内科クリニック", "doctor": "佐藤 花子" });
+        let to = json!({ "facility_id": HOSPITAL, "name": "東都中央病院" });
+        let patient = json!({ "name": "山田 太郎", "kana": "ヤマダ タロウ", "birth_date": "1954-03-18", "sex": "男" });
+        let f: Form = serde_json::from_value(json!({
+            "purpose": "精査依頼", "diagnoses": ["胸痛"], "present_illness": "労作時胸痛",
+            "patient": patient, "from": party, "to": to,
+        }))
+        .unwrap();
+        let v = build(DocKind::Referral, &f, &fixed_in(Family::Standard)).unwrap();
+        assert_eq!(
+            validate_value(&v, &Expect::default()).unwrap().spec,
+            Spec::EReferral
+        );
+        let mut g = f.clone();
+        g.present_illness = None;
+        let e = build(DocKind::Referral, &g, &fixed()).unwrap_err();
+        assert_eq!(e.0[0].field, "present_illness");
+        assert!(serde_json::from_value::<Form>(json!({ "purpos": "x" })).is_err());
+        // the short form too
+        let lf: LetterForm = serde_json::from_value(json!({
+            "purpose": "精査依頼", "patient": patient, "from": party, "to": to,
+        }))
+        .unwrap();
+        let v = build_letter(DocKind::Referral, &lf, "letter.pdf", &fixed()).unwrap();
+        let s = validate_value(&v, &Expect::default()).unwrap();
+        assert_eq!(s.letter.unwrap().title.as_deref(), Some("紹介状"));
+    }
+
     // ---------------------------------------------------------------- PDF letters
 
     #[test]
