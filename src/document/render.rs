@@ -191,6 +191,11 @@ fn date_part(s: &str) -> String {
     s.split('T').next().unwrap_or(s).to_string()
 }
 
+/// A FHIR date in 西暦 with 和暦 beside it; as written when it is not one.
+fn jdate(s: &str) -> String {
+    wareki::japanese_date(s).unwrap_or_else(|| date_part(s))
+}
+
 /// A safe href for an `attachments/…` URL of the document: only when it
 /// decodes to a valid package member; every byte but unreserved ASCII
 /// percent-encoded.
@@ -381,7 +386,7 @@ fn model(b: &Value) -> Doc {
 
     // header
     let mut header = Block::new("文書情報", "rk-meta");
-    header.field("作成日", str_at(comp, "date").map(date_part));
+    header.field("作成日", str_at(comp, "date").map(jdate));
     header.field(
         "文書番号",
         comp.get("identifier")
@@ -395,8 +400,8 @@ fn model(b: &Value) -> Doc {
     header.field("仕様", Some(spec.name().to_string()));
     if !referral_type {
         if let Some(p) = arr(comp, "event").first().and_then(|e| e.get("period")) {
-            header.field("入院日", str_at(p, "start").map(str::to_string));
-            header.field("退院日", str_at(p, "end").map(str::to_string));
+            header.field("入院日", str_at(p, "start").map(jdate));
+            header.field("退院日", str_at(p, "end").map(jdate));
         }
     }
     let answers: Vec<String> = arr(comp, "relatesTo")
@@ -453,7 +458,7 @@ fn model(b: &Value) -> Doc {
         let (name, kana) = read::person_names(p);
         pb.field("氏名", name);
         pb.field("フリガナ", kana);
-        pb.field("生年月日", str_at(p, "birthDate").map(str::to_string));
+        pb.field("生年月日", str_at(p, "birthDate").map(jdate));
         pb.field("性別", str_at(p, "gender").map(sex));
         let ids: Vec<String> = arr(p, "identifier")
             .iter()
@@ -898,7 +903,7 @@ fn print_model(b: &Value) -> PrintDoc {
             let age = super::form::parse_date(bd)
                 .zip(on)
                 .and_then(|(b, o)| wareki::age(b, o));
-            let mut s = wareki::japanese_date(bd).unwrap_or_else(|| bd.to_string());
+            let mut s = jdate(bd);
             if let Some(a) = age {
                 s.push_str(&format!("（{a}歳）"));
             }
@@ -982,9 +987,7 @@ fn print_model(b: &Value) -> PrintDoc {
         fields.push(field("傷病名", "rk-print-diagnoses", dx));
         let mut period = Vec::new();
         if let Some(p) = arr(comp, "event").first().and_then(|e| e.get("period")) {
-            let j = |k: &str| {
-                str_at(p, k).map(|d| wareki::japanese_date(d).unwrap_or_else(|| d.to_string()))
-            };
+            let j = |k: &str| str_at(p, k).map(jdate);
             if let (Some(a), Some(b)) = (j("start"), j("end")) {
                 period.push(format!("{a} 〜 {b}"));
             }
@@ -1029,7 +1032,7 @@ fn print_model(b: &Value) -> PrintDoc {
         title: title_of(comp, referral_type),
         referral_type,
         spec,
-        date: doc_date.map(|d| wareki::japanese_date(d).unwrap_or_else(|| date_part(d))),
+        date: doc_date.map(jdate),
         to,
         from,
         patient,
