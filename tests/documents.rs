@@ -1600,6 +1600,35 @@ mod documents {
     }
 
     #[test]
+    fn the_standard_pdf_section_takes_an_embedded_binary_pdf() {
+        let mut v: Value = serde_json::from_slice(&ereferral_bytes()).unwrap();
+        let url = "urn:uuid:0b7f3c1e-5d2a-4c8e-9f10-2a3b4c5d6e7f";
+        v["entry"].as_array_mut().unwrap().push(json!({
+            "fullUrl": url,
+            "resource": { "resourceType": "Binary", "contentType": "application/pdf", "data": "JVBERi0xLjcK" }
+        }));
+        v["entry"][0]["resource"]["section"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({
+                "title": "PDF",
+                "code": { "coding": [{ "system": codes::EREFERRAL_SECTION_SYSTEM, "code": "230", "display": "PDFセクション" }] },
+                "entry": [{ "reference": url }]
+            }));
+        let s = validate_value(&v, &Expect::default()).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(s.letter, None);
+        let text = render(&v, Format::Text);
+        assert!(text.contains("【PDF】\n  PDF（文書内に埋め込み"), "{text}");
+        let n = v["entry"].as_array().unwrap().len();
+        v["entry"][n - 1]["resource"]["contentType"] = json!("text/html");
+        assert_has(
+            &issues(validate_value(&v, &Expect::default())),
+            IssueCode::Letter,
+            "section 230 PDF: entry 1 is of media type \"text/html\", not a PDF",
+        );
+    }
+
+    #[test]
     fn every_example_form_builds_in_both_families() {
         for format in [Family::JpClins, Family::Standard] {
             for kind in DocKind::ALL {

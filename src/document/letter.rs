@@ -264,4 +264,15 @@ mod tests {
         ));
         assert!(LetterError::NotPdf.to_string().contains("export it as PDF"));
     }
+
+    #[test]
+    fn short_forms_are_parsed_strictly() {
+        assert!(LetterForm::from_bytes(b"\xff\xfe")
+            .unwrap_err()
+            .to_string()
+            .contains("not UTF-8"));
+        let e = LetterForm::from_bytes(b"purpose = \"x\"\npresent_illness = \"y\"").unwrap_err();
+        assert!(e.to_string().contains("present_illness"), "{e}");
+        assert!(LetterForm::from_bytes(b"[patient]\nname = 1").is_err());
+    }
 }

@@ -514,6 +514,18 @@ pub fn describe(r: &Value) -> String {
             parts.extend(conds);
             with_notes(Some(parts.join(" ")).filter(|s| !s.is_empty()))
         }
+        "Binary" => {
+            let kind = match str_at(r, "contentType") {
+                Some(t) if super::validate::is_pdf_media_type(t) => "PDF".to_string(),
+                Some(t) => t.to_string(),
+                None => "ファイル".to_string(),
+            };
+            let size = str_at(r, "data").map_or(0, |d| d.len() / 4 * 3);
+            format!(
+                "{kind}（文書内に埋め込み、約{} KB; renkei は表示しません）",
+                size.div_ceil(1024)
+            )
+        }
         "Organization" => str_at(r, "name").unwrap_or_default().to_string(),
         "Practitioner" | "Patient" => person_names(r).0.unwrap_or_default(),
         _ => with_notes(code.or_else(|| {
@@ -567,6 +579,19 @@ mod tests {
         assert!(ix.resolve("Patient/q").is_none());
         assert!(ix.resolve("Patient").is_none());
         assert!(ix.resolve("a/b/c").is_none());
+    }
+
+    #[test]
+    fn embedded_binaries_are_named_not_shown() {
+        let b = json!({ "resourceType": "Binary", "contentType": "application/pdf", "data": "JVBERi0xLjcK" });
+        assert_eq!(
+            describe(&b),
+            "PDF（文書内に埋め込み、約1 KB; renkei は表示しません）"
+        );
+        assert_eq!(
+            describe(&json!({ "resourceType": "Binary" })),
+            "ファイル（文書内に埋め込み、約0 KB; renkei は表示しません）"
+        );
     }
 
     #[test]
