@@ -1,11 +1,14 @@
-//! JP-CLINS documents through the whole package path: every kind goes
-//! `renkei document new` → `seal` → `open --render` → `send` → `receive
-//! --render` → `document show` against an in-process relay over loopback
-//! mutual TLS; the JP-CLINS example Bundle is accepted from the facility
-//! it names and refused from any other; invalid documents are refused at
-//! seal time, and — in hand-made packages that bypass sealing — at open
-//! time with nothing written and, through `receive`, a rejection receipt
-//! that carries the document's reason code.
+//! Documents through the whole package path: every kind, in both families
+//! (JP-CLINS and the standard HL7 FHIR 記述仕様), goes `renkei document new`
+//! → `seal` → `open --render` → `send` → `receive --render` → `document
+//! show` against an in-process relay over loopback mutual TLS, and the
+//! referral and its reply join one referral thread; the guides' example
+//! Bundles (JP-CLINS and eReferral) are accepted from the facility they
+//! name and refused from any other; a PDF letter travels with its PDF (and
+//! is refused without it); invalid documents are refused at seal time, and
+//! — in hand-made packages that bypass sealing — at open time with nothing
+//! written and, through `receive`, a rejection receipt that carries the
+//! document's reason code.
 
 mod common;
 
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use common::*;
 use renkei::client::ops::Session;
-use renkei::document::{DocKind, Form, IssueCode};
+use renkei::document::{DocKind, Form, IssueCode, Spec};
 use renkei::identity::Kind;
 use renkei::package::{self, Limits, OpenError, PackageKind, SealError, SealRequest};
 use renkei::profile::Profile;
@@ -29,9 +32,19 @@ const STEP: Duration = Duration::from_secs(60);
 /// The JP-CLINS example Bundle (from another system).
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/jp-clins/referral-example-01.json"
+    "/tests/data/documents/jp-clins/Bundle-Bundle-CLINS-Referral-Example-01.json"
 );
-/// The facility codes the example names (紹介元 港診療所, 紹介先). Their
+/// The eReferral guide's example Bundle (from another system).
+const EREFERRAL_EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/documents/ereferral/Bundle-BundleReferralExample01.json"
+);
+/// A real PDF (the JP-CLINS guide's example PDF), sent as a letter.
+const PDF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/documents/jp-clins/clinicalCourseExampleData.pdf"
+);
+/// The facility codes the examples name (紹介元 港診療所, 紹介先). Their
 /// check digits are not valid facility IDs, so no certified facility can
 /// carry them; the accepted case puts the demo IDs in their place.
 const FIXTURE_FROM: &str = "1319876543";
@@ -212,8 +225,26 @@ fn parties(kind: DocKind) -> (&'static str, &'static str) {
 
 #[test]
 fn every_kind_round_trips_through_the_cli_and_renders_on_arrival() {
+    round_trip_every_kind("jp-clins");
+}
+
+#[test]
+fn every_kind_round_trips_in_the_standard_format_and_joins_its_thread() {
+    round_trip_every_kind("ereferral");
+}
+
+/// Every kind written with `document new --format FORMAT`, sealed, opened,
+/// sent, received and shown; the reply answers the referral, and both
+/// facilities see them in one referral thread.
+fn round_trip_every_kind(format: &str) {
     let net = Net::start();
     let mut referral_package: Option<String> = None;
+    let mut referral_thread: Option<String> = None;
+    let spec_name = if format == "ereferral" {
+        "HL7 FHIR 記述仕様 第1.1版"
+    } else {
+        "JP-CLINS"
+    };
     for kind in DocKind::ALL {
         let k = kind.as_str();
         let (from_id, to_id) = parties(kind);
@@ -237,11 +268,14 @@ fn every_kind_round_trips_through_the_cli_and_renders_on_arrival() {
             form_path.display().to_string(),
             "-o".into(),
             doc.display().to_string(),
+            "--format".into(),
+            format.into(),
         ];
         if let Some(a) = &answers {
             args.extend(["--in-reply-to".into(), a.clone()]);
         }
-        ok(run_owned(&args));
+        let o = ok(run_owned(&args));
+        assert!(stdout(&o).contains(spec_name), "{}", stdout(&o));
 
         // its attachments, named as the form lists them
         let att_dir = net.p(&format!("att-{k}"));
@@ -313,6 +347,7 @@ fn every_kind_round_trips_through_the_cli_and_renders_on_arrival() {
         assert_eq!(sent["manifest"]["kind"], k);
         if kind == DocKind::Referral {
             referral_package = Some(package_id.clone());
+            referral_thread = sent["manifest"]["thread_id"].as_str().map(str::to_string);
         }
         let received = net.p(&format!("received-{k}"));
         let v = json(&ok(renkei!(
@@ -354,6 +389,15 @@ fn every_kind_round_trips_through_the_cli_and_renders_on_arrival() {
         let shown = ok(renkei!("document", "show", folder.join("document.json")));
         assert_eq!(stdout(&shown).trim_end(), rendered.trim_end(), "{k}");
         assert!(rendered.contains(&form.patient.name), "{k}");
+        assert!(rendered.contains(spec_name), "{k}: {rendered}");
+        let print = ok(renkei!(
+            "document",
+            "show",
+            folder.join("document.json"),
+            "--format",
+            "print"
+        ));
+        assert!(stdout(&print).contains("令和"), "{k}");
         if let Some(p) = &form.purpose {
             let first = p.lines().find(|l| !l.trim().is_empty()).unwrap().trim();
             assert!(rendered.contains(first), "{k}: {first}");
@@ -371,12 +415,33 @@ fn every_kind_round_trips_through_the_cli_and_renders_on_arrival() {
         )));
         assert_eq!(st[0]["recipients"][0]["state"], "delivered", "{st:#}");
     }
+
+    // The referral and its reply are one thread, for both facilities.
+    let thread = referral_thread.expect("the referral's thread");
+    for f in [&net.clinic, &net.hospital] {
+        let v = json(&ok(renkei!(
+            "referrals",
+            "show",
+            "--profile",
+            f.profile.path(""),
+            &thread,
+            "--json"
+        )));
+        let kinds: Vec<&str> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["referral", "reply"], "{format}: {v:#}");
+        assert_eq!(v["steps"][0]["patient_name"], "山田 太郎", "{v:#}");
+    }
 }
 
 /// The example Bundle with its two facility codes replaced.
 fn fixture_between(from: &str, to: &str) -> Vec<u8> {
     fs::read_to_string(FIXTURE)
-        .expect("the JP-CLINS fixture in ../shared/fixtures")
+        .expect("the JP-CLINS example in tests/data/documents")
         .replace(FIXTURE_FROM, from)
         .replace(FIXTURE_TO, to)
         .into_bytes()
@@ -881,4 +946,220 @@ fn a_clinical_info_package_carries_any_referral_type_document() {
     let (opened, _a) = expect_opened(&hospital, &bytes);
     assert_eq!(opened.manifest.kind, PackageKind::ClinicalInfo);
     assert_eq!(opened.summary.kind, DocKind::Referral);
+}
+
+/// The eReferral example with its two facility codes replaced.
+fn ereferral_between(from: &str, to: &str) -> Vec<u8> {
+    fs::read_to_string(EREFERRAL_EXAMPLE)
+        .expect("the eReferral example in tests/data/documents")
+        .replace(FIXTURE_FROM, from)
+        .replace(FIXTURE_TO, to)
+        .into_bytes()
+}
+
+#[test]
+fn the_ereferral_example_is_accepted_from_its_facility_and_refused_from_another() {
+    let (region, clinic, hospital, _) = pair();
+    // As it is, it names 港診療所 (1319876543) as 紹介元.
+    let e = seal_doc(
+        &clinic,
+        &hospital,
+        PackageKind::Referral,
+        fs::read(EREFERRAL_EXAMPLE).unwrap(),
+        vec![],
+    )
+    .unwrap_err();
+    let SealError::Document(issues) = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(issues[0].code, IssueCode::WrongSender, "{issues:#?}");
+    assert!(e.to_string().contains(FIXTURE_FROM), "{e}");
+
+    // From the facility it names: sealed, opened and rendered as it is.
+    let doc = ereferral_between(CLINIC, HOSPITAL);
+    let bytes = seal_doc(
+        &clinic,
+        &hospital,
+        PackageKind::Referral,
+        doc.clone(),
+        vec![],
+    )
+    .unwrap();
+    let (opened, attempt) = expect_opened(&hospital, &bytes);
+    assert_eq!(opened.summary.spec, Spec::EReferral);
+    assert_eq!(opened.summary.patient.name, "田中 太郎");
+    assert_eq!(fs::read(attempt.out.join("document.json")).unwrap(), doc);
+
+    // The same through the CLI, rendered as HTML on arrival.
+    let doc_file = region.path().join("ereferral.json");
+    fs::write(&doc_file, &doc).unwrap();
+    let v = json(&ok(renkei!("document", "validate", &doc_file, "--json")));
+    assert_eq!(v["specification"]["code"], "ereferral");
+    let hospital_crt = region.path().join("hospital.crt");
+    fs::write(&hospital_crt, &hospital.cert_pem).unwrap();
+    let pkg = region.path().join("ereferral.age");
+    ok(renkei!(
+        "seal",
+        "--profile",
+        clinic.profile.path(""),
+        "--to",
+        &hospital_crt,
+        "--document",
+        &doc_file,
+        "-o",
+        &pkg
+    ));
+    let out = region.path().join("ereferral-opened");
+    let o = ok(renkei!(
+        "open",
+        "--profile",
+        hospital.profile.path(""),
+        &pkg,
+        "-o",
+        &out,
+        "--render",
+        "html",
+        "--json"
+    ));
+    let v = json(&o);
+    assert_eq!(v["document"]["spec"], "ereferral", "{v:#}");
+    let html = fs::read_to_string(out.join("document.html")).unwrap();
+    assert!(html.contains("田中 太郎") && html.contains("港診療所"));
+    assert!(html.contains("診療情報提供書 HL7 FHIR 記述仕様"));
+    let shown = ok(renkei!(
+        "document",
+        "show",
+        out.join("document.json"),
+        "--format",
+        "print"
+    ));
+    assert!(stdout(&shown).contains("2020年8月21日（令和2年8月21日）"));
+
+    // The hospital may not forward it as its own.
+    let e = seal_doc(&hospital, &clinic, PackageKind::Referral, doc, vec![]).unwrap_err();
+    assert!(
+        matches!(&e, SealError::Document(i) if i.iter().any(|i| i.code == IssueCode::WrongSender)),
+        "{e:?}"
+    );
+}
+
+/// A letter that is a PDF, in both formats: `document new --letter`, then
+/// `send` refuses it without the PDF (exit 3, nothing queued) and carries
+/// it with `--attach`; the hospital receives the structured summary and
+/// the letter, byte for byte, rendered as a link and printable.
+#[test]
+fn a_pdf_letter_travels_with_its_pdf_and_not_without() {
+    let net = Net::start();
+    let dir = net.p("letters");
+    fs::create_dir_all(&dir).unwrap();
+    let pdf = dir.join("紹介状.pdf");
+    fs::copy(PDF, &pdf).unwrap();
+    let form = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/letter.toml");
+    let outbox = || -> Vec<_> {
+        let mut v: Vec<_> = fs::read_dir(net.clinic.profile.path("outbox"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for format in ["jp-clins", "ereferral"] {
+        let doc = dir.join(format!("letter-{format}.json"));
+        let o = ok(renkei!(
+            "document", "new", "referral", "--form", &form, "--letter", &pdf, "--format", format,
+            "-o", &doc
+        ));
+        assert!(
+            stdout(&o).contains("letter: attachments/紹介状.pdf"),
+            "{}",
+            stdout(&o)
+        );
+
+        // without the PDF: refused before anything is sealed or queued
+        let queued = outbox();
+        let o = fails(
+            renkei!(
+                "send",
+                "--profile",
+                net.clinic.profile.path(""),
+                "--relay",
+                &net.url,
+                "--to",
+                HOSPITAL,
+                "--document",
+                &doc
+            ),
+            3,
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains("the letter attachments/紹介状.pdf")
+                && err.contains("attach the PDF (renkei seal --attach 紹介状.pdf)"),
+            "{err}"
+        );
+        assert_eq!(outbox(), queued);
+
+        // with it
+        let sent = json(&ok(renkei!(
+            "send",
+            "--profile",
+            net.clinic.profile.path(""),
+            "--relay",
+            &net.url,
+            "--to",
+            HOSPITAL,
+            "--document",
+            &doc,
+            "--attach",
+            &pdf,
+            "--json"
+        )));
+        let envelope = sent["envelope_id"].as_str().unwrap().to_string();
+        let package_id = sent["manifest"]["package_id"].as_str().unwrap().to_string();
+        let received = net.p(&format!("received-letter-{format}"));
+        let v = json(&ok(renkei!(
+            "receive",
+            "--profile",
+            net.hospital.profile.path(""),
+            "--relay",
+            &net.url,
+            &envelope,
+            "-o",
+            &received,
+            "--render",
+            "html",
+            "--json"
+        )));
+        assert_eq!(v[0]["outcome"], "verified", "{v:#}");
+        let d = &v[0]["document"];
+        assert_eq!(d["letter"]["member"], "attachments/紹介状.pdf", "{d:#}");
+        assert_eq!(d["letter"]["content_type"], "application/pdf");
+        assert!(
+            d["purpose"].as_str().unwrap().contains("労作性狭心症"),
+            "{d:#}"
+        );
+        let folder = received.join(&package_id);
+        assert_eq!(
+            fs::read(folder.join("attachments/紹介状.pdf")).unwrap(),
+            fs::read(PDF).unwrap()
+        );
+        let html = fs::read_to_string(folder.join("document.html")).unwrap();
+        assert!(html.contains("<h2>紹介状（PDF）</h2>"), "{html}");
+        assert!(
+            html.contains("href=\"attachments/%E7%B4%B9%E4%BB%8B%E7%8A%B6.pdf\""),
+            "{html}"
+        );
+        // shown beside its PDF (checked to be one), and printable
+        let shown = ok(renkei!(
+            "document",
+            "show",
+            folder.join("document.json"),
+            "--format",
+            "print"
+        ));
+        assert!(
+            stdout(&shown).contains("PDF をそのまま印刷してください"),
+            "{}",
+            stdout(&shown)
+        );
+    }
 }

@@ -408,12 +408,58 @@ fn main() {
             continue;
         };
         let form = renkei::document::Form::from_bytes(&fs::read(&path).expect("form"));
-        match form.and_then(|f| {
-            renkei::document::build_json(kind, &f, &renkei::document::BuildOptions::default())
-        }) {
-            Ok(json) => put(&d, &format!("{stem}.json"), &json),
-            Err(e) => eprintln!("warning: {}: {e:?}", path.display()),
+        for (format, suffix) in [
+            (renkei::document::Family::JpClins, ""),
+            (renkei::document::Family::Standard, ".ereferral"),
+        ] {
+            let opts = renkei::document::BuildOptions {
+                format,
+                ..renkei::document::BuildOptions::default()
+            };
+            match form
+                .clone()
+                .and_then(|f| renkei::document::build_json(kind, &f, &opts))
+            {
+                Ok(json) => put(&d, &format!("{stem}{suffix}.json"), &json),
+                Err(e) => eprintln!("warning: {}: {e:?}", path.display()),
+            }
         }
+    }
+    // PDF letters in both families, and the guides' own examples.
+    let letter = renkei::document::LetterForm::from_bytes(
+        &fs::read(keys_dir().join("../examples/letter.toml")).expect("letter form"),
+    )
+    .expect("letter form");
+    for (format, suffix) in [
+        (renkei::document::Family::JpClins, ""),
+        (renkei::document::Family::Standard, ".ereferral"),
+    ] {
+        let opts = renkei::document::BuildOptions {
+            format,
+            ..renkei::document::BuildOptions::default()
+        };
+        let json = renkei::document::build_letter_json(
+            renkei::document::DocKind::Referral,
+            &letter,
+            "紹介状.pdf",
+            &opts,
+        )
+        .expect("letter builds");
+        put(&d, &format!("letter{suffix}.json"), &json);
+    }
+    for (name, file) in [
+        (
+            "guide-jp-clins-referral-example-01.json",
+            "jp-clins/Bundle-Bundle-CLINS-Referral-Example-01.json",
+        ),
+        (
+            "guide-ereferral-example-01.json",
+            "ereferral/Bundle-BundleReferralExample01.json",
+        ),
+    ] {
+        let b =
+            fs::read(keys_dir().join("../tests/data/documents").join(file)).expect("guide example");
+        put(&d, name, &b);
     }
 
     // receipt

@@ -1,13 +1,16 @@
 //! A received `document.json`: `document::validate` (against nothing, and
-//! against the demo referral's manifest) and `document::render` to text and
-//! to HTML. The HTML must only hold the renderer's own markup: every tag is
-//! one the template uses, no event-handler attributes, no `javascript:`.
+//! against the demo referral's manifest) and every rendering: text, the
+//! HTML page, the HTML fragment, and the 別紙様式11 print page and fragment.
+//! The HTML must only hold the renderer's own markup: every tag is one the
+//! template uses, no event-handler attributes, no `javascript:`, links only
+//! to `attachments/`; the fragments hold no `style` attribute and no
+//! `<style>`.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use renkei::document::{self, validate::Expect, Format};
+use renkei::document::{self, render, validate::Expect, Format};
 use renkei::package::Manifest;
 
 static EXPECT: LazyLock<Expect> = LazyLock::new(|| {
@@ -20,8 +23,18 @@ static EXPECT: LazyLock<Expect> = LazyLock::new(|| {
 const TAGS: &[&str] = &[
     "html", "head", "meta", "title", "style", "body", "div", "h1", "h2", "h3", "section", "dl",
     "dt", "dd", "p", "ul", "ol", "li", "footer", "header", "table", "thead", "tbody", "tr", "th",
-    "td", "span", "small", "strong", "em", "br", "hr",
+    "td", "span", "small", "strong", "em", "br", "hr", "article", "a",
 ];
+
+/// A fragment: the template's markup, and no styles at all.
+fn check_fragment(html: &str) {
+    check_html(html);
+    assert!(!html.contains("<style"), "<style> in a fragment");
+    assert!(
+        !html.contains(" style=\""),
+        "a style attribute in a fragment"
+    );
+}
 
 fn check_html(html: &str) {
     let mut rest = html;
@@ -57,6 +70,7 @@ fn check_html(html: &str) {
                 !attr.starts_with("on") && !attr.is_empty(),
                 "rendered HTML holds attribute {attr:?} in <{tag}>"
             );
+            let is_href = attr == "href";
             a = &a[n_end..];
             if let Some(v) = a.strip_prefix('=') {
                 let v = v
@@ -69,6 +83,10 @@ fn check_html(html: &str) {
                         .to_ascii_lowercase()
                         .starts_with("javascript:"),
                     "javascript: URL in <{tag}>"
+                );
+                assert!(
+                    !is_href || v[..v_end].starts_with("attachments/"),
+                    "a link outside the package in <{tag}>"
                 );
                 a = &v[v_end + 1..];
             }
@@ -84,4 +102,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = document::validate_value(&v, &EXPECT);
     let _ = document::render(&v, Format::Text);
     check_html(&document::render(&v, Format::Html));
+    check_html(&render::print_html(&v));
+    check_fragment(&render::html_fragment(&v));
+    check_fragment(&render::print_fragment(&v));
 });

@@ -1,8 +1,12 @@
-//! Form → JP-CLINS Document Bundle.
+//! Form → Document Bundle, in JP-CLINS or the standard HL7 FHIR 記述仕様
+//! ([`Family`]).
 //!
 //! The Bundle is `type: document`, the Composition first, every entry
 //! addressed by a `urn:uuid:` fullUrl and every reference one of those
-//! fullUrls. docs/DOCUMENTS.md describes the shape section by section.
+//! fullUrls. The two families differ in profiles, identifier systems,
+//! category, section code system (and a summary's codes for 現病歴, 既往歴,
+//! 家族歴); docs/DOCUMENTS.md describes the shape section by section. A PDF
+//! letter ([`super::letter`]) is built here too, in letter mode.
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -13,6 +17,7 @@ use uuid::Uuid;
 use super::codes::{self, profile};
 use super::form::{split_name, DischargeForm, FacilityForm, Form, FormErrors, LabResult};
 use super::read::escape_html;
+use super::spec::{Family, Spec};
 use super::DocKind;
 
 /// Where resource and identifier UUIDs come from.
@@ -36,6 +41,8 @@ pub struct BuildOptions {
     /// The package this document answers; overrides the form's
     /// `in_reply_to`.
     pub in_reply_to: Option<String>,
+    /// The specification family to write (JP-CLINS by default).
+    pub format: Family,
 }
 
 /// Build the Bundle for `kind` from a form. The form is checked first
@@ -43,6 +50,25 @@ pub struct BuildOptions {
 pub fn build(kind: DocKind, form: &Form, opts: &BuildOptions) -> Result<Value, FormErrors> {
     let in_reply_to = opts.in_reply_to.as_deref().or(form.in_reply_to.as_deref());
     form.check(kind, in_reply_to)?;
+    Ok(build_checked(kind, form, in_reply_to, opts, None))
+}
+
+/// The letter of a PDF-letter document: its file name (the package member
+/// `attachments/FILE`) and title.
+pub(crate) struct LetterPart<'a> {
+    pub file: &'a str,
+    pub title: &'a str,
+}
+
+/// Build from a checked form; in letter mode the sections the letter
+/// carries (現病歴, and 傷病名 when the form names none) point at it.
+pub(crate) fn build_checked(
+    kind: DocKind,
+    form: &Form,
+    in_reply_to: Option<&str>,
+    opts: &BuildOptions,
+    letter: Option<LetterPart<'_>>,
+) -> Value {
     let now = opts
         .now
         .unwrap_or_else(OffsetDateTime::now_utc)
@@ -50,17 +76,23 @@ pub fn build(kind: DocKind, form: &Form, opts: &BuildOptions) -> Result<Value, F
     let mut b = Builder {
         ids: IdGen::new(opts.ids),
         entries: Vec::new(),
+        spec: Spec::for_kind(opts.format, kind),
     };
-    Ok(b.document(kind, form, in_reply_to, now))
+    b.document(kind, form, in_reply_to, now, letter)
 }
 
 /// [`build`], serialized as pretty-printed FHIR JSON (`resourceType` first)
 /// with a final newline: the bytes of `document.json`.
 pub fn build_json(kind: DocKind, form: &Form, opts: &BuildOptions) -> Result<Vec<u8>, FormErrors> {
-    let v = build(kind, form, opts)?;
-    let mut s = to_fhir_json(&v);
+    Ok(document_bytes(&build(kind, form, opts)?))
+}
+
+/// A Bundle as the bytes of `document.json`: pretty-printed FHIR JSON
+/// (`resourceType` first) with a final newline.
+pub fn document_bytes(v: &Value) -> Vec<u8> {
+    let mut s = to_fhir_json(v);
     s.push('\n');
-    Ok(s.into_bytes())
+    s.into_bytes()
 }
 
 fn jst() -> UtcOffset {
@@ -98,7 +130,12 @@ impl IdGen {
 struct Builder {
     ids: IdGen,
     entries: Vec<Value>,
+    spec: Spec,
 }
+
+/// What a section of a PDF-letter document says where the letter holds
+/// the content.
+const SEE_LETTER: &str = "別添の紹介状（PDF）をご参照ください。";
 
 /// A reference to an entry, for section entries.
 struct Ref {
@@ -132,7 +169,9 @@ impl Builder {
         form: &Form,
         in_reply_to: Option<&str>,
         now: OffsetDateTime,
+        letter: Option<LetterPart<'_>>,
     ) -> Value {
+        let spec = self.spec;
         let referral_type = kind.is_referral_type();
         let timestamp = format_instant(now, true);
         let today = format_date(now);
@@ -140,6 +179,7 @@ impl Builder {
         // Composition.date: the form's 作成日 at the time of writing.
         let date_time = format!("{issued}{}", &format_instant(now, false)[10..]);
         let year = &issued[..4];
+        let sep = spec.identifier_separator();
 
         // Reserve the Composition's place and ID first: it is entry 0.
         let composition_id = self.ids.next();
@@ -161,6 +201,14 @@ impl Builder {
             (self.organization(to, &timestamp), doctor)
         });
 
+        let (type_code, title) = if referral_type {
+            (codes::TYPE_REFERRAL, codes::TITLE_REFERRAL)
+        } else {
+            (
+                codes::TYPE_DISCHARGE_SUMMARY,
+                codes::TITLE_DISCHARGE_SUMMARY,
+            )
+        };
         let mut top = Vec::new();
         let mut structured = Vec::new();
         let mut composition_encounter = None;
@@ -168,6 +216,7 @@ impl Builder {
 
         if referral_type {
             top.push(section(
+                spec,
                 "920",
                 facility_text(&form.from),
                 vec![&from_org, &from_doctor],
@@ -179,7 +228,7 @@ impl Builder {
             if let Some(d) = doctor {
                 entries.push(d);
             }
-            top.push(section("910", facility_text(f), entries));
+            top.push(section(spec, "910", facility_text(f), entries));
         }
 
         if referral_type {
@@ -202,7 +251,7 @@ impl Builder {
                     "reasonCode": [{ "text": purpose }]
                 }),
             );
-            structured.push(section("950", para(purpose), vec![&enc]));
+            structured.push(section(spec, "950", para(purpose), vec![&enc]));
 
             let mut problems = Vec::new();
             if let Some(cc) = &form.chief_complaint {
@@ -213,7 +262,16 @@ impl Builder {
             }
             let mut lines: Vec<&str> = form.chief_complaint.iter().map(String::as_str).collect();
             lines.extend(form.diagnoses.iter().map(String::as_str));
-            structured.push(section("340", list(&lines), problems.iter().collect()));
+            if lines.is_empty() && letter.is_some() {
+                structured.push(section(spec, "340", para(SEE_LETTER), vec![]));
+            } else {
+                structured.push(section(
+                    spec,
+                    "340",
+                    list(&lines),
+                    problems.iter().collect(),
+                ));
+            }
         } else {
             let d = form.discharge.as_ref().expect("checked: discharge present");
             let admission_dx: Vec<Ref> = form
@@ -237,26 +295,46 @@ impl Builder {
             let cc = form.chief_complaint.as_deref().unwrap_or_default();
             let cc_ref = self.condition(&patient, cc, Some("problem-list-item"), true, None);
             structured.push(section(
+                spec,
                 "322",
                 para(&format!("入院日 {}　退院日 {}", d.admitted, d.discharged)),
                 vec![&enc],
             ));
-            structured.push(section("312", para(&d.reason), vec![&enc]));
-            structured.push(section("352", para(cc), vec![&cc_ref]));
+            structured.push(section(spec, "312", para(&d.reason), vec![&enc]));
+            structured.push(section(spec, "352", para(cc), vec![&cc_ref]));
             let lines: Vec<&str> = form.diagnoses.iter().map(String::as_str).collect();
-            structured.push(section("342", list(&lines), admission_dx.iter().collect()));
+            structured.push(section(
+                spec,
+                "342",
+                list(&lines),
+                admission_dx.iter().collect(),
+            ));
             composition_encounter = Some(enc);
         }
 
-        // 現病歴
-        let illness = form.present_illness.as_deref().unwrap_or_default();
-        let about = form
-            .diagnoses
-            .first()
-            .or(form.chief_complaint.as_ref())
-            .map_or("現病歴", String::as_str);
-        let pi = self.condition(&patient, about, None, true, Some(illness));
-        structured.push(section("360", para(illness), vec![&pi]));
+        // 現病歴 (in letter mode: the letter)
+        match (&form.present_illness, &letter) {
+            (Some(illness), _) => {
+                let about = form
+                    .diagnoses
+                    .first()
+                    .or(form.chief_complaint.as_ref())
+                    .map_or("現病歴", String::as_str);
+                let pi = self.condition(&patient, about, None, true, Some(illness));
+                structured.push(section(
+                    spec,
+                    spec.local_code("360"),
+                    para(illness),
+                    vec![&pi],
+                ));
+            }
+            (None, _) => structured.push(section(
+                spec,
+                spec.local_code("360"),
+                para(SEE_LETTER),
+                vec![],
+            )),
+        }
 
         // 既往歴
         if !form.past_history.is_empty() {
@@ -266,7 +344,8 @@ impl Builder {
                 .map(|t| self.condition(&patient, t, None, false, None))
                 .collect();
             structured.push(section(
-                "370",
+                spec,
+                spec.local_code("370"),
                 list_of(&form.past_history),
                 refs.iter().collect(),
             ));
@@ -279,6 +358,7 @@ impl Builder {
                 .map(|t| self.allergy(&patient, t))
                 .collect();
             structured.push(section(
+                spec,
                 "510",
                 list_of(&form.allergies),
                 refs.iter().collect(),
@@ -292,6 +372,7 @@ impl Builder {
                 .map(|t| self.observation(&patient, "laboratory", t, None, None))
                 .collect();
             structured.push(section(
+                spec,
                 "520",
                 list_of(&form.infections),
                 refs.iter().collect(),
@@ -299,7 +380,7 @@ impl Builder {
         }
         // 家族歴 (narrative only)
         if let Some(t) = &form.family_history {
-            structured.push(section("550", para(t), vec![]));
+            structured.push(section(spec, spec.local_code("550"), para(t), vec![]));
         }
         // 身体所見
         if let Some(t) = &form.physical_findings {
@@ -315,7 +396,7 @@ impl Builder {
                 Some(json!({ "valueString": t })),
                 None,
             );
-            structured.push(section(code, para(t), vec![&r]));
+            structured.push(section(spec, code, para(t), vec![&r]));
         }
         // 処方 / 入院時服薬
         if !form.medications.is_empty() {
@@ -326,6 +407,7 @@ impl Builder {
                 .collect();
             let code = if referral_type { "430" } else { "432" };
             structured.push(section(
+                spec,
                 code,
                 list_of(&form.medications),
                 refs.iter().collect(),
@@ -340,15 +422,15 @@ impl Builder {
                 .collect();
             let lines: Vec<String> = form.lab_results.iter().map(lab_line).collect();
             let code = if referral_type { "620" } else { "623" };
-            structured.push(section(code, list_of(&lines), refs.iter().collect()));
+            structured.push(section(spec, code, list_of(&lines), refs.iter().collect()));
         }
 
         if referral_type {
             if let Some(t) = &form.clinical_course {
-                structured.push(section("330", para(t), vec![]));
+                structured.push(section(spec, "330", para(t), vec![]));
             }
             if let Some(t) = &form.plan {
-                structured.push(section("420", para(t), vec![]));
+                structured.push(section(spec, "420", para(t), vec![]));
             }
         } else {
             let d = form.discharge.as_ref().expect("checked: discharge present");
@@ -370,20 +452,22 @@ impl Builder {
                     } }]
                 }),
             );
-            structured.push(section("333", para(&d.course), vec![&course]));
+            structured.push(section(spec, "333", para(&d.course), vec![&course]));
             structured.push(section(
+                spec,
                 "324",
                 para(&format!("退院日 {}", d.discharged)),
                 vec![enc],
             ));
             // 退院時診断: the Conditions were made with the admission.
             structured.push(section(
+                spec,
                 "344",
                 list_of(&d.diagnoses),
                 discharge_dx.iter().collect(),
             ));
             if d.medications.is_empty() {
-                let mut s = section("444", para("退院時処方なし"), vec![]);
+                let mut s = section(spec, "444", para("退院時処方なし"), vec![]);
                 s["emptyReason"] = json!({ "coding": [{
                     "system": "http://terminology.hl7.org/CodeSystem/list-empty-reason",
                     "code": "nilknown", "display": "Nil Known"
@@ -396,63 +480,93 @@ impl Builder {
                     .map(|t| self.medication(&patient, &from_doctor, t, &date_time))
                     .collect();
                 structured.push(section(
+                    spec,
                     "444",
                     list_of(&d.medications),
                     refs.iter().collect(),
                 ));
             }
-            structured.push(section("424", para(&d.plan), vec![]));
+            structured.push(section(spec, "424", para(&d.plan), vec![]));
         }
 
         top.push(json!({
             "title": "構造情報",
-            "code": section_code("300"),
+            "code": section_code(spec, "300"),
             "section": sort_sections(structured),
         }));
 
-        // 添付
-        if !form.attachments.is_empty() {
-            let refs: Vec<Ref> = form
-                .attachments
-                .iter()
-                .map(|a| {
-                    self.add(
-                        "DocumentReference",
-                        json!({
-                            "status": "current",
-                            "subject": patient.reference(),
-                            "date": timestamp,
-                            "description": a.title,
-                            "content": [{ "attachment": {
-                                "contentType": crate::package::media_type_for(&a.file),
-                                "url": attachment_url(&a.file),
-                                "title": a.title
-                            } }]
-                        }),
-                    )
-                })
-                .collect();
-            let lines: Vec<String> = form
-                .attachments
-                .iter()
-                .map(|a| format!("{}（{}）", a.title, a.file))
-                .collect();
-            top.push(section("210", list_of(&lines), refs.iter().collect()));
+        // 添付, and the letter: JP-CLINS carries it in section 230 PDF (a
+        // DocumentReference, no narrative); the standard 診療情報提供書 allows
+        // only a Binary there, so it goes first in 210 添付情報, typed as
+        // the document itself.
+        let letter_ref = letter.as_ref().map(|l| {
+            self.add(
+                "DocumentReference",
+                json!({
+                    "meta": { "lastUpdated": timestamp, "profile": [profile::DOCUMENT_REFERENCE] },
+                    "status": "current",
+                    "type": { "coding": [{
+                        "system": codes::DOC_TYPE_SYSTEM, "code": type_code, "display": title
+                    }] },
+                    "subject": patient.reference(),
+                    "date": timestamp,
+                    "author": [from_doctor.reference(), from_org.reference()],
+                    "description": l.title,
+                    "content": [{ "attachment": {
+                        "contentType": codes::PDF_MEDIA_TYPE,
+                        "url": attachment_url(l.file),
+                        "title": l.title
+                    } }]
+                }),
+            )
+        });
+        let mut attachment_refs: Vec<Ref> = form
+            .attachments
+            .iter()
+            .map(|a| {
+                self.add(
+                    "DocumentReference",
+                    json!({
+                        "status": "current",
+                        "subject": patient.reference(),
+                        "date": timestamp,
+                        "description": a.title,
+                        "content": [{ "attachment": {
+                            "contentType": crate::package::media_type_for(&a.file),
+                            "url": attachment_url(&a.file),
+                            "title": a.title
+                        } }]
+                    }),
+                )
+            })
+            .collect();
+        let mut lines: Vec<String> = form
+            .attachments
+            .iter()
+            .map(|a| format!("{}（{}）", a.title, a.file))
+            .collect();
+        if let (Some(r), Some(l)) = (letter_ref, &letter) {
+            if spec.family() == Family::JpClins {
+                top.push(section_without_text(spec, "230", vec![&r]));
+            } else {
+                attachment_refs.insert(0, r);
+                lines.insert(0, format!("{}（{}、PDF）", l.title, l.file));
+            }
+        }
+        if !attachment_refs.is_empty() {
+            top.push(section(
+                spec,
+                "210",
+                list_of(&lines),
+                attachment_refs.iter().collect(),
+            ));
         }
         // 備考・連絡
         if let Some(t) = &form.remarks {
-            top.push(section("220", para(t), vec![]));
+            top.push(section(spec, "220", para(t), vec![]));
         }
 
         // The Composition.
-        let (type_code, title) = if referral_type {
-            (codes::TYPE_REFERRAL, codes::TITLE_REFERRAL)
-        } else {
-            (
-                codes::TYPE_DISCHARGE_SUMMARY,
-                codes::TITLE_DISCHARGE_SUMMARY,
-            )
-        };
         let setting = form.setting_for(kind);
         let number = form
             .document_number
@@ -465,7 +579,7 @@ impl Builder {
             "meta".into(),
             json!({
                 "lastUpdated": timestamp,
-                "profile": [if referral_type { profile::COMPOSITION_REFERRAL } else { profile::COMPOSITION_DISCHARGE_SUMMARY }],
+                "profile": [spec.composition_profile()],
                 "tag": [{ "system": codes::KIND_TAG_SYSTEM, "code": kind.as_str(), "display": kind.japanese() }]
             }),
         );
@@ -478,7 +592,7 @@ impl Builder {
             "identifier".into(),
             json!({
                 "system": codes::RESOURCE_IDENTIFIER_SYSTEM,
-                "value": format!("{}^{}^{}", form.from.facility_id, year, number)
+                "value": format!("{}{sep}{year}{sep}{number}", form.from.facility_id)
             }),
         );
         comp.insert("status".into(), json!("final"));
@@ -486,10 +600,16 @@ impl Builder {
             "type".into(),
             json!({ "coding": [{ "system": codes::DOC_TYPE_SYSTEM, "code": type_code, "display": title }] }),
         );
-        comp.insert(
-            "category".into(),
-            json!([{ "coding": [{ "system": codes::DOC_SUBTYPE_SYSTEM, "code": setting.code(), "display": setting.display() }] }]),
-        );
+        // JP-CLINS: 外来文書 / 退院時文書; the standard: the document type again.
+        let category = match spec.family() {
+            Family::JpClins => {
+                json!({ "system": codes::DOC_SUBTYPE_SYSTEM, "code": setting.code(), "display": setting.display() })
+            }
+            Family::Standard => {
+                json!({ "system": codes::DOC_TYPE_SYSTEM, "code": type_code, "display": title })
+            }
+        };
+        comp.insert("category".into(), json!([{ "coding": [category] }]));
         comp.insert(
             "subject".into(),
             json!({ "reference": patient.url, "type": "Patient", "display": form.patient.name }),
@@ -531,12 +651,12 @@ impl Builder {
             "id": bundle_uuid.to_string(),
             "meta": {
                 "lastUpdated": timestamp,
-                "profile": [if referral_type { profile::BUNDLE_REFERRAL } else { profile::BUNDLE_DISCHARGE_SUMMARY }]
+                "profile": [spec.bundle_profile()]
             },
             "language": "ja",
             "identifier": {
-                "system": codes::BUNDLE_IDENTIFIER_SYSTEM,
-                "value": format!("{}^{}^{}", form.from.facility_id, year, bundle_uuid.simple())
+                "system": spec.bundle_identifier_system(),
+                "value": format!("{}{sep}{year}{sep}{}", form.from.facility_id, bundle_uuid.simple())
             },
             "type": "document",
             "timestamp": timestamp,
@@ -769,11 +889,11 @@ impl Builder {
 }
 
 /// A section with its fixed title and code, an XHTML narrative and entries.
-fn section(code: &str, div_body: String, entries: Vec<&Ref>) -> Value {
+fn section(spec: Spec, code: &str, div_body: String, entries: Vec<&Ref>) -> Value {
     let def = codes::section(code).expect("renkei writes known section codes");
     let mut s = json!({
         "title": def.title,
-        "code": section_code(code),
+        "code": section_code(spec, code),
         "text": {
             "status": "additional",
             "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{div_body}</div>")
@@ -785,9 +905,19 @@ fn section(code: &str, div_body: String, entries: Vec<&Ref>) -> Value {
     s
 }
 
-fn section_code(code: &str) -> Value {
+/// A section without narrative (the JP-CLINS PDF section: `text ..0`).
+fn section_without_text(spec: Spec, code: &str, entries: Vec<&Ref>) -> Value {
     let def = codes::section(code).expect("renkei writes known section codes");
-    json!({ "coding": [{ "system": codes::SECTION_SYSTEM, "code": code, "display": def.display() }] })
+    json!({
+        "title": def.title,
+        "code": section_code(spec, code),
+        "entry": entries.into_iter().map(Ref::reference).collect::<Vec<_>>(),
+    })
+}
+
+fn section_code(spec: Spec, code: &str) -> Value {
+    let def = codes::section(code).expect("renkei writes known section codes");
+    json!({ "coding": [{ "system": spec.section_system(), "code": code, "display": def.display() }] })
 }
 
 /// Order sections as in the section table.

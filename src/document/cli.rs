@@ -9,20 +9,42 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use super::letter::{self, LetterError, LetterForm};
+use super::render::{html_fragment, print_fragment, print_html};
 use super::{
-    build_json, render, validate, BuildOptions, DocKind, Expect, FacilityCode, Form, FormErrors,
-    Format, Issue,
+    build_json, render, validate, BuildOptions, DocKind, Expect, FacilityCode, Family, Form,
+    FormErrors, Format, Issue, Summary,
 };
+
+/// What `renkei document show` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum View {
+    /// Plain text.
+    #[default]
+    Text,
+    /// A self-contained, printable HTML page.
+    Html,
+    /// An HTML fragment with class names only, for a page with its own
+    /// stylesheet.
+    HtmlFragment,
+    /// A printable A4 page in the order of 別紙様式11.
+    Print,
+    /// The 別紙様式11 layout as an HTML fragment with class names only.
+    PrintFragment,
+}
 
 /// `renkei document ...`.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum DocumentCommand {
-    /// Write a JP-CLINS document (FHIR Document Bundle) from a filled-in form.
+    /// Write a document (FHIR Document Bundle) from a filled-in form, in
+    /// JP-CLINS or the standard 診療情報提供書 / 退院時サマリー HL7 FHIR
+    /// 記述仕様; with --letter, a letter that is a PDF from a short form.
     New {
         /// referral, reply, reverse-referral, transfer or discharge-summary.
         #[arg(value_enum)]
         kind: DocKind,
-        /// The filled-in form (TOML); see examples/KIND.toml.
+        /// The filled-in form (TOML); see examples/KIND.toml, or
+        /// examples/letter.toml with --letter.
         #[arg(long, value_name = "FILE")]
         form: PathBuf,
         /// Where to write the Bundle (`document.json`); `-` for stdout. An
@@ -33,6 +55,15 @@ pub enum DocumentCommand {
         /// `in_reply_to`).
         #[arg(long, value_name = "PACKAGE_ID")]
         in_reply_to: Option<String>,
+        /// The specification to write: jp-clins (電子カルテ情報共有サービス)
+        /// or ereferral (the standard HL7 FHIR 記述仕様).
+        #[arg(long, value_enum, default_value_t = Family::JpClins)]
+        format: Family,
+        /// The letter itself, a PDF: the form is then the short form
+        /// (patient, from, to, purpose), and the PDF travels as
+        /// attachments/NAME — seal or send it with `--attach` this file.
+        #[arg(long, value_name = "LETTER.pdf")]
+        letter: Option<PathBuf>,
     },
     /// Check a document: FHIR shape, required sections, references, and the
     /// facilities and attachments of its package when given.
@@ -60,13 +91,15 @@ pub enum DocumentCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print a document in Japanese, as plain text or printable HTML.
+    /// Print a document in Japanese: text, HTML, an HTML fragment, or the
+    /// 別紙様式11 print layout. Beside an opened package's attachments, its
+    /// PDF letter is checked to be a PDF.
     Show {
         /// The document (`document.json`); `-` for stdin.
         file: PathBuf,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = View::Text)]
+        format: View,
     },
 }
 
@@ -114,13 +147,24 @@ pub enum DocumentCliError {
     /// The document built from a form did not validate: a bug in renkei.
     #[error("renkei built a document that does not validate; this is a bug, please report it:\n{}", list_issues(.0))]
     SelfCheck(Vec<Issue>),
+    /// The letter is not a PDF renkei accepts; nothing was written.
+    #[error("{path}: {source}")]
+    Letter {
+        /// The letter file.
+        path: String,
+        /// Why.
+        source: LetterError,
+    },
 }
 
 impl DocumentCliError {
     /// Whether the command failed because a document is invalid (exit
     /// status 3, "verification failed").
     pub fn is_validation_failure(&self) -> bool {
-        matches!(self, DocumentCliError::Invalid { .. })
+        matches!(
+            self,
+            DocumentCliError::Invalid { .. } | DocumentCliError::Letter { .. }
+        )
     }
 
     /// The validation issues, when [`Self::is_validation_failure`].
@@ -166,7 +210,19 @@ pub fn run_with(
             form,
             out,
             in_reply_to,
-        } => new(kind, &form, &out, in_reply_to, output),
+            format,
+            letter,
+        } => new(
+            kind,
+            &form,
+            &out,
+            NewOptions {
+                in_reply_to,
+                format,
+                letter,
+            },
+            output,
+        ),
         DocumentCommand::Validate {
             file,
             sender,
@@ -243,11 +299,37 @@ fn write_err(path: &str) -> impl FnOnce(io::Error) -> DocumentCliError + '_ {
     }
 }
 
+/// The options of `document new` beside the form and output.
+struct NewOptions {
+    in_reply_to: Option<String>,
+    format: Family,
+    letter: Option<PathBuf>,
+}
+
+/// Read a letter's size and first bytes and check it is a PDF.
+fn check_letter_file(path: &Path) -> Result<(), DocumentCliError> {
+    let read_err = |source| DocumentCliError::Read {
+        path: display(path),
+        source,
+    };
+    let f = fs::File::open(path).map_err(read_err)?;
+    let meta = f.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(read_err(io::Error::other("not a regular file")));
+    }
+    let mut head = Vec::with_capacity(8);
+    f.take(8).read_to_end(&mut head).map_err(read_err)?;
+    letter::check_pdf(&head, meta.len()).map_err(|source| DocumentCliError::Letter {
+        path: display(path),
+        source,
+    })
+}
+
 fn new(
     kind: DocKind,
     form_path: &Path,
     out: &Path,
-    in_reply_to: Option<String>,
+    o: NewOptions,
     output: &mut dyn Write,
 ) -> Result<(), DocumentCliError> {
     let bytes = fs::read(form_path).map_err(|source| DocumentCliError::Read {
@@ -258,26 +340,60 @@ fn new(
         path: display(form_path),
         errors,
     };
-    let form = Form::from_bytes(&bytes).map_err(form_err)?;
     let opts = BuildOptions {
-        in_reply_to,
+        in_reply_to: o.in_reply_to,
+        format: o.format,
         ..BuildOptions::default()
     };
-    let json = build_json(kind, &form, &opts).map_err(form_err)?;
+
+    // Build, and say what the package around the document must hold.
+    let (json, expect, letter_file) = match &o.letter {
+        None => {
+            let form = Form::from_bytes(&bytes).map_err(form_err)?;
+            let json = build_json(kind, &form, &opts).map_err(form_err)?;
+            let expect = Expect {
+                sender: Some((&form.from.facility_id).into()),
+                recipients: form.to.iter().map(|t| (&t.facility_id).into()).collect(),
+                attachment_members: Some(
+                    form.attachments
+                        .iter()
+                        .map(|a| format!("attachments/{}", a.file))
+                        .collect(),
+                ),
+                kind: Some(kind),
+                in_reply_to: opts.in_reply_to.clone().or(form.in_reply_to.clone()),
+            };
+            (json, expect, None)
+        }
+        Some(path) => {
+            let form = LetterForm::from_bytes(&bytes).map_err(form_err)?;
+            let file = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            check_letter_file(path)?;
+            let json = letter::build_letter_json(kind, &form, &file, &opts).map_err(form_err)?;
+            let expect = Expect {
+                sender: Some((&form.from.facility_id).into()),
+                recipients: form.to.iter().map(|t| (&t.facility_id).into()).collect(),
+                attachment_members: Some(
+                    std::iter::once(format!("attachments/{file}"))
+                        .chain(
+                            form.attachments
+                                .iter()
+                                .map(|a| format!("attachments/{}", a.file)),
+                        )
+                        .collect(),
+                ),
+                kind: Some(kind),
+                in_reply_to: opts.in_reply_to.clone().or(form.in_reply_to.clone()),
+            };
+            (json, expect, Some(file))
+        }
+    };
 
     // Self-check: what renkei writes, renkei accepts.
-    let expect = Expect {
-        sender: Some((&form.from.facility_id).into()),
-        recipients: form.to.iter().map(|t| (&t.facility_id).into()).collect(),
-        attachment_members: Some(
-            form.attachments
-                .iter()
-                .map(|a| format!("attachments/{}", a.file))
-                .collect(),
-        ),
-        kind: Some(kind),
-        in_reply_to: opts.in_reply_to.clone().or(form.in_reply_to.clone()),
-    };
     let summary = validate(&json, &expect).map_err(DocumentCliError::SelfCheck)?;
 
     if out.as_os_str() == "-" {
@@ -302,9 +418,8 @@ fn new(
     f.write_all(&json)
         .and_then(|_| f.sync_all())
         .map_err(write_err(&name))?;
-    writeln!(
-        output,
-        "wrote {name}: {} ({}) for {}, {} → {}",
+    let mut msg = format!(
+        "wrote {name}: {} ({}) for {}, {} → {}\n  spec:   {}\n",
         summary.title,
         kind,
         summary.patient.name,
@@ -312,9 +427,18 @@ fn new(
         summary
             .to
             .as_ref()
-            .map_or("-".to_string(), |t| t.facility_id.to_string())
-    )
-    .map_err(write_err("stdout"))?;
+            .map_or("-".to_string(), |t| t.facility_id.to_string()),
+        summary.spec.name(),
+    );
+    if let (Some(file), Some(path)) = (&letter_file, &o.letter) {
+        msg.push_str(&format!(
+            "  letter: attachments/{file}; seal or send the document with --attach {}\n",
+            path.display()
+        ));
+    }
+    output
+        .write_all(msg.as_bytes())
+        .map_err(write_err("stdout"))?;
     Ok(())
 }
 
@@ -331,7 +455,11 @@ fn validate_cmd(
     match result {
         Ok(s) => {
             if json {
-                let v = serde_json::json!({ "valid": true, "summary": s });
+                let v = serde_json::json!({
+                    "valid": true,
+                    "specification": { "code": s.spec, "name": s.spec.name(), "source": s.spec.source() },
+                    "summary": s,
+                });
                 writeln!(
                     output,
                     "{}",
@@ -362,8 +490,21 @@ fn validate_cmd(
                         .as_ref()
                         .map_or(String::new(), |b| format!(" {b}")),
                 );
+                text.push_str(&format!(
+                    "  spec:     {} [{}; {}]\n",
+                    s.spec.name(),
+                    s.spec.as_str(),
+                    s.spec.source()
+                ));
                 if let Some(p) = &s.purpose {
                     text.push_str(&format!("  purpose:  {}\n", p.replace('\n', " ")));
+                }
+                if let Some(l) = &s.letter {
+                    text.push_str(&format!(
+                        "  letter:   {} {} (PDF)\n",
+                        l.member,
+                        l.title.as_deref().unwrap_or_default()
+                    ));
                 }
                 if let Some(a) = &s.answers {
                     text.push_str(&format!("  answers:  {a}\n"));
@@ -402,7 +543,7 @@ fn validate_cmd(
 
 fn show(
     file: &Path,
-    format: Format,
+    view: View,
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<(), DocumentCliError> {
@@ -412,10 +553,35 @@ fn show(
         issues,
     };
     let value = super::validate::parse(&bytes).map_err(|i| invalid(vec![i]))?;
-    super::validate_value(&value, &Expect::default()).map_err(invalid)?;
+    let summary = super::validate_value(&value, &Expect::default()).map_err(invalid)?;
+    check_letter_beside(file, &summary)?;
+    let text = match view {
+        View::Text => render(&value, Format::Text),
+        View::Html => render(&value, Format::Html),
+        View::HtmlFragment => html_fragment(&value),
+        View::Print => print_html(&value),
+        View::PrintFragment => print_fragment(&value),
+    };
     output
-        .write_all(render(&value, format).as_bytes())
+        .write_all(text.as_bytes())
         .map_err(write_err("stdout"))
+}
+
+/// When the document lies in an opened package's folder, beside its
+/// `attachments/`, check that its letter is a PDF before it is shown as
+/// one.
+fn check_letter_beside(file: &Path, summary: &Summary) -> Result<(), DocumentCliError> {
+    let (Some(l), Some(dir)) = (&summary.letter, file.parent()) else {
+        return Ok(());
+    };
+    if file.as_os_str() == "-" {
+        return Ok(());
+    }
+    let path = dir.join(&l.member);
+    if path.exists() {
+        check_letter_file(&path)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -492,10 +658,44 @@ mod tests {
         assert!(matches!(
             t.cmd,
             DocumentCommand::Show {
-                format: Format::Html,
+                format: View::Html,
                 ..
             }
         ));
+        for (arg, view) in [
+            ("print", View::Print),
+            ("html-fragment", View::HtmlFragment),
+            ("print-fragment", View::PrintFragment),
+        ] {
+            let t = T::try_parse_from(["t", "show", "x.json", "--format", arg]).unwrap();
+            assert!(matches!(t.cmd, DocumentCommand::Show { format, .. } if format == view));
+        }
+        let t = T::try_parse_from([
+            "t",
+            "new",
+            "referral",
+            "--form",
+            "f.toml",
+            "--format",
+            "ereferral",
+            "--letter",
+            "紹介状.pdf",
+            "-o",
+            "-",
+        ])
+        .unwrap();
+        assert!(matches!(
+            t.cmd,
+            DocumentCommand::New {
+                format: Family::Standard,
+                letter: Some(_),
+                ..
+            }
+        ));
+        assert!(T::try_parse_from([
+            "t", "new", "referral", "--form", "f", "-o", "-", "--format", "fhir"
+        ])
+        .is_err());
     }
 
     #[test]
@@ -505,7 +705,7 @@ mod tests {
         let e = run_with(
             DocumentCommand::Show {
                 file: "-".into(),
-                format: Format::Text,
+                format: View::Text,
             },
             &mut input,
             &mut out,

@@ -1,10 +1,26 @@
-//! The JP-CLINS vocabulary: code systems, identifier systems, profiles and
-//! the section table of the 診療情報提供書 (eReferral) and 退院時サマリー
-//! (eDischargeSummary) Compositions (jami-fhir-jp-wg/clinical-core,
-//! `input/fsh/profiles/CLINS/`).
+//! The vocabulary of the documents renkei exchanges: code systems,
+//! identifier systems, profiles and the section codes of the 診療情報提供書
+//! and 退院時サマリー Compositions, in both families —
+//! JP-CLINS (jami-fhir-jp-wg/clinical-core, `input/fsh/profiles/CLINS/`) and
+//! the standard 診療情報提供書 / 退院時サマリー HL7 FHIR 記述仕様
+//! (jami-fhir-jp-wg/eReferral, jami-fhir-jp-wg/eDischargeSummary). Which
+//! codes each specification allows, requires and how often is in
+//! [`super::spec`].
 
-/// Section codes (`Composition.section.code.coding.system`).
+/// JP-CLINS section codes (`Composition.section.code.coding.system`).
 pub const SECTION_SYSTEM: &str = "http://jpfhir.jp/fhir/clins/CodeSystem/document-section";
+/// Section codes of the 診療情報提供書 HL7 FHIR 記述仕様 (eReferral).
+pub const EREFERRAL_SECTION_SYSTEM: &str =
+    "http://jpfhir.jp/fhir/eReferral/CodeSystem/document-section";
+/// Section codes of the 退院時サマリー HL7 FHIR 記述仕様 (eDischargeSummary).
+pub const EDISCHARGE_SECTION_SYSTEM: &str =
+    "http://jpfhir.jp/fhir/eDischargeSummary/CodeSystem/document-section";
+/// Every section code system renkei reads.
+pub const SECTION_SYSTEMS: [&str; 3] = [
+    SECTION_SYSTEM,
+    EREFERRAL_SECTION_SYSTEM,
+    EDISCHARGE_SECTION_SYSTEM,
+];
 /// Document type codes (`Composition.type.coding.system`).
 pub const DOC_TYPE_SYSTEM: &str = "http://jpfhir.jp/fhir/Common/CodeSystem/doc-typecodes";
 /// LOINC, which the document type codes are taken from.
@@ -22,8 +38,14 @@ pub const TITLE_DISCHARGE_SUMMARY: &str = "退院時サマリー";
 /// Fixed `Composition.event.code.text` of a 診療情報提供書.
 pub const EVENT_REFERRAL: &str = "診療情報提供書発行";
 
-/// `Bundle.identifier.system`.
+/// `Bundle.identifier.system` of a JP-CLINS document.
 pub const BUNDLE_IDENTIFIER_SYSTEM: &str = "http://jpfhir.jp/fhir/clins/bundle-identifier";
+/// `Bundle.identifier.system` of a document of the standard HL7 FHIR
+/// 記述仕様 (eReferral, eDischargeSummary).
+pub const DOCUMENT_INSTANCE_IDENTIFIER_SYSTEM: &str =
+    "http://jpfhir.jp/fhir/core/IdSystem/documentInstance-identifier";
+/// The media type of a PDF letter.
+pub const PDF_MEDIA_TYPE: &str = "application/pdf";
 /// `Composition.identifier.system` (and other resource instance identifiers).
 pub const RESOURCE_IDENTIFIER_SYSTEM: &str =
     "http://jpfhir.jp/fhir/core/IdSystem/resourceInstance-identifier";
@@ -66,16 +88,24 @@ pub const FEE_SCHEDULE_SYSTEM: &str =
 
 /// Profiles written into `meta.profile`.
 pub mod profile {
-    /// JP_Bundle_eReferral.
+    /// JP_Bundle_eReferral of JP-CLINS.
     pub const BUNDLE_REFERRAL: &str =
         "http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eReferral";
-    /// JP_Bundle_eDischargeSummary.
+    /// JP_Bundle_eDischargeSummary of JP-CLINS.
     pub const BUNDLE_DISCHARGE_SUMMARY: &str =
+        "http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eDischargeSummary";
+    /// JP_Bundle_eReferral of the 診療情報提供書 HL7 FHIR 記述仕様.
+    pub const STD_BUNDLE_REFERRAL: &str =
+        "http://jpfhir.jp/fhir/eReferral/StructureDefinition/JP_Bundle_eReferral";
+    /// JP_Bundle_eDischargeSummary of the 退院時サマリー HL7 FHIR 記述仕様.
+    pub const STD_BUNDLE_DISCHARGE_SUMMARY: &str =
         "http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Bundle_eDischargeSummary";
-    /// JP_Composition_eReferral.
+    /// JP_Composition_eReferral (the same URL in JP-CLINS and the
+    /// standard).
     pub const COMPOSITION_REFERRAL: &str =
         "http://jpfhir.jp/fhir/eReferral/StructureDefinition/JP_Composition_eReferral";
-    /// JP_Composition_eDischargeSummary.
+    /// JP_Composition_eDischargeSummary (the same URL in JP-CLINS and the
+    /// standard).
     pub const COMPOSITION_DISCHARGE_SUMMARY: &str =
         "http://jpfhir.jp/fhir/eDischargeSummary/StructureDefinition/JP_Composition_eDischargeSummary";
     /// JP_Patient_eCS.
@@ -88,6 +118,9 @@ pub mod profile {
         "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Organization_eCS";
     /// JP_Encounter_eCS.
     pub const ENCOUNTER: &str = "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Encounter_eCS";
+    /// JP_DocumentReference_eCS.
+    pub const DOCUMENT_REFERENCE: &str =
+        "http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_DocumentReference_eCS";
 }
 
 /// renkei's own tag on `Composition.meta.tag`: which of the
@@ -109,18 +142,6 @@ pub enum Level {
     Structured,
 }
 
-/// Which documents a section belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Uses {
-    /// 診療情報提供書 only (the `REF` codes).
-    Referral,
-    /// 退院時サマリー only (the `DIS` codes).
-    DischargeSummary,
-    /// Both (the `COMMON` codes, and the renkei additions 910/920/220 in a
-    /// 退院時サマリー).
-    Both,
-}
-
 /// One section code of the JP-CLINS code system.
 #[derive(Debug, Clone, Copy)]
 pub struct SectionDef {
@@ -133,9 +154,9 @@ pub struct SectionDef {
     pub heading: &'static str,
     /// Where it may appear.
     pub level: Level,
-    /// Which documents it belongs to.
-    pub uses: Uses,
-    /// Resource types its entries may reference.
+    /// Resource types its entries may reference (what the profiles allow;
+    /// [`super::Spec::entry_types`] adjusts 210, 220 and 230 per
+    /// specification).
     pub entry_types: &'static [&'static str],
 }
 
@@ -149,15 +170,6 @@ impl SectionDef {
     pub fn label(&self) -> String {
         format!("{} {}", self.code, self.title)
     }
-
-    /// Whether the section belongs in this kind of document.
-    pub fn used_in(&self, referral_type: bool) -> bool {
-        match self.uses {
-            Uses::Both => true,
-            Uses::Referral => referral_type,
-            Uses::DischargeSummary => !referral_type,
-        }
-    }
 }
 
 const fn def(
@@ -165,7 +177,6 @@ const fn def(
     title: &'static str,
     heading: &'static str,
     level: Level,
-    uses: Uses,
     entry_types: &'static [&'static str],
 ) -> SectionDef {
     SectionDef {
@@ -173,13 +184,11 @@ const fn def(
         title,
         heading,
         level,
-        uses,
         entry_types,
     }
 }
 
 use Level::{Structured, Top};
-use Uses::{Both, DischargeSummary as Dis, Referral as Ref};
 
 const DOCREF: &[&str] = &["DocumentReference"];
 const CONDITION: &[&str] = &["Condition"];
@@ -197,7 +206,6 @@ pub const SECTIONS: &[SectionDef] = &[
         "紹介先情報",
         "紹介先",
         Top,
-        Both,
         &["Organization", "Practitioner"],
     ),
     def(
@@ -205,58 +213,45 @@ pub const SECTIONS: &[SectionDef] = &[
         "紹介元情報",
         "紹介元",
         Top,
-        Both,
         &["Organization", "Practitioner"],
     ),
-    def("200", "CDA参照", "CDA参照", Top, Both, DOCREF),
-    def("300", "構造情報", "構造情報", Top, Both, &[]),
+    def("200", "CDA参照", "CDA参照", Top, DOCREF),
+    def("300", "構造情報", "構造情報", Top, &[]),
     // 診療情報提供書 (under 300)
-    def("950", "紹介目的", "紹介目的", Structured, Ref, ENCOUNTER),
-    def(
-        "340",
-        "傷病名・主訴",
-        "傷病名・主訴",
-        Structured,
-        Ref,
-        CONDITION,
-    ),
+    def("950", "紹介目的", "紹介目的", Structured, ENCOUNTER),
+    def("340", "傷病名・主訴", "傷病名・主訴", Structured, CONDITION),
     // 退院時サマリー (under 300)
-    def(
-        "322",
-        "入院時詳細",
-        "入院時詳細",
-        Structured,
-        Dis,
-        ENCOUNTER,
-    ),
-    def("312", "入院理由", "入院理由", Structured, Dis, ENCOUNTER),
-    def("352", "主訴", "主訴", Structured, Dis, CONDITION),
-    def(
-        "342",
-        "入院時診断",
-        "入院時診断",
-        Structured,
-        Dis,
-        CONDITION,
-    ),
+    def("322", "入院時詳細", "入院時詳細", Structured, ENCOUNTER),
+    def("312", "入院理由", "入院理由", Structured, ENCOUNTER),
+    def("352", "主訴", "主訴", Structured, CONDITION),
+    def("342", "入院時診断", "入院時診断", Structured, CONDITION),
     // common
-    def("360", "現病歴", "現病歴", Structured, Both, CONDITION),
-    def("370", "既往歴", "既往歴", Structured, Both, CONDITION),
+    def("360", "現病歴", "現病歴", Structured, CONDITION),
+    // 362, 372, 552, 642: the 退院時サマリー codes of the standard (and of the
+    // JP-CLINS summary profile's slices) for 現病歴, 既往歴, 家族歴, 社会歴.
+    def("362", "現病歴", "現病歴", Structured, CONDITION),
+    def("370", "既往歴", "既往歴", Structured, CONDITION),
+    def("372", "既往歴", "既往歴", Structured, CONDITION),
     def(
         "510",
         "アレルギー・不耐性反応",
         "アレルギー・不耐性反応",
         Structured,
-        Both,
         &["AllergyIntolerance"],
     ),
-    def("520", "感染症情報", "感染症", Structured, Ref, OBSERVATION),
+    def("520", "感染症情報", "感染症", Structured, OBSERVATION),
     def(
         "550",
         "家族歴",
         "家族歴",
         Structured,
-        Both,
+        &["FamilyMemberHistory"],
+    ),
+    def(
+        "552",
+        "家族歴",
+        "家族歴",
+        Structured,
         &["FamilyMemberHistory"],
     ),
     def(
@@ -264,7 +259,13 @@ pub const SECTIONS: &[SectionDef] = &[
         "社会歴・生活習慣",
         "社会歴・生活習慣",
         Structured,
-        Both,
+        OBSERVATION,
+    ),
+    def(
+        "642",
+        "社会歴・生活習慣",
+        "社会歴・生活習慣",
+        Structured,
         OBSERVATION,
     ),
     def(
@@ -272,16 +273,14 @@ pub const SECTIONS: &[SectionDef] = &[
         "予防接種歴",
         "予防接種歴",
         Structured,
-        Both,
         &["Immunization"],
     ),
-    def("610", "身体所見", "身体所見", Structured, Ref, OBSERVATION),
+    def("610", "身体所見", "身体所見", Structured, OBSERVATION),
     def(
         "612",
         "入院時身体所見",
         "入院時身体所見",
         Structured,
-        Dis,
         OBSERVATION,
     ),
     def(
@@ -289,7 +288,6 @@ pub const SECTIONS: &[SectionDef] = &[
         "入院時服薬",
         "入院時服薬（処方）",
         Structured,
-        Dis,
         MEDICATION,
     ),
     def(
@@ -297,7 +295,6 @@ pub const SECTIONS: &[SectionDef] = &[
         "投薬指示",
         "処方（投薬指示）",
         Structured,
-        Ref,
         MEDICATION,
     ),
     def(
@@ -305,7 +302,6 @@ pub const SECTIONS: &[SectionDef] = &[
         "検査結果",
         "検査結果",
         Structured,
-        Ref,
         &["Observation", "ImagingStudy", "DiagnosticReport"],
     ),
     def(
@@ -313,44 +309,21 @@ pub const SECTIONS: &[SectionDef] = &[
         "入院中検査結果",
         "検査結果（入院中）",
         Structured,
-        Dis,
         STUDY,
     ),
-    def("720", "処置", "処置", Structured, Ref, PROCEDURE),
-    def("730", "手術", "手術", Structured, Ref, PROCEDURE),
-    def("740", "輸血歴", "輸血歴", Structured, Ref, PROCEDURE),
-    def(
-        "713",
-        "入院中治療",
-        "入院中治療",
-        Structured,
-        Dis,
-        PROCEDURE,
-    ),
-    def("330", "臨床経過", "臨床経過", Structured, Ref, DOCREF),
-    def("333", "入院中経過", "入院中経過", Structured, Dis, DOCREF),
-    def(
-        "324",
-        "退院時詳細",
-        "退院時詳細",
-        Structured,
-        Dis,
-        ENCOUNTER,
-    ),
-    def(
-        "344",
-        "退院時診断",
-        "退院時診断",
-        Structured,
-        Dis,
-        CONDITION,
-    ),
+    def("720", "処置", "処置", Structured, PROCEDURE),
+    def("730", "手術", "手術", Structured, PROCEDURE),
+    def("740", "輸血歴", "輸血歴", Structured, PROCEDURE),
+    def("713", "入院中治療", "入院中治療", Structured, PROCEDURE),
+    def("330", "臨床経過", "臨床経過", Structured, DOCREF),
+    def("333", "入院中経過", "入院中経過", Structured, DOCREF),
+    def("324", "退院時詳細", "退院時詳細", Structured, ENCOUNTER),
+    def("344", "退院時診断", "退院時診断", Structured, CONDITION),
     def(
         "614",
         "退院時身体所見",
         "退院時身体所見",
         Structured,
-        Dis,
         OBSERVATION,
     ),
     def(
@@ -358,40 +331,23 @@ pub const SECTIONS: &[SectionDef] = &[
         "退院時投薬指示",
         "退院時投薬（処方）",
         Structured,
-        Dis,
         &["MedicationRequest", "MedicationStatement", "Bundle"],
     ),
-    def(
-        "424",
-        "退院時方針指示",
-        "退院時方針",
-        Structured,
-        Dis,
-        CAREPLAN,
-    ),
-    def("420", "診療方針指示", "診療方針", Structured, Ref, CAREPLAN),
+    def("424", "退院時方針指示", "退院時方針", Structured, CAREPLAN),
+    def("420", "診療方針指示", "診療方針", Structured, CAREPLAN),
     def(
         "810",
         "医療機器",
         "医療機器",
         Structured,
-        Both,
         &["DeviceUseStatement", "Device"],
     ),
-    def(
-        "410",
-        "事前指示",
-        "事前指示",
-        Structured,
-        Both,
-        &["Consent"],
-    ),
+    def("410", "事前指示", "事前指示", Structured, &["Consent"]),
     def(
         "830",
         "臨床研究参加",
         "臨床研究参加",
         Structured,
-        Both,
         &["ResearchSubject", "ResearchStudy"],
     ),
     def(
@@ -399,38 +355,47 @@ pub const SECTIONS: &[SectionDef] = &[
         "添付情報",
         "添付",
         Top,
-        Both,
         &["DocumentReference", "Bundle"],
     ),
-    def("230", "PDF", "PDF", Top, Both, DOCREF),
-    def("220", "備考・連絡情報", "備考・連絡", Top, Both, DOCREF),
+    def("230", "PDF", "PDF", Top, DOCREF),
+    def("220", "備考・連絡情報", "備考・連絡", Top, DOCREF),
 ];
 
-/// Sections a 診療情報提供書 must carry (besides 300 構造情報).
-pub const REQUIRED_REFERRAL_TOP: &[&str] = &["920", "910"];
-/// Sections a 診療情報提供書 must carry under 300 構造情報.
-pub const REQUIRED_REFERRAL_STRUCTURED: &[&str] = &["950", "340", "360"];
-/// Sections a 退院時サマリー must carry under 300 構造情報.
-pub const REQUIRED_DISCHARGE_STRUCTURED: &[&str] = &[
-    "322", "342", "352", "312", "360", "333", "324", "344", "444", "424",
-];
-
-/// Minimum number of entries of a section (the profile's `entry 1..`).
-pub fn min_entries(code: &str, referral_type: bool) -> usize {
-    match code {
-        "910" | "920" | "210" | "230" | "200" => 1,
-        "322" | "324" | "333" | "344" if !referral_type => 1,
-        _ => 0,
-    }
-}
-
-/// Maximum number of entries of a section (the profile's `entry ..n`).
-pub fn max_entries(code: &str) -> Option<usize> {
-    match code {
-        "910" | "920" => Some(3),
-        "950" | "312" | "322" | "324" | "220" | "200" => Some(1),
-        _ => None,
-    }
+/// The field of the renkei form ([`super::Form`], or for a PDF letter
+/// [`super::LetterForm`]) that writes a section, for pointing at it when the
+/// section has a problem: "950" → `purpose`.
+pub fn form_field(code: &str, referral_type: bool) -> Option<&'static str> {
+    Some(match code {
+        "920" => "from",
+        "910" => "to",
+        "950" => "purpose",
+        "340" | "342" => "diagnoses",
+        "352" => "chief_complaint",
+        "360" | "362" => "present_illness",
+        "370" | "372" => "past_history",
+        "510" => "allergies",
+        "520" => "infections",
+        "550" | "552" => "family_history",
+        "610" | "612" => "physical_findings",
+        "430" | "432" => "medications",
+        "620" | "623" => "lab_results",
+        "330" => "clinical_course",
+        "420" => "plan",
+        "220" => "remarks",
+        "210" => "attachments",
+        "230" => "letter",
+        "322" => "discharge.admitted",
+        "324" => "discharge.discharged",
+        "312" => "discharge.reason",
+        "333" => "discharge.course",
+        "344" => "discharge.diagnoses",
+        "444" => "discharge.medications",
+        "424" => "discharge.plan",
+        _ => return None,
+    })
+    .filter(|f| {
+        referral_type || !matches!(*f, "purpose" | "infections" | "clinical_course" | "plan")
+    })
 }
 
 /// Look up a section code.
@@ -448,25 +413,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_unique_codes_and_required_codes_are_known() {
+    fn table_has_unique_codes() {
         let mut seen = std::collections::HashSet::new();
         for s in SECTIONS {
             assert!(seen.insert(s.code), "duplicate {}", s.code);
             assert_eq!(s.code.len(), 3);
         }
-        for c in REQUIRED_REFERRAL_TOP
-            .iter()
-            .chain(REQUIRED_REFERRAL_STRUCTURED)
-        {
-            assert!(section(c).unwrap().used_in(true));
-        }
-        for c in REQUIRED_DISCHARGE_STRUCTURED {
-            let s = section(c).unwrap();
-            assert!(s.used_in(false));
-            assert_eq!(s.level, Level::Structured);
-        }
         assert_eq!(label("950"), "950 紹介目的");
+        assert_eq!(label("362"), "362 現病歴");
         assert_eq!(label("999"), "999");
         assert_eq!(section("920").unwrap().display(), "紹介元情報セクション");
+    }
+
+    #[test]
+    fn sections_point_at_their_form_fields() {
+        assert_eq!(form_field("950", true), Some("purpose"));
+        assert_eq!(form_field("362", false), Some("present_illness"));
+        assert_eq!(form_field("344", false), Some("discharge.diagnoses"));
+        assert_eq!(form_field("230", true), Some("letter"));
+        assert_eq!(form_field("300", true), None);
+        assert_eq!(form_field("420", false), None);
     }
 }

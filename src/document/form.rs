@@ -1,6 +1,8 @@
-//! The form a liaison office (地域連携室) fills in: a small TOML file that
-//! [`super::build()`] turns into a JP-CLINS Bundle. `examples/<kind>.toml`
-//! shows one filled-in form per kind; docs/DOCUMENTS.md lists every field.
+//! The form a liaison office (地域連携室) fills in: a small TOML file, or
+//! the same fields from any serde format (a web form), that
+//! [`super::build()`] turns into a Bundle. `examples/<kind>.toml` shows one
+//! filled-in form per kind; docs/DOCUMENTS.md lists every field. The short
+//! form of a PDF letter is [`super::LetterForm`].
 
 use std::fmt;
 
@@ -270,7 +272,7 @@ impl fmt::Display for FormErrors {
     }
 }
 
-fn err(field: &str, message: impl Into<String>) -> FormError {
+pub(crate) fn err(field: &str, message: impl Into<String>) -> FormError {
     FormError {
         field: field.to_string(),
         message: message.into(),
@@ -318,6 +320,22 @@ impl Form {
     /// date a date, no field that does not belong to the kind. Returns
     /// every problem at once.
     pub fn check(&self, kind: DocKind, in_reply_to: Option<&str>) -> Result<(), FormErrors> {
+        let e = self.problems(kind, in_reply_to, false);
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(FormErrors(e))
+        }
+    }
+
+    /// Every problem of the form for `kind`; for a PDF letter
+    /// (`letter`), 現病歴 and 傷病名 may be left to the letter.
+    pub(crate) fn problems(
+        &self,
+        kind: DocKind,
+        in_reply_to: Option<&str>,
+        letter: bool,
+    ) -> Vec<FormError> {
         let mut e = Vec::new();
         let ds = kind == DocKind::DischargeSummary;
 
@@ -433,7 +451,7 @@ impl Form {
             if let Some(t) = &self.chief_complaint {
                 check_text(&mut e, "chief_complaint", t);
             }
-            if self.diagnoses.is_empty() && self.chief_complaint.is_none() {
+            if self.diagnoses.is_empty() && self.chief_complaint.is_none() && !letter {
                 e.push(err(
                     "diagnoses",
                     "give at least one diagnosis (傷病名) or a chief complaint (主訴)",
@@ -451,6 +469,7 @@ impl Form {
         }
         match &self.present_illness {
             Some(t) => check_text(&mut e, "present_illness", t),
+            None if letter => {}
             None => e.push(err("present_illness", "write the present illness (現病歴)")),
         }
         for (f, list) in [
@@ -515,12 +534,7 @@ impl Form {
             }
             check_line(&mut e, &format!("{f}.title"), &a.title);
         }
-
-        if e.is_empty() {
-            Ok(())
-        } else {
-            Err(FormErrors(e))
-        }
+        e
     }
 }
 
@@ -611,7 +625,7 @@ fn check_list(e: &mut Vec<FormError>, field: &str, list: &[String]) {
     }
 }
 
-fn check_text(e: &mut Vec<FormError>, field: &str, s: &str) {
+pub(crate) fn check_text(e: &mut Vec<FormError>, field: &str, s: &str) {
     if s.trim().is_empty() {
         e.push(err(
             field,
@@ -630,7 +644,7 @@ fn check_text(e: &mut Vec<FormError>, field: &str, s: &str) {
     }
 }
 
-fn check_line(e: &mut Vec<FormError>, field: &str, s: &str) {
+pub(crate) fn check_line(e: &mut Vec<FormError>, field: &str, s: &str) {
     if s.trim().is_empty() {
         e.push(err(field, "is empty"));
     } else if s.chars().count() > 2000 {

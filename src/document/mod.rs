@@ -1,12 +1,21 @@
-//! Clinical documents: JP-CLINS FHIR R4 Document Bundles, the payload
-//! (`document.json`) of every package.
+//! Clinical documents: FHIR R4 Document Bundles, the payload
+//! (`document.json`) of every package, following JP-CLINS or the standard
+//! 診療情報提供書 / 退院時サマリー HL7 FHIR 記述仕様 ([`spec`]).
 //!
-//! - [`form`]: the TOML form a liaison office (地域連携室) fills in;
-//! - [`build()`]: form → Bundle (診療情報提供書 57133-1 or 退院時サマリー 18842-5);
+//! - [`form`]: the form a liaison office (地域連携室) fills in (TOML, or
+//!   any serde format a front-end fills);
+//! - [`build()`]: form → Bundle (診療情報提供書 57133-1 or 退院時サマリー
+//!   18842-5) in either family;
+//! - [`letter`]: a letter that is a PDF: the short form, the PDF check and
+//!   [`build_letter()`];
 //! - [`validate()`]: bytes → [`Summary`] or a list of [`Issue`]s, checking the
-//!   Bundle shape, the required sections, every reference, and that the
-//!   紹介元 / 紹介先 facilities and attachments match the package;
-//! - [`render()`]: a Bundle → Japanese plain text or self-contained HTML;
+//!   Bundle shape, the specification's required sections, every reference,
+//!   and that the 紹介元 / 紹介先 facilities and attachments match the package;
+//! - [`render()`]: a Bundle → Japanese plain text or self-contained HTML, and
+//!   [`render::html_fragment`], [`render::print_html`] and
+//!   [`render::print_fragment`] for a front-end and for printing in the
+//!   order of 別紙様式11;
+//! - [`wareki`]: dates in 西暦 with 和暦 beside them;
 //! - [`cli`]: the `renkei document` subcommands.
 //!
 //! Everything here is a pure function over bytes and `serde_json::Value`s:
@@ -17,9 +26,12 @@ pub mod build;
 pub mod cli;
 pub mod codes;
 pub mod form;
+pub mod letter;
 mod read;
 pub mod render;
+pub mod spec;
 pub mod validate;
+pub mod wareki;
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,10 +43,14 @@ use crate::package::PackageKind;
 
 pub use build::{build, build_json, BuildOptions, IdSource};
 pub use form::{Form, FormError, FormErrors};
+pub use letter::{build_letter, build_letter_json, check_pdf, LetterError, LetterForm};
 pub use render::{render, Format};
+pub use spec::{Family, Spec};
 pub use validate::{
-    validate, validate_value, Expect, Issue, IssueCode, Party, PatientSummary, Summary,
+    validate, validate_value, AttachmentRef, Expect, Issue, IssueCode, Party, PatientSummary,
+    Summary,
 };
+pub use wareki::japanese_date;
 
 /// Largest `document.json` accepted by [`validate()`] (attachments travel
 /// as their own package members, so a document is small).

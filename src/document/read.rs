@@ -196,9 +196,11 @@ impl<'a> Index<'a> {
 
 /// A section found in a Composition.
 pub struct Section<'a> {
-    /// The JP-CLINS code, when the section has a coding in
-    /// [`codes::SECTION_SYSTEM`].
+    /// The section code, when the section has a coding in one of the
+    /// section code systems renkei knows ([`codes::SECTION_SYSTEMS`]).
     pub code: Option<&'a str>,
+    /// That coding's system.
+    pub system: Option<&'a str>,
     /// The system and code of the first coding otherwise.
     pub other_code: Option<(&'a str, &'a str)>,
     /// The section's title.
@@ -211,7 +213,7 @@ pub struct Section<'a> {
     pub value: &'a Value,
 }
 
-impl Section<'_> {
+impl<'a> Section<'a> {
     /// "950 紹介目的", or the title or position for an uncoded section.
     pub fn label(&self) -> String {
         match (self.code, self.title) {
@@ -229,7 +231,7 @@ impl Section<'_> {
     }
 
     /// The section's entry references.
-    pub fn entries(&self) -> &[Value] {
+    pub fn entries(&self) -> &'a [Value] {
         arr(self.value, "entry")
     }
 }
@@ -252,15 +254,13 @@ fn walk_sections<'a>(
     }
     for s in arr(v, "section") {
         let codings = s.get("code").map_or(&[][..], |c| arr(c, "coding"));
-        let code = codings
-            .iter()
-            .find(|c| str_at(c, "system") == Some(codes::SECTION_SYSTEM))
-            .and_then(|c| str_at(c, "code"));
+        let (system, code) = section_code(s).unzip();
         let other_code = codings
             .first()
             .and_then(|c| Some((str_at(c, "system").unwrap_or_default(), str_at(c, "code")?)));
         out.push(Section {
             code,
+            system,
             other_code,
             title: str_at(s, "title"),
             parent,
@@ -269,6 +269,17 @@ fn walk_sections<'a>(
         });
         walk_sections(s, code, depth + 1, out);
     }
+}
+
+/// The (system, code) of a section's first coding in a section code system
+/// renkei knows.
+pub fn section_code(section: &Value) -> Option<(&str, &str)> {
+    section
+        .get("code")
+        .map_or(&[][..], |c| arr(c, "coding"))
+        .iter()
+        .filter_map(|c| Some((str_at(c, "system")?, str_at(c, "code")?)))
+        .find(|(system, _)| codes::SECTION_SYSTEMS.contains(system))
 }
 
 /// The 10-digit medical institution code of an Organization.
@@ -503,6 +514,18 @@ pub fn describe(r: &Value) -> String {
             parts.extend(conds);
             with_notes(Some(parts.join(" ")).filter(|s| !s.is_empty()))
         }
+        "Binary" => {
+            let kind = match str_at(r, "contentType") {
+                Some(t) if super::validate::is_pdf_media_type(t) => "PDF".to_string(),
+                Some(t) => t.to_string(),
+                None => "ファイル".to_string(),
+            };
+            let size = str_at(r, "data").map_or(0, |d| d.len() / 4 * 3);
+            format!(
+                "{kind}（文書内に埋め込み、約{} KB; renkei は表示しません）",
+                size.div_ceil(1024)
+            )
+        }
         "Organization" => str_at(r, "name").unwrap_or_default().to_string(),
         "Practitioner" | "Patient" => person_names(r).0.unwrap_or_default(),
         _ => with_notes(code.or_else(|| {
@@ -556,6 +579,19 @@ mod tests {
         assert!(ix.resolve("Patient/q").is_none());
         assert!(ix.resolve("Patient").is_none());
         assert!(ix.resolve("a/b/c").is_none());
+    }
+
+    #[test]
+    fn embedded_binaries_are_named_not_shown() {
+        let b = json!({ "resourceType": "Binary", "contentType": "application/pdf", "data": "JVBERi0xLjcK" });
+        assert_eq!(
+            describe(&b),
+            "PDF（文書内に埋め込み、約1 KB; renkei は表示しません）"
+        );
+        assert_eq!(
+            describe(&json!({ "resourceType": "Binary" })),
+            "ファイル（文書内に埋め込み、約0 KB; renkei は表示しません）"
+        );
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Validation of a document before it is sealed and after it is opened:
-//! FHIR R4 JSON well-formedness, the Document Bundle shape, the JP-CLINS
-//! sections each kind requires, every reference resolvable inside the
-//! Bundle, and — when the package is known — the 紹介元 / 紹介先
-//! Organizations and the attachments matched against the package.
+//! FHIR R4 JSON well-formedness, the Document Bundle shape, the
+//! specification it follows ([`Spec`]: JP-CLINS, or the standard
+//! 診療情報提供書 / 退院時サマリー HL7 FHIR 記述仕様) and the sections that
+//! specification requires, every reference resolvable inside the Bundle,
+//! the PDF letter when the document carries one, and — when the package is
+//! known — the 紹介元 / 紹介先 Organizations and the attachments matched
+//! against the package.
 //!
-//! A Bundle written by another system that follows the guide (such as the
-//! JP-CLINS example) passes as it is; renkei's own additions (the kind tag,
-//! `relatesTo`) are optional.
+//! The checker runs in stages ([`Checker::run`]): Bundle, Composition and
+//! its type, specification, kind and link, references, Patient, sections,
+//! parties, attachments. A Bundle written by another system that follows
+//! its guide (such as the guides' own examples) passes as it is; renkei's
+//! own additions (the kind tag, `relatesTo`) are optional.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -15,7 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::codes::{self, Level};
-use super::read::{self, arr, concept_text, str_at, Index};
+use super::read::{self, arr, concept_text, str_at, Index, Section};
+use super::spec::{self, Spec};
 use super::{DocKind, FacilityCode, MAX_DOCUMENT_BYTES};
 use crate::package::{Manifest, ATTACHMENTS_DIR};
 
@@ -81,11 +87,15 @@ pub enum IssueCode {
     Bundle,
     /// The Composition (status, type, title, date, identifier, author, ...).
     Composition,
+    /// The Bundle profile, the section code systems and the document type
+    /// name different specifications.
+    Specification,
     /// A required section is missing.
     MissingSection,
     /// A section appears more often than allowed.
     DuplicateSection,
-    /// A section code that is not JP-CLINS, or not of this kind of document.
+    /// A section code that is not of the document's specification, or not
+    /// of this kind of document.
     UnknownSection,
     /// A section at the wrong level.
     MisplacedSection,
@@ -109,6 +119,8 @@ pub enum IssueCode {
     WrongInReplyTo,
     /// An attachment reference and the package members disagree.
     Attachment,
+    /// The PDF section or the letter is not a PDF (media type, file name).
+    Letter,
 }
 
 impl IssueCode {
@@ -122,6 +134,7 @@ impl IssueCode {
             IssueCode::NotDocument => "document-not-document",
             IssueCode::Bundle => "document-bundle",
             IssueCode::Composition => "document-composition",
+            IssueCode::Specification => "document-specification",
             IssueCode::MissingSection => "document-missing-section",
             IssueCode::DuplicateSection => "document-duplicate-section",
             IssueCode::UnknownSection => "document-unknown-section",
@@ -136,6 +149,7 @@ impl IssueCode {
             IssueCode::WrongKind => "document-wrong-kind",
             IssueCode::WrongInReplyTo => "document-wrong-in-reply-to",
             IssueCode::Attachment => "document-attachment",
+            IssueCode::Letter => "document-letter",
         }
     }
 }
@@ -153,6 +167,11 @@ pub struct Issue {
     pub code: IssueCode,
     /// The section concerned, by code ("950"), if any.
     pub section: Option<String>,
+    /// The field of the renkei form that writes what is wrong
+    /// (`purpose`, `to.facility_id`, `letter`, ...; see
+    /// [`codes::form_field`]), when it can be known: a front-end shows the
+    /// message beside that field.
+    pub field: Option<String>,
     /// What is wrong, naming the section by code and Japanese title.
     pub message: String,
 }
@@ -162,16 +181,14 @@ impl Issue {
         Issue {
             code,
             section: None,
+            field: None,
             message: message.into(),
         }
     }
 
-    fn in_section(code: IssueCode, section: &str, message: impl Into<String>) -> Issue {
-        Issue {
-            code,
-            section: Some(section.to_string()),
-            message: message.into(),
-        }
+    fn with_field(mut self, field: &str) -> Issue {
+        self.field = Some(field.to_string());
+        self
     }
 }
 
@@ -228,6 +245,8 @@ pub struct Summary {
     /// Whether the kind was tagged by the writer (renkei) rather than
     /// inferred from the document type.
     pub kind_tagged: bool,
+    /// The specification the document follows (and was checked against).
+    pub spec: Spec,
     /// Composition.title.
     pub title: String,
     /// Composition.type code (57133-1 or 18842-5).
@@ -252,8 +271,13 @@ pub struct Summary {
     pub answers: Option<String>,
     /// 入院日 and 退院日 of a discharge summary.
     pub admission: Option<(Option<String>, Option<String>)>,
-    /// Attachments referenced as package members.
+    /// Attachments referenced as package members (the letter included).
     pub attachments: Vec<AttachmentRef>,
+    /// The letter itself as a PDF package member, when the document
+    /// carries one: a PDF of section 230 PDF, or in section 210 添付情報
+    /// a PDF whose DocumentReference is typed as this document
+    /// (docs/DOCUMENTS.md, "PDF letters").
+    pub letter: Option<AttachmentRef>,
     /// Things worth knowing that do not make the document invalid.
     pub warnings: Vec<String>,
 }
@@ -334,10 +358,22 @@ pub fn validate_value(bundle: &Value, expect: &Expect) -> Result<Summary, Vec<Is
     Err(issues)
 }
 
-#[derive(Default)]
+/// The checker: issues and warnings found so far, and the specification
+/// the document is read against once it is known.
 struct Checker {
     issues: Vec<Issue>,
     warnings: Vec<String>,
+    spec: Spec,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker {
+            issues: Vec::new(),
+            warnings: Vec::new(),
+            spec: Spec::JpClinsReferral,
+        }
+    }
 }
 
 fn doc_name(referral_type: bool) -> &'static str {
@@ -348,21 +384,130 @@ fn doc_name(referral_type: bool) -> &'static str {
     }
 }
 
+fn quoted_or_missing(v: Option<&str>) -> String {
+    v.map_or("missing".to_string(), |t| format!("{t:?}"))
+}
+
+/// What the Bundle stage found.
+struct BundleHead<'a> {
+    entries: &'a [Value],
+    identifier_system: Option<&'a str>,
+    identifier: String,
+}
+
+/// What the Composition stage found.
+struct CompositionHead {
+    title: String,
+    date: Option<String>,
+    identifier: Option<String>,
+}
+
 impl Checker {
     fn issue(&mut self, code: IssueCode, message: impl Into<String>) {
         self.issues.push(Issue::new(code, message));
     }
 
+    /// An issue about section `section`, pointing at the form field that
+    /// writes it.
     fn section_issue(&mut self, code: IssueCode, section: &str, message: impl Into<String>) {
-        self.issues.push(Issue::in_section(code, section, message));
+        let field = codes::form_field(section, self.spec.is_referral_type()).map(str::to_string);
+        self.issues.push(Issue {
+            code,
+            section: Some(section.to_string()),
+            field,
+            message: message.into(),
+        });
     }
 
     fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(message.into());
     }
 
+    /// The stages, in order; `None` when the document is too broken to go
+    /// on (the issues say why).
     fn run(&mut self, b: &Value, expect: &Expect) -> Option<Summary> {
-        // Bundle
+        let head = self.bundle(b)?;
+        let ix = Index::new(b);
+        let comp = self.first_composition(head.entries)?;
+        let (type_code, referral_type) = self.document_type(comp)?;
+        self.specification(b, comp, referral_type, head.identifier_system);
+        let c = self.composition(comp, referral_type);
+        let (kind, kind_tagged) = self.kind(comp, &type_code, referral_type, expect);
+        let answers = self.answers(comp, expect);
+        for (i, e) in head.entries.iter().enumerate() {
+            if let Some(r) = e.get("resource").filter(|r| r.is_object()) {
+                let rtype = str_at(r, "resourceType").unwrap_or("resource");
+                let mut path = rtype.to_string();
+                self.walk_refs(r, r, &ix, &mut path, None, i);
+            }
+        }
+        let patient = self.patient(comp, &ix);
+        let secs = read::sections(comp);
+        let section_of = self.sections(&secs, &ix);
+        let (from, to) = self.parties(comp, &secs, &ix, expect);
+        let (attachments, letter) = self.attachments(&ix, &section_of, expect, &type_code);
+
+        let find_section = |code: &str| secs.iter().find(|s| s.code == Some(code));
+        let purpose = if referral_type {
+            find_section("950").and_then(|s| {
+                let reasons: Vec<String> = s
+                    .entries()
+                    .iter()
+                    .filter_map(|e| ix.resolve_ref(e))
+                    .flat_map(|enc| arr(enc, "reasonCode").iter().filter_map(concept_text))
+                    .collect();
+                if reasons.is_empty() {
+                    s.text()
+                } else {
+                    Some(reasons.join("\n"))
+                }
+            })
+        } else {
+            None
+        };
+        let dx_code = if referral_type { "340" } else { "344" };
+        let diagnoses = find_section(dx_code)
+            .map(|s| {
+                s.entries()
+                    .iter()
+                    .filter_map(|e| ix.resolve_ref(e))
+                    .filter_map(|c| c.get("code").and_then(concept_text))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let admission = (!referral_type).then(|| {
+            let period = arr(comp, "event").first().and_then(|e| e.get("period"));
+            (
+                period.and_then(|p| str_at(p, "start")).map(str::to_string),
+                period.and_then(|p| str_at(p, "end")).map(str::to_string),
+            )
+        });
+
+        Some(Summary {
+            kind,
+            kind_tagged,
+            spec: self.spec,
+            title: c.title,
+            type_code,
+            bundle_identifier: head.identifier,
+            composition_identifier: c.identifier,
+            date: c.date,
+            patient,
+            purpose,
+            diagnoses,
+            from: from?,
+            to,
+            answers,
+            admission,
+            attachments,
+            letter,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// A Bundle of type document, with an identifier, a timestamp and
+    /// entries that each have a resource and a unique fullUrl.
+    fn bundle<'a>(&mut self, b: &'a Value) -> Option<BundleHead<'a>> {
         match (b.is_object(), str_at(b, "resourceType")) {
             (false, _) => {
                 self.issue(
@@ -377,7 +522,7 @@ impl Checker {
                     IssueCode::NotBundle,
                     format!(
                         "the document is not a FHIR Bundle (resourceType is {}); send a Document Bundle",
-                        other.map_or("missing".to_string(), |t| format!("{t:?}"))
+                        quoted_or_missing(other)
                     ),
                 );
                 return None;
@@ -390,31 +535,28 @@ impl Checker {
                     IssueCode::NotDocument,
                     format!(
                         "Bundle.type is {}; a clinical document is a Bundle of type \"document\"",
-                        other.map_or("missing".to_string(), |t| format!("{t:?}"))
+                        quoted_or_missing(other)
                     ),
                 );
                 return None;
             }
         }
-        let bundle_identifier = match b.get("identifier") {
+        let (identifier_system, identifier) = match b.get("identifier") {
             Some(id)
                 if str_at(id, "system").is_some_and(|s| !s.is_empty())
                     && str_at(id, "value").is_some_and(|s| !s.is_empty()) =>
             {
-                if str_at(id, "system") != Some(codes::BUNDLE_IDENTIFIER_SYSTEM) {
-                    self.warn(format!(
-                        "Bundle.identifier.system is not {}",
-                        codes::BUNDLE_IDENTIFIER_SYSTEM
-                    ));
-                }
-                str_at(id, "value").unwrap_or_default().to_string()
+                (
+                    str_at(id, "system"),
+                    str_at(id, "value").unwrap_or_default().to_string(),
+                )
             }
             _ => {
                 self.issue(
                     IssueCode::Bundle,
                     "Bundle.identifier needs a system and a value (FHIR bdl-9)",
                 );
-                String::new()
+                (None, String::new())
             }
         };
         if str_at(b, "timestamp").is_none() {
@@ -465,19 +607,28 @@ impl Checker {
                 ),
             }
         }
-        let ix = Index::new(b);
-        let comp = match entries[0].get("resource") {
-            Some(r) if str_at(r, "resourceType") == Some("Composition") => r,
+        Some(BundleHead {
+            entries,
+            identifier_system,
+            identifier,
+        })
+    }
+
+    fn first_composition<'a>(&mut self, entries: &'a [Value]) -> Option<&'a Value> {
+        match entries[0].get("resource") {
+            Some(r) if str_at(r, "resourceType") == Some("Composition") => Some(r),
             _ => {
                 self.issue(
                     IssueCode::Bundle,
                     "the first entry of a document Bundle must be its Composition (FHIR bdl-11)",
                 );
-                return None;
+                None
             }
-        };
+        }
+    }
 
-        // Composition
+    /// Composition.type: 57133-1 or 18842-5.
+    fn document_type(&mut self, comp: &Value) -> Option<(String, bool)> {
         let type_codings = comp.get("type").map_or(&[][..], |t| arr(t, "coding"));
         let type_coding = type_codings.iter().find(|c| {
             matches!(
@@ -501,7 +652,6 @@ impl Checker {
             return None;
         };
         let type_code = str_at(type_coding, "code").unwrap_or_default().to_string();
-        let referral_type = type_code == codes::TYPE_REFERRAL;
         if !matches!(
             str_at(type_coding, "system"),
             Some(codes::DOC_TYPE_SYSTEM | codes::LOINC_SYSTEM)
@@ -511,13 +661,69 @@ impl Checker {
                 codes::DOC_TYPE_SYSTEM
             ));
         }
+        let referral_type = type_code == codes::TYPE_REFERRAL;
+        Some((type_code, referral_type))
+    }
+
+    /// Which specification the document follows ([`spec::detect`]), and
+    /// whether its Bundle profile and document type agree.
+    fn specification(
+        &mut self,
+        b: &Value,
+        comp: &Value,
+        referral_type: bool,
+        identifier_system: Option<&str>,
+    ) {
+        let d = spec::detect(b, comp);
+        self.spec = Spec::new(d.spec.family(), referral_type);
+        match d.by_profile {
+            Some(p) if p.is_referral_type() != referral_type => self.issue(
+                IssueCode::Specification,
+                format!(
+                    "Bundle.meta.profile is {} ({}), but Composition.type says the document is a {}; use the profile of a {} ({})",
+                    p.bundle_profile(),
+                    p.name(),
+                    doc_name(referral_type),
+                    doc_name(referral_type),
+                    self.spec.bundle_profile()
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                if b.get("meta").is_some_and(|m| !arr(m, "profile").is_empty()) {
+                    self.warn(format!(
+                        "Bundle.meta.profile names no profile renkei knows; the document was read as {} from its section codes",
+                        self.spec.name()
+                    ));
+                } else {
+                    self.warn(format!(
+                        "Bundle.meta.profile is missing; the document was read as {} ({})",
+                        self.spec.name(),
+                        self.spec.bundle_profile()
+                    ));
+                }
+            }
+        }
+        if let Some(system) = identifier_system {
+            if system != self.spec.bundle_identifier_system() {
+                self.warn(format!(
+                    "Bundle.identifier.system is {system}, {} fixes {}",
+                    self.spec.name(),
+                    self.spec.bundle_identifier_system()
+                ));
+            }
+        }
+    }
+
+    /// status, title, date, identifier, author, category.
+    fn composition(&mut self, comp: &Value, referral_type: bool) -> CompositionHead {
         match str_at(comp, "status") {
             Some("final") => {}
             other => self.issue(
                 IssueCode::Composition,
                 format!(
                     "Composition.status is {}; only a final document may be exchanged",
-                    other.map_or("missing".to_string(), |s| format!("{s:?}"))
+                    quoted_or_missing(other)
                 ),
             ),
         }
@@ -540,24 +746,40 @@ impl Checker {
         if date.is_none() {
             self.issue(IssueCode::Composition, "Composition.date is missing");
         }
-        let composition_identifier = comp
+        let identifier = comp
             .get("identifier")
             .and_then(|i| str_at(i, "value"))
             .map(str::to_string);
-        if composition_identifier.is_none() {
-            self.issue(
-                IssueCode::Composition,
-                "Composition.identifier (文書番号) is missing",
+        if identifier.is_none() {
+            self.issues.push(
+                Issue::new(
+                    IssueCode::Composition,
+                    "Composition.identifier (文書番号) is missing",
+                )
+                .with_field("document_number"),
             );
         }
         if arr(comp, "author").is_empty() {
             self.issue(IssueCode::Composition, "Composition.author is missing");
         }
         if arr(comp, "category").is_empty() {
-            self.warn("Composition.category (外来文書 / 退院時文書) is missing");
+            self.warn("Composition.category (文書区分) is missing");
         }
+        CompositionHead {
+            title,
+            date,
+            identifier,
+        }
+    }
 
-        // kind
+    /// renkei's kind tag, matched against the type and the package kind.
+    fn kind(
+        &mut self,
+        comp: &Value,
+        type_code: &str,
+        referral_type: bool,
+        expect: &Expect,
+    ) -> (DocKind, bool) {
         let tag = comp
             .get("meta")
             .map(|m| arr(m, "tag"))
@@ -608,6 +830,11 @@ impl Checker {
                 );
             }
         }
+        (kind, kind_tagged)
+    }
+
+    /// The package the document answers (Composition.relatesTo).
+    fn answers(&mut self, comp: &Value, expect: &Expect) -> Option<String> {
         let answers = arr(comp, "relatesTo")
             .iter()
             .filter_map(|r| r.get("targetIdentifier"))
@@ -617,32 +844,31 @@ impl Checker {
             .map(str::to_ascii_lowercase);
         if let (Some(a), Some(want)) = (&answers, &expect.in_reply_to) {
             if !a.eq_ignore_ascii_case(want) {
-                self.issue(
-                    IssueCode::WrongInReplyTo,
-                    format!("the document answers package {a} but the package answers {want}"),
+                self.issues.push(
+                    Issue::new(
+                        IssueCode::WrongInReplyTo,
+                        format!("the document answers package {a} but the package answers {want}"),
+                    )
+                    .with_field("in_reply_to"),
                 );
             }
         }
+        answers
+    }
 
-        // references everywhere
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(r) = e.get("resource").filter(|r| r.is_object()) {
-                let rtype = str_at(r, "resourceType").unwrap_or("resource");
-                let mut path = rtype.to_string();
-                self.walk_refs(r, r, &ix, &mut path, None, i);
-            }
-        }
-
-        // Patient
+    fn patient(&mut self, comp: &Value, ix: &Index<'_>) -> PatientSummary {
         let patient = comp
             .get("subject")
             .and_then(|s| ix.resolve_ref(s))
             .filter(|p| str_at(p, "resourceType") == Some("Patient"));
-        let patient_summary = match patient {
+        match patient {
             Some(p) => {
                 let (name, kana) = read::person_names(p);
                 if name.is_none() {
-                    self.issue(IssueCode::Patient, "the Patient (患者) has no name");
+                    self.issues.push(
+                        Issue::new(IssueCode::Patient, "the Patient (患者) has no name")
+                            .with_field("patient.name"),
+                    );
                 }
                 PatientSummary {
                     name: name.unwrap_or_default(),
@@ -652,9 +878,12 @@ impl Checker {
                 }
             }
             None => {
-                self.issue(
-                    IssueCode::Patient,
-                    "Composition.subject must reference the Patient (患者) in the Bundle",
+                self.issues.push(
+                    Issue::new(
+                        IssueCode::Patient,
+                        "Composition.subject must reference the Patient (患者) in the Bundle",
+                    )
+                    .with_field("patient"),
                 );
                 PatientSummary {
                     name: String::new(),
@@ -663,21 +892,61 @@ impl Checker {
                     sex: None,
                 }
             }
-        };
+        }
+    }
 
-        // sections
-        let secs = read::sections(comp);
+    /// Every section against the specification's rules; returns the
+    /// section each entry reference belongs to.
+    fn sections<'a>(&mut self, secs: &[Section<'a>], ix: &Index<'_>) -> HashMap<&'a str, &'a str> {
+        let spec = self.spec;
+        let referral_type = spec.is_referral_type();
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         let mut section_of: HashMap<&str, &str> = HashMap::new();
-        for s in &secs {
+
+        // Sections coded in another specification's code system.
+        let coded: Vec<&Section<'_>> = secs.iter().filter(|s| s.code.is_some()).collect();
+        let foreign: Vec<&Section<'_>> = coded
+            .iter()
+            .copied()
+            .filter(|s| s.system != Some(spec.section_system()))
+            .collect();
+        if !foreign.is_empty() && foreign.len() == coded.len() {
+            let system = foreign[0].system.unwrap_or_default();
+            self.issue(
+                IssueCode::Specification,
+                format!(
+                    "the document follows {} (Bundle.meta.profile), but its sections are coded in {system}; code them in {} or declare the profile of the specification they follow",
+                    spec.name(),
+                    spec.section_system()
+                ),
+            );
+        } else {
+            for s in &foreign {
+                let code = s.code.unwrap_or_default();
+                self.section_issue(
+                    IssueCode::UnknownSection,
+                    code,
+                    format!(
+                        "section {} is coded in {}, not in the section code system of {} ({})",
+                        codes::label(code),
+                        s.system.unwrap_or_default(),
+                        spec.name(),
+                        spec.section_system()
+                    ),
+                );
+            }
+        }
+
+        for s in secs {
             let Some(code) = s.code else {
                 match s.other_code {
                     Some((system, code)) => self.issue(
                         IssueCode::UnknownSection,
                         format!(
-                            "section {} is coded {system}#{code}, not with a JP-CLINS section code ({})",
+                            "section {} is coded {system}#{code}, not with a section code of {} ({})",
                             s.title.unwrap_or("without title"),
-                            codes::SECTION_SYSTEM
+                            spec.name(),
+                            spec.section_system()
                         ),
                     ),
                     None => self.issue(
@@ -701,16 +970,18 @@ impl Checker {
                 continue;
             };
             let label = def.label();
-            if !def.used_in(referral_type) {
-                self.section_issue(
-                    IssueCode::UnknownSection,
-                    code,
+            if !spec.allows(code) {
+                let other = Spec::new(spec.family(), !referral_type);
+                let message = if other.allows(code) {
                     format!(
                         "section {label} belongs to a {}, not a {}",
                         doc_name(!referral_type),
                         doc_name(referral_type)
-                    ),
-                );
+                    )
+                } else {
+                    format!("section {label} is not a section of {}", spec.name())
+                };
+                self.section_issue(IssueCode::UnknownSection, code, message);
             }
             match def.level {
                 Level::Top if s.depth != 0 => self.section_issue(
@@ -726,87 +997,10 @@ impl Checker {
                     ),
                 _ => {}
             }
-            let entries = s.entries();
-            let has_text = s.text().is_some();
-            let has_sub = !arr(s.value, "section").is_empty();
-            if entries.is_empty() && !has_text && !has_sub {
-                self.section_issue(
-                    IssueCode::EmptySection,
-                    code,
-                    format!("section {label} has neither text nor entries (FHIR cmp-1)"),
-                );
-            }
-            if !entries.is_empty() && s.value.get("emptyReason").is_some() {
-                self.section_issue(
-                    IssueCode::EmptySection,
-                    code,
-                    format!("section {label} has entries and an emptyReason (FHIR cmp-2)"),
-                );
-            }
-            let min = codes::min_entries(code, referral_type);
-            if entries.len() < min {
-                self.section_issue(
-                    IssueCode::SectionEntry,
-                    code,
-                    format!(
-                        "section {label} needs at least {min} {}",
-                        if min == 1 { "entry" } else { "entries" }
-                    ),
-                );
-            }
-            if let Some(max) = codes::max_entries(code) {
-                if entries.len() > max {
-                    self.section_issue(
-                        IssueCode::SectionEntry,
-                        code,
-                        format!(
-                            "section {label} may have at most {max} entries, it has {}",
-                            entries.len()
-                        ),
-                    );
-                }
-            }
-            let mut orgs = 0;
-            for (n, e) in entries.iter().enumerate() {
-                let Some(reference) = str_at(e, "reference") else {
-                    self.section_issue(
-                        IssueCode::SectionEntry,
-                        code,
-                        format!("section {label}: entry {} has no reference", n + 1),
-                    );
-                    continue;
-                };
-                // Unresolvable references were reported by walk_refs.
-                let Some(r) = ix.resolve(reference) else {
-                    continue;
-                };
-                section_of.entry(reference).or_insert(code);
-                let rtype = str_at(r, "resourceType").unwrap_or_default();
-                if rtype == "Organization" {
-                    orgs += 1;
-                }
-                if !def.entry_types.is_empty() && !def.entry_types.contains(&rtype) {
-                    self.section_issue(
-                        IssueCode::SectionEntry,
-                        code,
-                        format!(
-                            "section {label}: entry {} is a {rtype}, expected {}",
-                            n + 1,
-                            def.entry_types.join(" or ")
-                        ),
-                    );
-                }
-            }
-            if matches!(code, "910" | "920") && orgs != 1 {
-                self.section_issue(
-                    IssueCode::SectionEntry,
-                    code,
-                    format!("section {label} must reference exactly one Organization (医療機関), it references {orgs}"),
-                );
-            }
+            self.section_content(spec, s, code, &label, ix, &mut section_of);
         }
         for (code, n) in &counts {
-            if *n > 1 && !matches!(*code, "210" | "220" | "230") && codes::section(code).is_some() {
+            if *n > 1 && !spec.repeatable(code) && codes::section(code).is_some() {
                 self.section_issue(
                     IssueCode::DuplicateSection,
                     code,
@@ -828,19 +1022,13 @@ impl Checker {
                 "section 200 CDA参照 is not supported; renkei needs the structured section 300 構造情報",
             );
         }
-        let mut required: Vec<&str> = vec!["300"];
-        if referral_type {
-            required.extend(codes::REQUIRED_REFERRAL_TOP);
-        }
+        let mut required: Vec<&[&str]> = spec.required_top().to_vec();
         if present("300") {
-            required.extend(if referral_type {
-                codes::REQUIRED_REFERRAL_STRUCTURED
-            } else {
-                codes::REQUIRED_DISCHARGE_STRUCTURED
-            });
+            required.extend(spec.required_structured());
         }
-        for code in required {
-            if !present(code) {
+        for alternatives in required {
+            if !alternatives.iter().any(|c| present(c)) {
+                let code = alternatives[0];
                 self.section_issue(
                     IssueCode::MissingSection,
                     code,
@@ -848,8 +1036,154 @@ impl Checker {
                 );
             }
         }
+        section_of
+    }
 
-        // 紹介元 / 紹介先
+    /// One section's narrative and entries: cmp-1, cmp-2, entry counts and
+    /// types, the PDF section's media types.
+    fn section_content<'a>(
+        &mut self,
+        spec: Spec,
+        s: &Section<'a>,
+        code: &'a str,
+        label: &str,
+        ix: &Index<'_>,
+        section_of: &mut HashMap<&'a str, &'a str>,
+    ) {
+        let entries: &'a [Value] = s.entries();
+        let has_text = s.text().is_some();
+        let has_sub = !arr(s.value, "section").is_empty();
+        if entries.is_empty() && !has_text && !has_sub {
+            self.section_issue(
+                IssueCode::EmptySection,
+                code,
+                format!("section {label} has neither text nor entries (FHIR cmp-1)"),
+            );
+        }
+        if !entries.is_empty() && s.value.get("emptyReason").is_some() {
+            self.section_issue(
+                IssueCode::EmptySection,
+                code,
+                format!("section {label} has entries and an emptyReason (FHIR cmp-2)"),
+            );
+        }
+        if spec.forbids_text(code) && s.value.get("text").is_some() {
+            self.section_issue(
+                IssueCode::SectionEntry,
+                code,
+                format!(
+                    "section {label} may not carry a narrative (text) in {}; the PDF is the content",
+                    spec.name()
+                ),
+            );
+        }
+        let min = spec.min_entries(code);
+        if entries.len() < min {
+            self.section_issue(
+                IssueCode::SectionEntry,
+                code,
+                format!(
+                    "section {label} needs at least {min} {}",
+                    if min == 1 { "entry" } else { "entries" }
+                ),
+            );
+        }
+        if let Some(max) = spec.max_entries(code) {
+            if entries.len() > max {
+                self.section_issue(
+                    IssueCode::SectionEntry,
+                    code,
+                    format!(
+                        "section {label} may have at most {max} entries, it has {}",
+                        entries.len()
+                    ),
+                );
+            }
+        }
+        let allowed = spec.entry_types(code);
+        let mut orgs = 0;
+        for (n, e) in entries.iter().enumerate() {
+            let Some(reference) = str_at(e, "reference") else {
+                self.section_issue(
+                    IssueCode::SectionEntry,
+                    code,
+                    format!("section {label}: entry {} has no reference", n + 1),
+                );
+                continue;
+            };
+            // Unresolvable references were reported by walk_refs.
+            let Some(r) = ix.resolve(reference) else {
+                continue;
+            };
+            section_of.entry(reference).or_insert(code);
+            let rtype = str_at(r, "resourceType").unwrap_or_default();
+            if rtype == "Organization" {
+                orgs += 1;
+            }
+            if !allowed.is_empty() && !allowed.contains(&rtype) {
+                self.section_issue(
+                    IssueCode::SectionEntry,
+                    code,
+                    format!(
+                        "section {label}: entry {} is a {rtype}, expected {}",
+                        n + 1,
+                        allowed.join(" or ")
+                    ),
+                );
+            }
+            if code == "230" {
+                self.pdf_entry(label, n, r);
+            }
+        }
+        if matches!(code, "910" | "920") && orgs != 1 {
+            self.section_issue(
+                IssueCode::SectionEntry,
+                code,
+                format!("section {label} must reference exactly one Organization (医療機関), it references {orgs}"),
+            );
+        }
+    }
+
+    /// An entry of section 230 PDF is a PDF: a Binary of that media type,
+    /// or a DocumentReference whose attachments are.
+    fn pdf_entry(&mut self, label: &str, n: usize, r: &Value) {
+        let types: Vec<Option<&str>> = match str_at(r, "resourceType") {
+            Some("Binary") => vec![str_at(r, "contentType")],
+            Some("DocumentReference") => arr(r, "content")
+                .iter()
+                .filter_map(|c| c.get("attachment"))
+                .map(|a| str_at(a, "contentType"))
+                .collect(),
+            _ => return,
+        };
+        for t in types {
+            if !t.is_some_and(is_pdf_media_type) {
+                self.section_issue(
+                    IssueCode::Letter,
+                    "230",
+                    format!(
+                        "section {label}: entry {} is {}, not a PDF ({})",
+                        n + 1,
+                        t.map_or("of no media type".to_string(), |t| format!(
+                            "of media type {t:?}"
+                        )),
+                        codes::PDF_MEDIA_TYPE
+                    ),
+                );
+            }
+        }
+    }
+
+    /// 紹介元 and 紹介先, matched against the package's sender and
+    /// recipients.
+    fn parties(
+        &mut self,
+        comp: &Value,
+        secs: &[Section<'_>],
+        ix: &Index<'_>,
+        expect: &Expect,
+    ) -> (Option<Party>, Option<Party>) {
+        let referral_type = self.spec.is_referral_type();
         let find_section = |code: &str| secs.iter().find(|s| s.code == Some(code));
         let section_org = |code: &str| {
             find_section(code).and_then(|s| {
@@ -879,15 +1213,9 @@ impl Checker {
             );
         }
         let (from_org, from_where) = if referral_type {
-            (
-                section_org("920"),
-                "紹介元 (section 920 紹介元情報)".to_string(),
-            )
+            (section_org("920"), "紹介元 (section 920 紹介元情報)")
         } else {
-            (
-                custodian,
-                "the writing facility (Composition.custodian)".to_string(),
-            )
+            (custodian, "the writing facility (Composition.custodian)")
         };
         let mut from = None;
         if let Some(org) = from_org {
@@ -895,14 +1223,18 @@ impl Checker {
                 Some(id) => {
                     if let Some(sender) = &expect.sender {
                         if &id != sender {
-                            self.section_issue(
-                                IssueCode::WrongSender,
-                                if referral_type { "920" } else { "custodian" },
-                                format!(
-                                    "{from_where} is {id} {}, which is not the sending facility {sender}; a facility may only send documents it wrote",
-                                    str_at(org, "name").unwrap_or_default()
-                                ),
+                            let message = format!(
+                                "{from_where} is {id} {}, which is not the sending facility {sender}; a facility may only send documents it wrote",
+                                str_at(org, "name").unwrap_or_default()
                             );
+                            self.issues.push(Issue {
+                                code: IssueCode::WrongSender,
+                                section: Some(
+                                    if referral_type { "920" } else { "custodian" }.to_string(),
+                                ),
+                                field: Some("from.facility_id".to_string()),
+                                message,
+                            });
                         }
                     }
                     if referral_type {
@@ -929,12 +1261,15 @@ impl Checker {
                         },
                     });
                 }
-                None => self.issue(
-                    IssueCode::MissingFacilityCode,
-                    format!(
-                        "{from_where} has no 10-digit medical institution code (Organization.identifier with system {})",
-                        codes::MEDICAL_INSTITUTION_SYSTEM
-                    ),
+                None => self.issues.push(
+                    Issue::new(
+                        IssueCode::MissingFacilityCode,
+                        format!(
+                            "{from_where} has no 10-digit medical institution code (Organization.identifier with system {})",
+                            codes::MEDICAL_INSTITUTION_SYSTEM
+                        ),
+                    )
+                    .with_field("from.facility_id"),
                 ),
             }
         }
@@ -949,14 +1284,15 @@ impl Checker {
                             .map(FacilityCode::as_str)
                             .collect::<Vec<_>>()
                             .join(", ");
-                        self.section_issue(
-                            IssueCode::WrongRecipient,
-                            "910",
-                            format!(
+                        self.issues.push(Issue {
+                            code: IssueCode::WrongRecipient,
+                            section: Some("910".to_string()),
+                            field: Some("to.facility_id".to_string()),
+                            message: format!(
                                 "紹介先 (section 910 紹介先情報) is {id} {}, which is not a recipient of the package ({list})",
                                 str_at(org, "name").unwrap_or_default()
                             ),
-                        );
+                        });
                     }
                     to = Some(Party {
                         facility_id: id,
@@ -965,79 +1301,22 @@ impl Checker {
                         doctor: section_doctor("910"),
                     });
                 }
-                None => self.section_issue(
-                    IssueCode::MissingFacilityCode,
-                    "910",
-                    format!(
+                None => self.issues.push(Issue {
+                    code: IssueCode::MissingFacilityCode,
+                    section: Some("910".to_string()),
+                    field: Some("to.facility_id".to_string()),
+                    message: format!(
                         "紹介先 (section 910 紹介先情報) has no 10-digit medical institution code (Organization.identifier with system {})",
                         codes::MEDICAL_INSTITUTION_SYSTEM
                     ),
-                ),
+                }),
             },
             None if !referral_type && !expect.recipients.is_empty() => self.warn(
                 "the discharge summary names no 紹介先 (section 910); its recipients were not checked",
             ),
             None => {}
         }
-
-        // attachments
-        let attachments = self.attachments(&ix, &section_of, expect);
-
-        // purpose, diagnoses, admission
-        let purpose = if referral_type {
-            find_section("950").and_then(|s| {
-                let reasons: Vec<String> = s
-                    .entries()
-                    .iter()
-                    .filter_map(|e| ix.resolve_ref(e))
-                    .flat_map(|enc| arr(enc, "reasonCode").iter().filter_map(concept_text))
-                    .collect();
-                if reasons.is_empty() {
-                    s.text()
-                } else {
-                    Some(reasons.join("\n"))
-                }
-            })
-        } else {
-            None
-        };
-        let dx_code = if referral_type { "340" } else { "344" };
-        let diagnoses = find_section(dx_code)
-            .map(|s| {
-                s.entries()
-                    .iter()
-                    .filter_map(|e| ix.resolve_ref(e))
-                    .filter_map(|c| c.get("code").and_then(concept_text))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let admission = (!referral_type).then(|| {
-            let period = arr(comp, "event").first().and_then(|e| e.get("period"));
-            (
-                period.and_then(|p| str_at(p, "start")).map(str::to_string),
-                period.and_then(|p| str_at(p, "end")).map(str::to_string),
-            )
-        });
-
-        let from = from?;
-        Some(Summary {
-            kind,
-            kind_tagged,
-            title,
-            type_code,
-            bundle_identifier,
-            composition_identifier,
-            date,
-            patient: patient_summary,
-            purpose,
-            diagnoses,
-            from,
-            to,
-            answers,
-            admission,
-            attachments,
-            warnings: Vec::new(),
-        })
+        (from, to)
     }
 
     /// Check every Reference under `v` (inside resource `top`, entry
@@ -1074,13 +1353,7 @@ impl Checker {
                             for (i, s) in a.iter().enumerate() {
                                 let l2 = path.len();
                                 path.push_str(&format!("[{i}]"));
-                                let code = s
-                                    .get("code")
-                                    .map(|c| arr(c, "coding"))
-                                    .unwrap_or_default()
-                                    .iter()
-                                    .find(|c| str_at(c, "system") == Some(codes::SECTION_SYSTEM))
-                                    .and_then(|c| str_at(c, "code"));
+                                let code = read::section_code(s).map(|(_, c)| c);
                                 self.walk_refs(s, top, ix, path, code.or(section), entry);
                                 path.truncate(l2);
                             }
@@ -1159,12 +1432,16 @@ impl Checker {
         }
     }
 
+    /// The attachment references against the package members, and the
+    /// letter: a PDF of section 230, or a PDF of section 210 whose
+    /// DocumentReference is typed as the document itself (`type_code`).
     fn attachments(
         &mut self,
         ix: &Index<'_>,
         section_of: &HashMap<&str, &str>,
         expect: &Expect,
-    ) -> Vec<AttachmentRef> {
+        type_code: &str,
+    ) -> (Vec<AttachmentRef>, Option<AttachmentRef>) {
         let members: Option<HashSet<&str>> = expect.attachment_members.as_ref().map(|ms| {
             ms.iter()
                 .map(String::as_str)
@@ -1172,6 +1449,7 @@ impl Checker {
                 .collect()
         });
         let mut refs = Vec::new();
+        let mut letter = None;
         let mut referenced = HashSet::new();
         for (url, r) in &ix.entries {
             if str_at(r, "resourceType") != Some("DocumentReference") {
@@ -1182,6 +1460,11 @@ impl Checker {
                 || "a DocumentReference".to_string(),
                 |c| format!("section {}", codes::label(c)),
             );
+            let is_letter = match code {
+                Some("230") => true,
+                Some("210") => is_typed_as(r, type_code),
+                _ => false,
+            };
             for (aurl, title, ctype) in read::attachment_urls(r) {
                 if let Some(rest) = aurl.strip_prefix(&format!("{ATTACHMENTS_DIR}/")) {
                     let member =
@@ -1195,26 +1478,58 @@ impl Checker {
                         );
                         continue;
                     };
+                    let name = &member[ATTACHMENTS_DIR.len() + 1..];
+                    let this_is_letter = is_letter && ctype.is_some_and(is_pdf_media_type);
+                    if this_is_letter && !name.to_ascii_lowercase().ends_with(".pdf") {
+                        self.issues.push(Issue {
+                            code: IssueCode::Letter,
+                            section: Some(code.unwrap_or("230").to_string()),
+                            field: Some("letter".to_string()),
+                            message: format!(
+                                "{where_}: the letter {member} is a PDF but its file name does not end in .pdf; name the file NAME.pdf"
+                            ),
+                        });
+                    }
                     if let Some(ms) = &members {
                         if !ms.contains(member.as_str()) {
-                            self.section_issue(
-                                IssueCode::Attachment,
-                                code.unwrap_or("210"),
-                                format!("{where_}: attachment {member} is referenced but the package has no such member"),
-                            );
+                            let message = if this_is_letter {
+                                format!("the letter {member} ({where_}) is not in the package; attach the PDF (renkei seal --attach {name})")
+                            } else {
+                                format!("{where_}: attachment {member} is referenced but the package has no such member; attach the file (renkei seal --attach {name})")
+                            };
+                            self.issues.push(Issue {
+                                code: IssueCode::Attachment,
+                                section: Some(code.unwrap_or("210").to_string()),
+                                field: Some(
+                                    if this_is_letter {
+                                        "letter"
+                                    } else {
+                                        "attachments"
+                                    }
+                                    .to_string(),
+                                ),
+                                message,
+                            });
                         }
                     }
                     referenced.insert(member.clone());
-                    refs.push(AttachmentRef {
+                    let a = AttachmentRef {
                         member,
-                        title: title.map(str::to_string),
+                        title: title
+                            .map(str::to_string)
+                            .or_else(|| str_at(r, "description").map(str::to_string)),
                         content_type: ctype.map(str::to_string),
-                    });
-                } else if code == Some("210") && members.is_some() {
+                    };
+                    if this_is_letter && letter.is_none() {
+                        letter = Some(a.clone());
+                    }
+                    refs.push(a);
+                } else if matches!(code, Some("210" | "230")) && members.is_some() {
+                    let c = code.unwrap_or("210");
                     self.section_issue(
                         IssueCode::Attachment,
-                        "210",
-                        format!("section 210 添付情報: attachment {aurl:?} is not a package member (attachments/NAME)"),
+                        c,
+                        format!("section {}: attachment {aurl:?} is not a package member (attachments/NAME)", codes::label(c)),
                     );
                 } else if !aurl.starts_with("data:") {
                     self.warn(format!(
@@ -1231,12 +1546,34 @@ impl Checker {
                 self.section_issue(
                     IssueCode::Attachment,
                     "210",
-                    format!("package member {m} is not listed in section 210 添付情報"),
+                    format!("package member {m} is not listed in section 210 添付情報 (nor as the letter)"),
                 );
             }
         }
-        refs
+        (refs, letter)
     }
+}
+
+/// Whether a media type is PDF (`application/pdf`, parameters ignored).
+pub fn is_pdf_media_type(t: &str) -> bool {
+    t.split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(codes::PDF_MEDIA_TYPE))
+}
+
+/// Whether a DocumentReference is typed as a document of `type_code`
+/// (`DocumentReference.type` coded in the document type codes): the letter
+/// itself rather than an attachment to it.
+fn is_typed_as(docref: &Value, type_code: &str) -> bool {
+    docref
+        .get("type")
+        .map(|t| arr(t, "coding"))
+        .unwrap_or_default()
+        .iter()
+        .any(|c| {
+            str_at(c, "system") == Some(codes::DOC_TYPE_SYSTEM)
+                && str_at(c, "code") == Some(type_code)
+        })
 }
 
 #[cfg(test)]
@@ -1281,7 +1618,20 @@ mod tests {
     }
 
     #[test]
+    fn pdf_media_types() {
+        assert!(is_pdf_media_type("application/pdf"));
+        assert!(is_pdf_media_type("Application/PDF; name=x"));
+        assert!(!is_pdf_media_type("application/pdfx"));
+        assert!(!is_pdf_media_type("text/plain"));
+    }
+
+    #[test]
     fn issue_codes_have_stable_names() {
+        assert_eq!(IssueCode::Letter.as_str(), "document-letter");
+        assert_eq!(
+            serde_json::to_value(IssueCode::Specification).unwrap(),
+            json!("specification")
+        );
         assert_eq!(
             IssueCode::MissingSection.as_str(),
             "document-missing-section"
