@@ -328,7 +328,7 @@ async fn thread(dir: &Path, url: &str) -> Result<(), Failure> {
         "【患者】",
         "【紹介目的】",
         "【傷病名・主訴】",
-        "【添付情報】",
+        "【添付】",
     ];
     println!("    │ {}", text.lines().next().unwrap_or_default());
     for block in text.split("\n\n") {
