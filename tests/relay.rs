@@ -1574,6 +1574,109 @@ async fn a_replayed_package_is_rejected_with_a_receipt(backend: Backend) {
     );
 }
 
+/// A co-recipient decrypts a package it received, encrypts it again to the
+/// same readers and uploads it as its own envelope: the other recipient
+/// refuses it (the submitting facility is not the signed sender) with a
+/// signed `sender-mismatch` rejection, and the genuine envelope still
+/// delivers (issue #11, item 8).
+async fn a_package_resent_by_a_co_recipient_is_refused_and_the_genuine_one_delivers(
+    backend: Backend,
+) {
+    let w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    let recovery = w.session(&w.recovery).await;
+    for s in [&clinic, &hospital, &recovery] {
+        bounded(s.publish()).await.unwrap();
+    }
+    let hosp = bounded(clinic.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+    let reco = bounded(clinic.directory_show(&fid(RECOVERY)))
+        .await
+        .unwrap();
+    let genuine = w.region.dir().join("genuine.age");
+    let sealed = seal_to_file(&w.clinic, &[hosp.clone(), reco.clone()], &genuine);
+    let genuine_id = hex::encode(sealed.envelope_id);
+
+    // The hospital reads it with stock age and encrypts it again to the
+    // same three readers (both recipients and the sender's copy).
+    let plain = {
+        use std::io::Read;
+        let me = Profile::open(&w.hospital).unwrap().age_identity().unwrap();
+        let d = age::Decryptor::new(fs::File::open(&genuine).unwrap()).unwrap();
+        let mut r = d
+            .decrypt(std::iter::once(me.inner() as &dyn age::Identity))
+            .unwrap();
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    };
+    let forged = w.region.dir().join("forged.age");
+    {
+        use std::io::Write;
+        let readers = [
+            hosp.recipient().unwrap(),
+            reco.recipient().unwrap(),
+            cert_of(&w.clinic).recipient().unwrap(),
+        ];
+        let e = age::Encryptor::with_recipients(readers.iter().map(|r| r as &dyn age::Recipient))
+            .unwrap();
+        let mut wr = e.wrap_output(fs::File::create(&forged).unwrap()).unwrap();
+        wr.write_all(&plain).unwrap();
+        wr.finish().unwrap();
+    }
+    let bytes = fs::read(&forged).unwrap();
+    let forged_id = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let mut routed = sealed.manifest.clone();
+    routed.recipients.retain(|r| r.facility_id == fid(RECOVERY));
+    bounded(hospital.upload(&forged, &routed, &forged_id, bytes.len() as u64, |_, _| {}))
+        .await
+        .unwrap();
+
+    let out = w.out_dir();
+    let err = bounded(recovery.receive(&forged_id, &out))
+        .await
+        .unwrap_err();
+    match &err {
+        OpError::Rejected { error, .. } => {
+            assert_eq!(error.reason_code(), "sender-mismatch", "{error}");
+            assert!(
+                matches!(&**error, OpenError::SenderMismatch { submitted_by, signed_by }
+                    if submitted_by == HOSPITAL && signed_by == CLINIC),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(err.is_verification_failure());
+    // The hospital (the submitter) sees its envelope rejected for that reason.
+    let (_, r) = receipts_of(&w, &w.hospital, &forged_id).await;
+    let d: Delivery = r
+        .unwrap()
+        .receipts
+        .last()
+        .unwrap()
+        .receipt
+        .parse(Purpose::Delivery)
+        .unwrap();
+    assert_eq!(d.reason.as_deref(), Some("sender-mismatch"));
+
+    // The genuine envelope arrives afterwards and is delivered.
+    bounded(clinic.upload(
+        &genuine,
+        &sealed.manifest,
+        &genuine_id,
+        sealed.ciphertext_size,
+        |_, _| {},
+    ))
+    .await
+    .unwrap();
+    let got = bounded(recovery.receive(&genuine_id, &out)).await.unwrap();
+    assert_eq!(got.manifest.package_id, sealed.manifest.package_id);
+    assert!(got.receipt_confirmed);
+}
+
 /// The relay key procedure of docs/DEPLOY.md ("If the key must change"):
 /// a new relay identity with a new key and a new log, the old relay
 /// certificate revoked; facilities move over and work, and receipts
@@ -1729,6 +1832,7 @@ on_both_backends!(
     upload_far_over_the_size_limit_is_reported_as_413,
     oversized_delivery_receipt_is_refused_by_a_body_limit,
     a_replayed_package_is_rejected_with_a_receipt,
+    a_package_resent_by_a_co_recipient_is_refused_and_the_genuine_one_delivers,
     a_new_relay_key_is_a_new_relay_and_old_receipts_still_verify,
     framework_errors_are_problem_details_too,
 );

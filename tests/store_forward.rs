@@ -20,6 +20,8 @@
 mod faults_support;
 
 use std::collections::BTreeSet;
+
+use futures_util::StreamExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -382,4 +384,171 @@ async fn a_delivery_receipt_that_cannot_be_posted_is_kept_and_posted_on_the_next
         .await
         .unwrap();
     assert!(p.confirmed.is_empty() && p.pending.is_empty());
+}
+
+/// How the lying front end treats downloads.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// One byte more than the relay holds.
+    MoreBytes,
+    /// The first kilobyte, then nothing.
+    Stall,
+}
+
+/// A TLS front end with the relay's own certificate and key (a relay gone
+/// bad) that passes requests to the real relay as the hospital, and lies
+/// about downloads. Returns its URL.
+async fn lying_relay(region: &Region, relay_url: &str, lie: Lie) -> String {
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    use renkei::profile::Profile;
+
+    let p = Profile::open(&region.relay).unwrap();
+    let cert = rustls::pki_types::CertificateDer::from(p.certificate().unwrap().der.clone());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        p.signing_key().unwrap().to_pkcs8_der().to_vec().into(),
+    );
+    let cfg = rustls::ServerConfig::builder_with_provider(renkei::pki::tls_provider())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = Arc::new(client(&region.hospital, relay_url));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let upstream = upstream.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes().to_vec();
+                            let headers: Vec<(&str, String)> = parts
+                                .headers
+                                .iter()
+                                .filter(|(k, _)| k.as_str() != "host")
+                                .filter_map(|(k, v)| {
+                                    Some((k.as_str(), v.to_str().ok()?.to_string()))
+                                })
+                                .collect();
+                            let path = parts.uri.path().to_string();
+                            let (status, bytes) = match upstream
+                                .send(
+                                    parts.method.clone(),
+                                    &path,
+                                    &headers,
+                                    renkei::client::http::full(body),
+                                )
+                                .await
+                            {
+                                Ok(r) => {
+                                    let status = r.status;
+                                    (status, r.body.collect().await?.to_bytes())
+                                }
+                                Err(e) => {
+                                    (hyper::StatusCode::BAD_GATEWAY, Bytes::from(e.to_string()))
+                                }
+                            };
+                            let is_download = parts.method == hyper::Method::GET
+                                && path.starts_with("/v1/envelopes/")
+                                && !path.ends_with("/receipts");
+                            type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+                            let body: Body = if !is_download {
+                                Full::new(bytes).map_err(|n| match n {}).boxed()
+                            } else {
+                                match lie {
+                                    Lie::MoreBytes => {
+                                        let mut v = bytes.to_vec();
+                                        v.push(b'x');
+                                        Full::new(Bytes::from(v)).map_err(|n| match n {}).boxed()
+                                    }
+                                    Lie::Stall => {
+                                        let head = bytes.slice(..1024.min(bytes.len()));
+                                        let frames = futures_util::stream::once(async move {
+                                            Ok::<_, hyper::Error>(Frame::data(head))
+                                        })
+                                        .chain(futures_util::stream::pending());
+                                        BodyExt::boxed(StreamBody::new(frames))
+                                    }
+                                }
+                            };
+                            Ok::<_, hyper::Error>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(body)
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_sends_more_than_signed_or_stalls_gets_nothing_written() {
+    let region = Region::new();
+    let db = TestDb::new("lying").await;
+    let data = region.dir().join("relay-data");
+    let logs = region.folder("logs");
+    let relay = RelayProcess::start(&region.relay, &data, &db.url, &logs);
+    publish(&region, &relay.url).await;
+    let clinic = session(&region.clinic, &relay.url).await;
+    bounded("send", send_referral(&clinic, 64 * 1024))
+        .await
+        .expect("send");
+    let envelope = clinic.store.outbox(None).await.unwrap()[0]
+        .envelope_id
+        .clone();
+    // The hospital gives up on a relay that makes no progress for 2 s.
+    let toml = region.hospital.join("profile.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[client]\nstall_timeout_secs = 2\n");
+    std::fs::write(&toml, text).unwrap();
+
+    let out = region.folder("received");
+    let incoming = region.hospital.join("incoming");
+    for (lie, want) in [
+        (Lie::MoreBytes, "more than the"),
+        (Lie::Stall, "made no progress for 2 s"),
+    ] {
+        let url = lying_relay(&region, &relay.url, lie).await;
+        let hospital = session(&region.hospital, &url).await;
+        let err = bounded("receive", hospital.receive(&envelope, &out))
+            .await
+            .expect_err("a lying relay's bytes are not used");
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(hospital.store.arrival(&envelope).await.unwrap().is_none());
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing released"
+        );
+        let left: Vec<_> = std::fs::read_dir(&incoming)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "no partial download is kept: {left:?}");
+    }
+    // The honest relay delivers it.
+    let hospital = session(&region.hospital, &relay.url).await;
+    let got = bounded("receive", hospital.receive(&envelope, &out))
+        .await
+        .expect("receive");
+    assert!(got.receipt_confirmed);
 }

@@ -324,12 +324,7 @@ async fn thread(dir: &Path, url: &str) -> Result<(), Failure> {
         serde_json::from_slice(&fs::read(got.folder.join(renkei::package::DOCUMENT_PATH))?)?;
     let text = document::render(&bundle, document::Format::Text);
     // The title, then the blocks a liaison office reads first.
-    let wanted = [
-        "【患者】",
-        "【紹介目的】",
-        "【傷病名・主訴】",
-        "【添付】",
-    ];
+    let wanted = ["【患者】", "【紹介目的】", "【傷病名・主訴】", "【添付】"];
     println!("    │ {}", text.lines().next().unwrap_or_default());
     for block in text.split("\n\n") {
         if wanted.iter().any(|w| block.starts_with(w)) {
