@@ -147,6 +147,43 @@ pub fn document_from_file(path: &Path) -> Result<MemberSource<'static>, FileErro
     )
 }
 
+/// Read a document file (at most [`document::MAX_DOCUMENT_BYTES`] + 1
+/// bytes, enough for validation to refuse a larger one).
+pub fn read_document(path: &Path) -> Result<Vec<u8>, FileError> {
+    let f = fs::File::open(path).map_err(read_err(path))?;
+    if !f.metadata().map_err(read_err(path))?.is_file() {
+        return Err(FileError::NotAFile(path.to_path_buf()));
+    }
+    let mut b = Vec::new();
+    f.take(document::MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut b)
+        .map_err(read_err(path))?;
+    Ok(b)
+}
+
+/// Where the copy of a sent document is kept: `PROFILE/sent/PACKAGE_ID/`.
+pub fn sent_folder(p: &Profile, package_id: &str) -> PathBuf {
+    p.path("sent").join(package_id)
+}
+
+/// Keep a copy of a document this facility sealed (folders 0700, the file
+/// 0600), for reading and printing what was sent.
+pub fn keep_sent_document(p: &Profile, package_id: &str, bytes: &[u8]) -> io::Result<()> {
+    let dir = sent_folder(p, package_id);
+    private_dir(&dir)?;
+    let dest = dir.join(package::DOCUMENT_PATH);
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(&dest)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// The attachment members from files: each is `attachments/<file name>`.
 pub fn attachments_from_files(files: &[PathBuf]) -> Result<Vec<MemberSource<'static>>, FileError> {
     files

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod audit;
 pub mod client;
+pub mod desk;
 pub mod document;
 pub mod files;
 pub mod identity;

@@ -76,6 +76,41 @@ pub struct Config {
     /// How this facility's client talks to the relay (`[client]`).
     #[serde(default, skip_serializing_if = "ClientSettings::is_default")]
     pub client: ClientSettings,
+    /// The liaison office's desk (`[desk]`).
+    #[serde(default, skip_serializing_if = "DeskSettings::is_default")]
+    pub desk: DeskSettings,
+}
+
+/// The `[desk]` section of profile.toml (`renkei desk`); every field has a
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeskSettings {
+    /// Loopback port to serve on (a free one when absent).
+    pub port: Option<u16>,
+    /// Seconds between background syncs with the relay.
+    pub sync_interval_secs: u64,
+    /// Minutes without use after which the desk locks.
+    pub idle_lock_minutes: u64,
+    /// Days after which a referral without a reply (返書) is overdue.
+    pub overdue_days: u32,
+}
+
+impl Default for DeskSettings {
+    fn default() -> Self {
+        DeskSettings {
+            port: None,
+            sync_interval_secs: 30,
+            idle_lock_minutes: 30,
+            overdue_days: 14,
+        }
+    }
+}
+
+impl DeskSettings {
+    fn is_default(&self) -> bool {
+        *self == DeskSettings::default()
+    }
 }
 
 /// The `[client]` section of profile.toml; every field has a default.
@@ -194,6 +229,7 @@ impl Profile {
             name: name.to_string(),
             relay: None,
             client: ClientSettings::default(),
+            desk: DeskSettings::default(),
         };
         write(&dir.join(Self::REQUEST), csr.as_bytes())?;
         let profile = Profile {

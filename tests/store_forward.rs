@@ -63,7 +63,7 @@ async fn send_referral(s: &Session, len: usize) -> Result<String, OpError> {
             PackageKind::Referral,
             None,
             None,
-            memory_member(renkei::package::DOCUMENT_PATH, "application/fhir+json", doc),
+            doc,
             vec![memory_member(
                 "attachments/scan.dcm",
                 "application/dicom",

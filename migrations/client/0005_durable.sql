@@ -37,5 +37,6 @@ CREATE TABLE directory (
     kind TEXT NOT NULL,
     certificate TEXT NOT NULL,
     fetched_at TEXT NOT NULL,
-    used_at TEXT
+    used_at TEXT,
+    favourite INTEGER NOT NULL DEFAULT 0
 );

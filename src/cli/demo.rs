@@ -66,19 +66,28 @@ pub(crate) struct DemoArgs {
     /// The demo keys folder.
     #[arg(long, default_value = "keys-example")]
     pub(crate) keys: PathBuf,
+    /// After the walk-through, keep the relay running and open the
+    /// clinic's and the hospital's desks in the browser (two ports; the
+    /// URLs are printed), until Ctrl-C.
+    #[arg(long)]
+    pub(crate) desk: bool,
+    /// With --desk: print the URLs but do not open a browser.
+    #[arg(long, requires = "desk")]
+    pub(crate) no_browser: bool,
 }
 
 /// Run the demo.
-pub fn run(keys: &Path) -> Result<(), Failure> {
-    let keys = if keys.join("relay").exists() {
-        keys.to_path_buf()
+pub fn run(a: &DemoArgs) -> Result<(), Failure> {
+    let keys = if a.keys.join("relay").exists() {
+        a.keys.clone()
     } else {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("keys-example")
     };
-    crate::cli::runtime()?.block_on(demo(&keys))
+    crate::cli::runtime()?.block_on(demo(&keys, a.desk.then_some(!a.no_browser)))
 }
 
-async fn demo(keys: &Path) -> Result<(), Failure> {
+/// The demo; with `desk` (`Some(open_browser)`), the desks afterwards.
+async fn demo(keys: &Path, desk: Option<bool>) -> Result<(), Failure> {
     println!(
         "renkei demo — a referral thread through a relay (demo keys from {}; DEMO ONLY, synthetic patient, never for real patients)",
         keys.display()
@@ -109,11 +118,51 @@ async fn demo(keys: &Path) -> Result<(), Failure> {
         state.cert.name, state.id
     );
 
-    let result = thread(dir, &url).await;
+    let mut result = thread(dir, &url).await;
+    if let (Ok(()), Some(open)) = (&result, desk) {
+        result = desks(dir, &url, open).await;
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
     result?;
+    if desk.is_some() {
+        println!(
+            "\ndesks stopped; the demo region in {} is removed",
+            dir.display()
+        );
+        return Ok(());
+    }
     println!("\ndone: a referral written from a form, its reply and the reverse referral went end to end encrypted through the relay; both facilities verified every package and receipt and follow the same thread.");
+    Ok(())
+}
+
+/// The clinic's and the hospital's desks on two loopback ports, with
+/// what the walk-through exchanged, until Ctrl-C.
+async fn desks(dir: &Path, relay: &str, open: bool) -> Result<(), Failure> {
+    let mut running = Vec::new();
+    for (who, label) in [
+        ("clinic", "さくら内科クリニック (clinic)"),
+        ("hospital", "東都中央病院 (hospital)"),
+    ] {
+        let p = dir.join(who);
+        let mut opts = renkei::desk::DeskOptions::from_profile(&Profile::open(&p)?);
+        opts.relay = Some(relay.to_string());
+        opts.sync_interval = std::time::Duration::from_secs(10);
+        let d = super::desk::start(&p, opts).await?;
+        running.push((label, d));
+    }
+    println!("\n[desk] The liaison offices' desks are running (DEMO ONLY keys). Open each URL in a browser; Ctrl-C stops everything:");
+    for (label, d) in &running {
+        println!("    {label}: {}", d.url);
+    }
+    if open {
+        for (_, d) in &running {
+            super::desk::open_browser(&d.url);
+        }
+    }
+    for (_, d) in running {
+        let _ = d.task.await;
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 mod audit;
 mod demo;
+mod desk;
 mod facility;
 mod package;
 mod pki;
@@ -115,6 +116,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Referral threads (紹介の経過): list them, show one's timeline, close one.
     Referrals(ReferralsArgs),
+    /// The liaison office's desk: a web app in the browser, served on loopback.
+    Desk(desk::DeskArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -152,9 +155,27 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Failure::from(e)
             }
         }),
-        Command::Demo(a) => demo::run(&a.keys),
+        Command::Demo(a) => demo::run(&a),
         Command::Referrals(a) => net(|| referrals::referrals(a)),
+        Command::Desk(a) => desk::desk(a),
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 /// A tokio runtime for the network commands.

@@ -96,7 +96,7 @@ impl Session {
         req: SendRequest,
         progress: impl Fn(u64, u64) + Send + Sync + 'static,
     ) -> Result<SendOutcome, OpError> {
-        let document = crate::files::document_from_file(&req.document)
+        let document = crate::files::read_document(&req.document)
             .map_err(|e| OpError::Usage(e.to_string()))?;
         let attachments = crate::files::attachments_from_files(&req.attachments)
             .map_err(|e| OpError::Usage(e.to_string()))?;
@@ -112,8 +112,8 @@ impl Session {
         .await
     }
 
-    /// [`Session::send`] with the members already open (the desk builds
-    /// the document in memory).
+    /// [`Session::send`] with the document in memory and the attachments
+    /// open (the desk builds the document from its form).
     #[allow(clippy::too_many_arguments)]
     pub async fn send_members(
         &self,
@@ -121,7 +121,7 @@ impl Session {
         kind: PackageKind,
         in_reply_to: Option<String>,
         thread: Option<String>,
-        document: MemberSource<'static>,
+        document: Vec<u8>,
         attachments: Vec<MemberSource<'static>>,
         progress: impl Fn(u64, u64) + Send + Sync + 'static,
     ) -> Result<SendOutcome, OpError> {
@@ -144,14 +144,15 @@ impl Session {
     }
 
     /// Seal into `outbox/ID.age` and record it as queued, with its thread
-    /// entry.
+    /// entry; keep a copy of the document in `sent/PACKAGE_ID/document.json`
+    /// (for reading and printing what was sent).
     async fn seal_into_outbox(
         &self,
         recipients: Vec<CertInfo>,
         kind: PackageKind,
         thread: Option<String>,
         in_reply_to: Option<String>,
-        document: MemberSource<'static>,
+        document: Vec<u8>,
         attachments: Vec<MemberSource<'static>>,
     ) -> Result<OutboxEntry, OpError> {
         let me = self.profile.certificate()?;
@@ -163,6 +164,12 @@ impl Session {
             .tempfile_in(&outbox)?;
         // Sealing reads, hashes and encrypts every byte: off the async
         // workers, so the relay connection and the desk stay responsive.
+        let copy = document.clone();
+        let document = crate::client::ops::memory_member(
+            package::DOCUMENT_PATH,
+            crate::files::DOCUMENT_MEDIA_TYPE,
+            document,
+        );
         let (tmp, sealed, recipients) = tokio::task::spawn_blocking(move || {
             let sealed = package::seal(
                 package::SealRequest {
@@ -187,6 +194,7 @@ impl Session {
         let envelope_id = hex::encode(sealed.envelope_id);
         let file = outbox.join(format!("{envelope_id}.age"));
         tmp.persist(&file).map_err(|e| e.error)?;
+        crate::files::keep_sent_document(&self.profile, &sealed.manifest.package_id, &copy)?;
         let submission =
             self.sign_submission(&sealed.manifest, &envelope_id, sealed.ciphertext_size)?;
         let entry = OutboxEntry {

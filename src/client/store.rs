@@ -267,6 +267,14 @@ impl LocalStore {
         Ok(rows.iter().map(arrival).collect())
     }
 
+    /// Arrivals nobody at this facility has opened yet.
+    pub async fn unread_count(&self) -> Result<u64, LocalStoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM received WHERE read_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
     /// Someone at this facility has opened the package (the desk's unread count).
     pub async fn mark_read(&self, envelope_id: &str) -> Result<(), LocalStoreError> {
         sqlx::query("UPDATE received SET read_at = ? WHERE envelope_id = ? AND read_at IS NULL")
@@ -314,14 +322,36 @@ impl LocalStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Kept directory certificates (PEM), most recently used first.
-    pub async fn cached_certificates(&self) -> Result<Vec<String>, LocalStoreError> {
+    /// Kept directory certificates (PEM, unverified: verify before use)
+    /// with whether each is a favourite and when it was last used;
+    /// favourites first, then the most recently used.
+    pub async fn cached_certificates(
+        &self,
+    ) -> Result<Vec<(String, bool, Option<String>)>, LocalStoreError> {
         let rows = sqlx::query(
-            "SELECT certificate FROM directory ORDER BY used_at IS NULL, used_at DESC, name",
+            "SELECT certificate, favourite, used_at FROM directory \
+             ORDER BY favourite DESC, used_at IS NULL, used_at DESC, name",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) != 0, r.get(2)))
+            .collect())
+    }
+
+    /// Mark or unmark a kept directory entry as a favourite addressee.
+    pub async fn set_favourite(
+        &self,
+        facility_id: &str,
+        favourite: bool,
+    ) -> Result<bool, LocalStoreError> {
+        let r = sqlx::query("UPDATE directory SET favourite = ? WHERE facility_id = ?")
+            .bind(i64::from(favourite))
+            .bind(facility_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Record a received package (without a receipt to post).
