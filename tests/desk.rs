@@ -794,3 +794,112 @@ async fn attachments_are_downloads_and_unknown_members_are_not_served() {
         assert_eq!(status, 404, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn favourites_statistics_and_the_auditors_desk() {
+    let w = World::start(Backend::Sqlite).await;
+    publish_all(&w).await;
+    // One referral, received by the hospital.
+    let clinic = w.session(&w.clinic).await;
+    bounded(clinic.send_members(
+        &[HOSPITAL.parse().unwrap()],
+        renkei::package::PackageKind::Referral,
+        None,
+        None,
+        document_for(DocKind::Referral, CLINIC, HOSPITAL, &[]),
+        Vec::new(),
+        |_, _| {},
+    ))
+    .await
+    .unwrap();
+    let d = Desk::start(&w.clinic, &w.relay.url, Duration::from_secs(1800)).await;
+    let addr = d.running.addr;
+    let host = format!("127.0.0.1:{}", addr.port());
+    let own = format!("http://{host}");
+    let cookie = login(&d).await;
+    let (_, _, page) = http(addr, &get("/", &host, Some(&cookie))).await;
+    let csrf = csrf_of(&page);
+    let (status, _, _) = http(
+        addr,
+        &post("/sync", &host, &cookie, Some(&own), &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303);
+
+    // A favourite addressee comes first.
+    let (status, _, _) = http(
+        addr,
+        &post(
+            &format!("/directory/{RECOVERY}/favourite"),
+            &host,
+            &cookie,
+            Some(&own),
+            &format!("csrf={csrf}&on=1"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, _, json) = http(addr, &get("/directory?q=", &host, Some(&cookie))).await;
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list[0]["id"], RECOVERY, "{list}");
+    assert_eq!(list[0]["group"], "お気に入り");
+    assert!(list.as_array().unwrap().iter().any(|a| a["id"] == HOSPITAL));
+    assert!(
+        !list.as_array().unwrap().iter().any(|a| a["id"] == CLINIC),
+        "not itself"
+    );
+
+    // Statistics count what was sent, by month and counterpart; CSV too.
+    let (status, _, page) = http(addr, &get("/stats", &host, Some(&cookie))).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("紹介送信") && page.contains("市立中央病院"),
+        "{page}"
+    );
+    assert!(page.contains("初診患者数を入力すると表示します"));
+    let (_, _, page) = http(
+        addr,
+        &get(
+            "/stats?first_visits=200&other_referrals=9",
+            &host,
+            Some(&cookie),
+        ),
+    )
+    .await;
+    // The clinic received no referral through renkei: 9 by hand of 200.
+    assert!(page.contains("4.5%"), "{page}");
+    let (status, head, csv) = http(addr, &get("/stats.csv", &host, Some(&cookie))).await;
+    assert_eq!(status, 200);
+    assert!(header(&head, "content-disposition")
+        .unwrap()
+        .starts_with("attachment;"));
+    assert!(
+        csv.contains(&format!(",sent,referral,紹介,{HOSPITAL},市立中央病院,1")),
+        "{csv}"
+    );
+
+    // The auditor's desk shows the audit, not a facility's screens.
+    let a = Desk::start(&w.auditor, &w.relay.url, Duration::from_secs(1800)).await;
+    let addr = a.running.addr;
+    let host = format!("127.0.0.1:{}", addr.port());
+    let own = format!("http://{host}");
+    let cookie = login(&a).await;
+    let (status, head, _) = http(addr, &get("/", &host, Some(&cookie))).await;
+    assert_eq!((status, header(&head, "location")), (303, Some("/audit")));
+    let (_, _, page) = http(addr, &get("/audit", &host, Some(&cookie))).await;
+    let csrf = csrf_of(&page);
+    let (status, _, _) = http(
+        addr,
+        &post("/sync", &host, &cookie, Some(&own), &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, _, page) = http(addr, &get("/audit", &host, Some(&cookie))).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("検証済みのログ"), "{page}");
+    assert!(page.contains("不整合は見つかっていません"), "{page}");
+    assert!(page.contains(CLINIC), "counts per facility: {page}");
+    let (status, head, _) = http(addr, &get("/audit/report.csv", &host, Some(&cookie))).await;
+    assert_eq!(status, 200);
+    assert!(header(&head, "content-disposition").is_some());
+}

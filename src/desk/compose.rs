@@ -423,6 +423,7 @@ struct Addressee {
     label: String,
     fingerprint: String,
     group: &'static str,
+    favourite: bool,
     selected: bool,
 }
 
@@ -525,6 +526,7 @@ async fn addressees(desk: &Desk, selected: &str) -> Vec<Addressee> {
             label: format!("{}（{}・{}）", c.name, kind_label(c.kind), id),
             fingerprint: c.fingerprint.clone(),
             id,
+            favourite: fav,
             group: if fav {
                 "お気に入り"
             } else if used.is_some() {
