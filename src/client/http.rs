@@ -151,6 +151,15 @@ impl RelayClient {
         headers: &[(&str, String)],
         body: ReqBody,
     ) -> Result<Response, ClientError> {
+        self.connect()
+            .await?
+            .send(method, path, headers, body)
+            .await
+    }
+
+    /// Open one mutual-TLS connection to the relay, for one request
+    /// ([`RelayClient::send`]) or several in a row (keep-alive).
+    pub async fn connect(&self) -> Result<Connection, ClientError> {
         let connect = |why: String| ClientError::Connect {
             url: self.url.clone(),
             why,
@@ -190,43 +199,15 @@ impl RelayClient {
                 format!("its certificate is a {} certificate", relay.kind),
             ));
         }
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| connect(e.to_string()))?;
-        let conn = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.host);
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let req = req
-            .body(body)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = match sender.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                // With TLS 1.3 the relay checks the client certificate after
-                // the client's handshake has finished, so a refusal (a revoked
-                // certificate, say) arrives as an alert on the connection,
-                // which hyper reports only as a canceled request; the
-                // connection task holds the real cause.
-                let mut why = error_chain(&e);
-                if let Ok(Ok(Err(ce))) =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
-                {
-                    why = error_chain(&ce);
-                }
-                return Err(connect(explain_alert(why)));
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
+        Ok(Connection {
+            sender,
+            conn: Some(tokio::spawn(conn)),
             relay,
+            host: self.host.clone(),
+            url: self.url.clone(),
         })
     }
 
@@ -301,6 +282,83 @@ impl RelayClient {
         h.push(("content-type", "application/octet-stream".into()));
         let resp = self.send(Method::POST, path_in_api, &h, body).await?;
         Self::read(resp, 1 << 20).await
+    }
+}
+
+/// One open connection to the relay ([`RelayClient::connect`]).
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<ReqBody>,
+    conn: Option<tokio::task::JoinHandle<Result<(), hyper::Error>>>,
+    relay: CertInfo,
+    host: String,
+    url: String,
+}
+
+impl Connection {
+    /// The relay's certificate, verified against the CA (kind relay).
+    pub fn relay(&self) -> &CertInfo {
+        &self.relay
+    }
+
+    /// Whether the relay closed the connection (or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Send one request on this connection (wait for the previous answer's
+    /// body to be read first).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: ReqBody,
+    ) -> Result<Response, ClientError> {
+        let url = self.url.clone();
+        let connect = |why: String| ClientError::Connect { url, why };
+        if let Err(e) = self.sender.ready().await {
+            return Err(connect(self.cause(&e).await));
+        }
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = match self.sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Err(connect(self.cause(&e).await)),
+        };
+        let (parts, body) = resp.into_parts();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            relay: self.relay.clone(),
+        })
+    }
+}
+
+impl Connection {
+    /// Why a request failed. With TLS 1.3 the relay checks the client
+    /// certificate after the client's handshake has finished, so a refusal
+    /// (a revoked certificate, say) arrives as an alert on the connection,
+    /// which hyper reports only as a closed channel or canceled request;
+    /// the connection task holds the real cause.
+    async fn cause(&mut self, e: &hyper::Error) -> String {
+        let mut why = error_chain(e);
+        if let Some(conn) = self.conn.take() {
+            if let Ok(Ok(Err(ce))) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
+            {
+                why = error_chain(&ce);
+            }
+        }
+        explain_alert(why)
     }
 }
 
