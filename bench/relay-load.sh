@@ -75,7 +75,7 @@ start_relay() {
   local port; port=$(free_port)
   local extra=()
   [ -n "${3:-}" ] && extra=(--database-url "$3")
-  RUST_LOG=warn,renkei::relay=info "$bin" relay serve --profile "$work/region/relay" --data "$2" \
+  NO_COLOR=1 RUST_LOG=warn,renkei::relay::stats=info "$bin" relay serve --profile "$work/region/relay" --data "$2" \
     --config "$work/relay.toml" --listen "127.0.0.1:$port" "${extra[@]}" >"$work/$1.log" 2>&1 &
   pids+=("$!")
   echo "$!" >"$work/$1.pid"
@@ -124,6 +124,8 @@ tree_pids() { local p=$1; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2
 peak_rss() { local t=0; for p in $(tree_pids "$(cat "$work/$1.pid")"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
 cpu_secs() { local hz; hz=$(getconf CLK_TCK); for p in $(tree_pids "$(cat "$work/$1.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$hz" '{s+=$1} END {printf "%.1f", s / hz}'; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
+# CPU seconds used so far by every PostgreSQL process (server and backends).
+pg_cpu() { local hz; hz=$(getconf CLK_TCK); for p in $(pgrep -x postgres); do awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$hz" '{s+=$1} END {printf "%.1f", s / hz}'; }
 stop_servers() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -150,11 +152,15 @@ run_case() {
   for r in "$@"; do urls+=("https://localhost:$(cat "$work/$r.port")"); done
   echo "== $label"
   loadavg >"$work/$name.load"
+  local pg0; pg0=$(pg_cpu)
   # shellcheck disable=SC2086
+  local bytes=$size
+  [[ $flags == *--once* ]] && bytes=$big
   /usr/bin/time -f "%U %S" -o "$work/$name.gen" timeout $((duration + 600)) "$load" run "$work/region" \
-    "$(IFS=,; echo "${urls[*]}")" "$clients" "$duration" "$size" $flags >"$work/$name.json"
+    "$(IFS=,; echo "${urls[*]}")" "$clients" "$duration" "$bytes" $flags >"$work/$name.json"
   local cpu=() rss=()
   for r in "$@"; do cpu+=("$(cpu_secs "$r")"); rss+=("$(peak_rss "$r")"); done
+  echo "$(pg_cpu) - $pg0" | bc >"$work/$name.pgcpu"
   echo "   $(cat "$work/$name.json")"
   if [[ $flags != *--nginx* ]]; then
     audit "$name" "$(cat "$work/${*: -1}.port")"
@@ -181,6 +187,10 @@ for policy in per-connection keep-alive; do
   start_relay "pga-$policy" "$work/pg-$policy-data" "$url"
   start_relay "pgb-$policy" "$work/pg-$policy-data" "$url"
   run_case "pg-$policy" "2 relays on PostgreSQL, $policy" "$flags" "pga-$policy" "pgb-$policy"
+  # Control: one relay on PostgreSQL (does a second instance add anything?)
+  new_db "one_${policy//-/_}"; url="$pgurl/${db}_one_${policy//-/_}"
+  start_relay "pgone-$policy" "$work/pgone-$policy-data" "$url"
+  run_case "pgone-$policy" "control: 1 relay on PostgreSQL, $policy" "$flags" "pgone-$policy"
 done
 # One large upload each.
 start_nginx nginx-big
@@ -198,27 +208,28 @@ def load(name):
     r["cpu"] = " + ".join(open(f"{w}/{name}.cpu").read().split())
     r["gen"] = sum(float(x) for x in open(f"{w}/{name}.gen").read().split()[-2:])
     r["load"] = open(f"{w}/{name}.load").read().strip()
-    seq = [dict(re.findall(r"(\w+)=(\d+)", l)) for l in open(f"{w}/{name}.seq").read().splitlines()]
-    tot = {k: sum(int(s.get(k, 0)) for s in seq) for k in ("batches", "jobs", "leaves", "statements", "round_trips")}
+    r["pgcpu"] = open(f"{w}/{name}.pgcpu").read().strip()
+    seq = [dict(re.findall(r"(\w+)=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", l))) for l in open(f"{w}/{name}.seq").read().splitlines()]
+    tot = {k: sum(int(s.get(k, 0)) for s in seq) for k in ("batches", "jobs", "leaves", "statements", "round_trips", "busy_us")}
     r["seq"] = tot
     return r
 print()
 print(f"clients {os.environ.get('CLIENTS', '32')} per case; envelopes of ~{size} bytes; {os.cpu_count()} cores shared by clients, servers and PostgreSQL")
-print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | PostgreSQL CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch | ms/batch (BEGIN..COMMIT) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 rows = {}
 for policy in ("per-connection", "keep-alive"):
-    for kind, label in (("nginx", "nginx"), ("sq", "relay, SQLite"), ("pg", "2 relays, PostgreSQL")):
+    for kind, label in (("nginx", "nginx"), ("sq", "relay, SQLite"), ("pg", "2 relays, PostgreSQL"), ("pgone", "control: 1 relay, PostgreSQL")):
         name = f"{kind}-{policy}"
         r = load(name); rows[name] = r
         s = r["seq"]; b = s["batches"] or 1
-        seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f}" if s["batches"] else "- | - | - | -"
+        seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f} | {s['busy_us'] / b / 1000:.1f}" if s["batches"] else "- | - | - | - | -"
         audit = r["audit"]
         if audit == "pass":
             a = json.load(open(f"{w}/{name}.audit.json"))
             want = 2 + 2 * r["submissions"]
             audit = f"pass, {a['to_size']} entries" + ("" if a["to_size"] == want or r["errors"] else f" (expected {want}!)")
-        print(f"| {label}, {policy} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {audit} | {r['rss']} | {r['cpu']} | {r['gen']:.1f} | {r['load']} | {seqcols} |")
+        print(f"| {label}, {policy} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {audit} | {r['rss']} | {r['cpu']} | {r['pgcpu']} | {r['gen']:.1f} | {r['load']} | {seqcols} |")
 nb, sb = load("nginx-big"), load("sq-big")
 rows["nginx-big"], rows["sq-big"] = nb, sb
 for n, l in ((nb, "nginx"), (sb, "relay, SQLite")):
@@ -229,6 +240,8 @@ for name, r in rows.items():
 def ratio(a, b):
     return a / b if b > 0 else 0.0
 pc, ka = "per-connection", "keep-alive"
+for policy in (pc, ka):
+    print(f"{policy}: 2 PostgreSQL relays / 1 PostgreSQL relay = {ratio(rows['pg-'+policy]['per_second'], rows['pgone-'+policy]['per_second']):.2f}; 2 PostgreSQL relays / 1 SQLite relay = {ratio(rows['pg-'+policy]['per_second'], rows['sq-'+policy]['per_second']):.2f}")
 print(f"relay/nginx per-connection {ratio(rows['sq-'+pc]['per_second'], rows['nginx-'+pc]['per_second']):.2f} (sqlite) "
       f"{ratio(rows['pg-'+pc]['per_second'], rows['nginx-'+pc]['per_second']):.2f} (postgres x2); "
       f"keep-alive {ratio(rows['sq-'+ka]['per_second'], rows['nginx-'+ka]['per_second']):.2f} (sqlite) "

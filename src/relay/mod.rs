@@ -465,11 +465,13 @@ pub async fn serve(
     }
     let s = state.store.log_stats();
     tracing::info!(
+        target: "renkei::relay::stats",
         batches = s.batches,
         jobs = s.jobs,
         leaves = s.leaves,
         statements = s.statements,
         round_trips = s.round_trips,
+        busy_us = s.busy_us,
         "log sequencer totals"
     );
     Ok(())

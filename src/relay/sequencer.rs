@@ -160,6 +160,9 @@ pub struct Stats {
     pub statements: AtomicU64,
     /// Round trips to the database in committed batches.
     pub round_trips: AtomicU64,
+    /// Microseconds from `BEGIN` to the end of `COMMIT` of committed
+    /// batches (on PostgreSQL the advisory lock is held for most of it).
+    pub busy_us: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -175,6 +178,8 @@ pub struct StatsSnapshot {
     pub statements: u64,
     /// Round trips in committed batches.
     pub round_trips: u64,
+    /// Microseconds in committed batches, `BEGIN` to `COMMIT`.
+    pub busy_us: u64,
 }
 
 impl Stats {
@@ -186,6 +191,7 @@ impl Stats {
             leaves: self.leaves.load(Ordering::Relaxed),
             statements: self.statements.load(Ordering::Relaxed),
             round_trips: self.round_trips.load(Ordering::Relaxed),
+            busy_us: self.busy_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -347,6 +353,7 @@ impl Sequencer {
         requests: &[Request],
     ) -> Result<Vec<Result<Response, StoreError>>, StoreError> {
         let conn = self.pool.acquire().await?;
+        let t0 = std::time::Instant::now();
         let mut tx = Tx {
             conn,
             statements: 0,
@@ -369,6 +376,8 @@ impl Sequencer {
                 s.leaves.fetch_add(leaves, Ordering::Relaxed);
                 s.statements.fetch_add(tx.statements, Ordering::Relaxed);
                 s.round_trips.fetch_add(tx.round_trips, Ordering::Relaxed);
+                s.busy_us
+                    .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                 tracing::debug!(
                     jobs = requests.len(),
                     leaves,
