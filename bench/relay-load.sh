@@ -1,44 +1,57 @@
 #!/usr/bin/env bash
-# Benchmark: relay load. Two `renkei relay serve` instances on one fresh
-# PostgreSQL database and one shared data (ciphertext) folder, CLIENTS
-# concurrent clients for DURATION seconds each sealing and submitting
-# envelopes of about SIZE bytes, spread over both instances; then an audit
-# (`renkei audit sync`) of the resulting log. Then the same against ONE
-# relay on its embedded SQLite, in the same run, and, as a control, one
-# relay on PostgreSQL (is a second instance worth it?). Prints submissions/s,
-# p50/p99 latency, errors, whether the audit passed (and how long it
-# took), the ratio, the peak RSS (VmHWM) and CPU time of every relay
-# process, the CPU time of the load generator, and the load average.
+# Benchmark: the relay against a peer, in one run (issue #13).
+#
+# The peer is Debian's nginx with TLS and `ssl_verify_client on` against
+# the region's CA (and its CRL), accepting the same bodies as plain HTTPS
+# PUTs and writing them to disk (ngx_http_dav_module). It presents the
+# relay's own certificate and key, so the same client stack (renkei's
+# RelayClient: rustls, hyper), the same certificates, concurrency and
+# connection policy are used against both.
+#
+# Cases, each CLIENTS concurrent clients for DURATION seconds, sealing and
+# uploading envelopes of about SIZE bytes (sealing outside the timed part):
+#   per-connection: nginx; 1 relay on SQLite; 2 relays on one PostgreSQL
+#   keep-alive:     the same three
+#   1 GiB:          one upload of about 1 GiB to nginx and to the SQLite relay
+# Every relay case starts on a fresh database and data folder, on disk; its
+# log is audited afterwards (`renkei audit sync` from an empty state).
+#
+# Prints a table per case (uploads/s, MiB/s, p50, p99, max, errors, audit,
+# peak RSS and CPU time of the servers, sequencer batches and statements),
+# the load average, and ends with exactly one line:
+#   relay/nginx per-connection X.XX (sqlite) X.XX (postgres x2); keep-alive X.XX (sqlite) X.XX (postgres x2); 1GiB X.XX
 #
 #   bench/relay-load.sh                      (60 s, 32 clients, 64 KiB)
 #   DURATION=5 bench/relay-load.sh           (smoke run)
-#   DURATION=60 CLIENTS=32 SIZE=65536 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
+#   DURATION=60 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
 #
-# The load generator is examples/relay_load.rs (sealing happens in the
-# client loop, outside the timed part; one mutual-TLS connection per
-# upload, like `renkei send`). Everything runs on this machine over
-# loopback: the clients compete with the relays and the database for the
-# same cores. Needs psql, python3, a PostgreSQL that accepts PGURL (trust
-# auth) and may create databases.
+# Needs nginx (apt-get install -y nginx), psql, python3, and a PostgreSQL
+# that accepts PGURL (trust auth) and may create databases. Everything runs
+# on this machine over loopback: clients, servers and the database share
+# the same cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${DURATION:-60}
 clients=${CLIENTS:-32}
 size=${SIZE:-65536}
+big=${BIG:-1073741824}
 pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432}
 command -v psql >/dev/null || { echo "missing psql: apt-get install -y postgresql-client" >&2; exit 1; }
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$nginx" ] || { echo "missing nginx: apt-get install -y nginx" >&2; exit 1; }
 cargo build --release -q --bin renkei --example relay_load
 bin=$PWD/target/release/renkei
 load=$PWD/target/release/examples/relay_load
-# On disk, not tmpfs: the relay fsyncs ciphertext and SQLite before it
-# signs an acceptance, and PostgreSQL's own data folder is on disk too.
+# On disk, not tmpfs: the relay fsyncs ciphertext and its database before
+# it signs an acceptance; nginx writes to the same disk (without fsync).
 work=$(mktemp -d "${TMPDIR:-/tmp}/relay-load.XXXXXX")
 db="renkei_load_$$"
 pids=()
+dbs=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for d in "${db}_a" "${db}_b"; do
+  for d in "${dbs[@]}"; do
     psql "$pgurl/postgres" -qAt -c "DROP DATABASE IF EXISTS $d" >/dev/null 2>&1 || true
   done
   rm -rf "$work"
@@ -48,109 +61,192 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "relay on port $1 did not start; see $work/*.log" >&2; exit 1
+  echo "server on port $1 did not start; see $work/*.log" >&2; exit 1
 }
+# Relay settings for the load: no per-facility quotas (two facilities send
+# everything), defaults otherwise.
+cat >"$work/relay.toml" <<EOF
+quota_uploads_per_day = 0
+quota_bytes_per_day = 0
+quota_concurrent_uploads = 0
+EOF
 # start_relay NAME DATA [DATABASE_URL]: writes $work/NAME.{pid,port,log}.
 start_relay() {
   local port; port=$(free_port)
   local extra=()
   [ -n "${3:-}" ] && extra=(--database-url "$3")
-  RUST_LOG=warn "$bin" relay serve --profile "$work/region/relay" --data "$2" \
-    --listen "127.0.0.1:$port" "${extra[@]}" >"$work/$1.log" 2>&1 &
+  NO_COLOR=1 RUST_LOG=warn,renkei::relay::stats=info "$bin" relay serve --profile "$work/region/relay" --data "$2" \
+    --config "$work/relay.toml" --listen "127.0.0.1:$port" "${extra[@]}" >"$work/$1.log" 2>&1 &
   pids+=("$!")
   echo "$!" >"$work/$1.pid"
   echo "$port" >"$work/$1.port"
   wait_port "$port"
 }
-peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$work/$1.pid")/status"; }
-# CPU seconds (user + system) of a running relay.
-cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$(cat "$work/$1.pid")/stat"; }
+start_nginx() { # start_nginx NAME
+  local port; port=$(free_port)
+  local dir="$work/$1"
+  rm -rf "$dir"; mkdir -p "$dir/root/upload" "$dir/tmp" "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp;
+  client_max_body_size 2g;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $work/region/relay/cert.pem;
+    ssl_certificate_key $work/region/relay/tls-key.pem;
+    ssl_client_certificate $work/region/relay/ca.pem;
+    ssl_crl $work/region/relay/crl.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location /upload/ {
+      root $dir/root;
+      dav_methods PUT;
+      create_full_put_path on;
+    }
+  }
+}
+EOF
+  "$nginx" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$work/$1.log" 2>&1 &
+  pids+=("$!")
+  echo "$!" >"$work/$1.pid"
+  echo "$port" >"$work/$1.port"
+  wait_port "$port"
+}
+# Peak RSS (KiB) and CPU seconds of a server and its children (nginx workers).
+tree_pids() { local p=$1; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done; }
+peak_rss() { local t=0; for p in $(tree_pids "$(cat "$work/$1.pid")"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
+cpu_secs() { local hz; hz=$(getconf CLK_TCK); for p in $(tree_pids "$(cat "$work/$1.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$hz" '{s+=$1} END {printf "%.1f", s / hz}'; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
-stop_relays() {
+# CPU seconds used so far by every PostgreSQL process (server and backends).
+pg_cpu() { local hz; hz=$(getconf CLK_TCK); for p in $(pgrep -x postgres); do awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$hz" '{s+=$1} END {printf "%.1f", s / hz}'; }
+stop_servers() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
 audit() { # audit NAME PORT: fresh auditor state, one full sync
   rm -f "$work"/region/auditor/audit.db*
-  local t0; t0=$(date +%s.%N)
-  if timeout 600 "$bin" audit sync --profile "$work/region/auditor" \
+  if timeout 900 "$bin" audit sync --profile "$work/region/auditor" \
       --relay "https://localhost:$2" --json >"$work/$1.audit.json" 2>"$work/$1.audit.err"; then
     echo pass >"$work/$1.audit"
   else
     echo "FAIL ($(tr '\n' ' ' <"$work/$1.audit.err"))" >"$work/$1.audit"
   fi
-  echo "$t0 $(date +%s.%N)" >"$work/$1.audit.secs"
 }
+# new_db SUFFIX: a fresh database (called without a subshell, so that
+# cleanup knows to drop it).
+new_db() { local d="${db}_$1"; psql "$pgurl/postgres" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE $d" >/dev/null; dbs+=("$d"); }
 
-# run_case NAME LABEL RELAY_NAME... : load through the running relays named,
-# then audit through the last one; record figures under $work/NAME.*.
+# run_case NAME LABEL FLAGS SERVER... : load through the running servers,
+# then (relays) audit through the last one; figures under $work/NAME.*.
 run_case() {
-  local name=$1 label=$2; shift 2
+  local name=$1 label=$2 flags=$3; shift 3
   local urls=() r
   for r in "$@"; do urls+=("https://localhost:$(cat "$work/$r.port")"); done
-  echo "== $label: $clients clients for ${duration} s, ~$size-byte envelopes"
+  echo "== $label"
   loadavg >"$work/$name.load"
-  /usr/bin/time -f "%U %S" -o "$work/$name.gen" timeout $((duration + 300)) "$load" run "$work/region" \
-    "$(IFS=,; echo "${urls[*]}")" "$clients" "$duration" "$size" >"$work/$name.json"
+  local pg0; pg0=$(pg_cpu)
+  # shellcheck disable=SC2086
+  local bytes=$size
+  [[ $flags == *--once* ]] && bytes=$big
+  /usr/bin/time -f "%U %S" -o "$work/$name.gen" timeout $((duration + 600)) "$load" run "$work/region" \
+    "$(IFS=,; echo "${urls[*]}")" "$clients" "$duration" "$bytes" $flags >"$work/$name.json"
   local cpu=() rss=()
-  for r in "$@"; do cpu+=("$(cpu_secs "$r")"); done
+  for r in "$@"; do cpu+=("$(cpu_secs "$r")"); rss+=("$(peak_rss "$r")"); done
+  echo "$(pg_cpu) - $pg0" | bc >"$work/$name.pgcpu"
   echo "   $(cat "$work/$name.json")"
-  audit "$name" "$(cat "$work/${*: -1}.port")"
-  echo "   audit: $(cat "$work/$name.audit")"
-  for r in "$@"; do rss+=("$(peak_rss "$r")"); done
+  if [[ $flags != *--nginx* ]]; then
+    audit "$name" "$(cat "$work/${*: -1}.port")"
+    echo "   audit: $(cat "$work/$name.audit")"
+  else
+    echo "n/a" >"$work/$name.audit"
+  fi
   echo "${cpu[*]}" >"$work/$name.cpu"
   echo "${rss[*]}" >"$work/$name.rss"
-  stop_relays
+  stop_servers
+  : >"$work/$name.seq"
+  for r in "$@"; do grep -ho 'log sequencer totals.*' "$work/$r.log" >>"$work/$name.seq" 2>/dev/null || true; done
 }
 
-echo "== region ($work)"
+echo "== region ($work); load average $(loadavg)"
 "$load" setup "$work/region" >/dev/null
-# Each case starts from an empty database and data folder; the facilities
-# publish their certificates again at the start of every run.
-psql "$pgurl/postgres" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE ${db}_a" -c "CREATE DATABASE ${db}_b" >/dev/null
-start_relay pg1 "$work/pgdata" "$pgurl/${db}_a"
-start_relay pg2 "$work/pgdata" "$pgurl/${db}_a"
-run_case pg "2 relays on PostgreSQL (database ${db}_a, one shared data folder)" pg1 pg2
-start_relay sq "$work/sqdata"
-run_case sq "1 relay on SQLite" sq
-start_relay pgone "$work/pgonedata" "$pgurl/${db}_b"
-run_case pgone "control: 1 relay on PostgreSQL (database ${db}_b)" pgone
+for policy in per-connection keep-alive; do
+  flags=""; [ "$policy" = keep-alive ] && flags="--keep-alive"
+  start_nginx "nginx-$policy"
+  run_case "nginx-$policy" "nginx, $policy" "--nginx $flags" "nginx-$policy"
+  start_relay "sq-$policy" "$work/sq-$policy-data"
+  run_case "sq-$policy" "1 relay on SQLite, $policy" "$flags" "sq-$policy"
+  new_db "${policy//-/_}"; url="$pgurl/${db}_${policy//-/_}"
+  start_relay "pga-$policy" "$work/pg-$policy-data" "$url"
+  start_relay "pgb-$policy" "$work/pg-$policy-data" "$url"
+  run_case "pg-$policy" "2 relays on PostgreSQL, $policy" "$flags" "pga-$policy" "pgb-$policy"
+  # Control: one relay on PostgreSQL (does a second instance add anything?)
+  new_db "one_${policy//-/_}"; url="$pgurl/${db}_one_${policy//-/_}"
+  start_relay "pgone-$policy" "$work/pgone-$policy-data" "$url"
+  run_case "pgone-$policy" "control: 1 relay on PostgreSQL, $policy" "$flags" "pgone-$policy"
+done
+# One large upload each.
+start_nginx nginx-big
+run_case nginx-big "nginx, one upload of ~$((big >> 20)) MiB" "--nginx --once" nginx-big
+start_relay sq-big "$work/sq-big-data"
+run_case sq-big "1 relay on SQLite, one upload of ~$((big >> 20)) MiB" "--once" sq-big
 
-python3 - "$work" <<'PY'
-import json, os, sys
-w = sys.argv[1]
-rows = []
-for name, label in (("pg", "2 relays, PostgreSQL"), ("sq", "1 relay, SQLite"), ("pgone", "control: 1 relay, PostgreSQL")):
+python3 - "$work" "$size" "$big" <<'PY'
+import json, os, re, sys
+w, size, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def load(name):
     r = json.load(open(f"{w}/{name}.json"))
-    a = open(f"{w}/{name}.audit").read().strip()
-    if a == "pass":
-        s = json.load(open(f"{w}/{name}.audit.json"))
-        # 2 certificate entries + (submission + acceptance) per accepted envelope
-        want = 2 + 2 * r["submissions"]
-        a = f"pass, {s['to_size']} entries" + ("" if s["to_size"] == want or r["errors"] else f" (expected {want}!)")
-        t0, t1 = map(float, open(f"{w}/{name}.audit.secs").read().split())
-        a += f", {t1 - t0:.1f} s"
-    rss = " + ".join(f"{int(k) / 1024:.0f}" for k in open(f"{w}/{name}.rss").read().split())
-    cpu = " + ".join(open(f"{w}/{name}.cpu").read().split())
-    gen = sum(float(x) for x in open(f"{w}/{name}.gen").read().split()[-2:])
-    load = open(f"{w}/{name}.load").read().strip()
-    rows.append((label, r, a, rss, cpu, gen, load))
+    r["audit"] = open(f"{w}/{name}.audit").read().strip()
+    r["rss"] = " + ".join(f"{int(k) / 1024:.0f}" for k in open(f"{w}/{name}.rss").read().split())
+    r["cpu"] = " + ".join(open(f"{w}/{name}.cpu").read().split())
+    r["gen"] = sum(float(x) for x in open(f"{w}/{name}.gen").read().split()[-2:])
+    r["load"] = open(f"{w}/{name}.load").read().strip()
+    r["pgcpu"] = open(f"{w}/{name}.pgcpu").read().strip()
+    seq = [dict(re.findall(r"(\w+)=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", l))) for l in open(f"{w}/{name}.seq").read().splitlines()]
+    tot = {k: sum(int(s.get(k, 0)) for s in seq) for k in ("batches", "jobs", "leaves", "statements", "round_trips", "busy_us")}
+    r["seq"] = tot
+    return r
 print()
-print(f"clients {rows[0][1]['clients']}, {rows[0][1]['seconds']:.1f} s, ciphertext {rows[0][1]['mean_ciphertext_bytes']} bytes per envelope")
-print("| setup | submissions/s | MiB/s | p50 | p99 | max | submissions | errors | audit | relay peak RSS (MiB) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for label, r, a, rss, *_ in rows:
-    print(f"| {label} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {a} | {rss} |")
-for label, r, _, _, cpu, gen, load in rows:
-    print(f"{label}: CPU time relay {cpu} s, load generator {gen:.1f} s, in {r['seconds']:.0f} s on {os.cpu_count()} cores; load average before the run {load}")
-pg, sq, one = rows[0][1], rows[1][1], rows[2][1]
-if sq["per_second"] > 0 and one["per_second"] > 0:
-    print(f"ratio PostgreSQL (2 relays) / SQLite (1 relay) submissions/s = {pg['per_second'] / sq['per_second']:.2f}")
-    print(f"ratio PostgreSQL 2 relays / 1 relay submissions/s = {pg['per_second'] / one['per_second']:.2f}")
-for label, r, *_ in rows:
-    for e in r["error_samples"]:
-        print(f"error sample ({label}): {e}")
-ok = all(r["errors"] == 0 and a.startswith("pass") for _, r, a, *_ in rows)
+print(f"clients {os.environ.get('CLIENTS', '32')} per case; envelopes of ~{size} bytes; {os.cpu_count()} cores shared by clients, servers and PostgreSQL")
+print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | PostgreSQL CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch | ms/batch (BEGIN..COMMIT) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+rows = {}
+for policy in ("per-connection", "keep-alive"):
+    for kind, label in (("nginx", "nginx"), ("sq", "relay, SQLite"), ("pg", "2 relays, PostgreSQL"), ("pgone", "control: 1 relay, PostgreSQL")):
+        name = f"{kind}-{policy}"
+        r = load(name); rows[name] = r
+        s = r["seq"]; b = s["batches"] or 1
+        seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f} | {s['busy_us'] / b / 1000:.1f}" if s["batches"] else "- | - | - | - | -"
+        audit = r["audit"]
+        if audit == "pass":
+            a = json.load(open(f"{w}/{name}.audit.json"))
+            want = 2 + 2 * r["submissions"]
+            audit = f"pass, {a['to_size']} entries" + ("" if a["to_size"] == want or r["errors"] else f" (expected {want}!)")
+        print(f"| {label}, {policy} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {audit} | {r['rss']} | {r['cpu']} | {r['pgcpu']} | {r['gen']:.1f} | {r['load']} | {seqcols} |")
+nb, sb = load("nginx-big"), load("sq-big")
+rows["nginx-big"], rows["sq-big"] = nb, sb
+for n, l in ((nb, "nginx"), (sb, "relay, SQLite")):
+    print(f"one upload, {l}: {n['bytes']} bytes in {n['seconds']:.2f} s = {n['mib_per_second']:.1f} MiB/s (sealing took {n['seal_seconds']:.1f} s, not timed); errors {n['errors']}; server peak RSS {n['rss']} MiB; load before {n['load']}")
+for name, r in rows.items():
+    for e in r.get("error_samples", []):
+        print(f"error sample ({name}): {e}")
+def ratio(a, b):
+    return a / b if b > 0 else 0.0
+pc, ka = "per-connection", "keep-alive"
+for policy in (pc, ka):
+    print(f"{policy}: 2 PostgreSQL relays / 1 PostgreSQL relay = {ratio(rows['pg-'+policy]['per_second'], rows['pgone-'+policy]['per_second']):.2f}; 2 PostgreSQL relays / 1 SQLite relay = {ratio(rows['pg-'+policy]['per_second'], rows['sq-'+policy]['per_second']):.2f}")
+print(f"relay/nginx per-connection {ratio(rows['sq-'+pc]['per_second'], rows['nginx-'+pc]['per_second']):.2f} (sqlite) "
+      f"{ratio(rows['pg-'+pc]['per_second'], rows['nginx-'+pc]['per_second']):.2f} (postgres x2); "
+      f"keep-alive {ratio(rows['sq-'+ka]['per_second'], rows['nginx-'+ka]['per_second']):.2f} (sqlite) "
+      f"{ratio(rows['pg-'+ka]['per_second'], rows['nginx-'+ka]['per_second']):.2f} (postgres x2); "
+      f"1GiB {ratio(sb['mib_per_second'], nb['mib_per_second']):.2f}")
+ok = all(r["errors"] == 0 and r["audit"] in ("pass", "n/a") for r in rows.values())
 sys.exit(0 if ok else 1)
 PY

@@ -17,7 +17,9 @@ use renkei::identity::Kind;
 use renkei::pki::ca::Ca;
 use renkei::profile::Profile;
 use renkei::receipt::{self, Delivery, Outcome, Purpose, SignedReceipt, Submission};
-use renkei::relay::store::{LogSigner, Store};
+use renkei::relay::checkpoint::CheckpointSigner;
+use renkei::relay::sequencer::LogConfig;
+use renkei::relay::store::Store;
 
 const CLINIC: &str = "1311234569";
 const HOSPITAL: &str = "1317654323";
@@ -87,14 +89,19 @@ async fn main() {
     );
 
     let relay_cert = relay.certificate().expect("relay cert");
-    let relay_key = relay.signing_key().expect("relay key");
+    let relay_key = std::sync::Arc::new(relay.signing_key().expect("relay key"));
     let origin = renkei::receipt::bundle::log_origin(&relay_cert);
-    let signer = LogSigner {
-        origin: &origin,
-        key: &relay_key,
-    };
-    let relay_id = relay_cert.id.to_string();
-    let store = Store::open(&out.join("data"), None).await.expect("store");
+    let store = Store::open(&out.join("data"), None)
+        .await
+        .expect("store")
+        .start_log(LogConfig {
+            relay_id: relay_cert.id.to_string(),
+            receipt_key: relay_key.clone(),
+            checkpoints: CheckpointSigner::new(origin, relay_key),
+            expiry_after_secs: 14 * 24 * 3600,
+            batch_max_jobs: 256,
+            batch_wait: std::time::Duration::ZERO,
+        });
 
     let clinic_cert = clinic.certificate().expect("cert");
     let clinic_key = clinic.signing_key().expect("key");
@@ -108,7 +115,6 @@ async fn main() {
                 &c.name,
                 &c.pem(),
                 &c.fingerprint,
-                &signer,
             )
             .await
             .expect("directory");
@@ -122,7 +128,11 @@ async fn main() {
         // (accept checks that the blob is there).
         let content = format!("bench envelope {i}");
         let envelope_id = renkei::pki::sha256_hex(content.as_bytes());
-        let mut staged = store.blobs().stage().await.expect("stage");
+        let mut staged = store
+            .blobs()
+            .stage(&envelope_id, content.len() as u64)
+            .await
+            .expect("stage");
         staged.write(content.as_bytes()).await.expect("write");
         staged.commit(&envelope_id).await.expect("commit blob");
         let sub = Submission {
@@ -134,10 +144,7 @@ async fn main() {
             submitted_at: receipt::now_rfc3339(),
         };
         let signed = SignedReceipt::sign(Purpose::Submission, &sub, &clinic_key);
-        store
-            .accept(&signed, &sub, &relay_id, &signer)
-            .await
-            .expect("accept");
+        store.accept(&signed, &sub).await.expect("accept");
         let d = Delivery {
             envelope_id: envelope_id.clone(),
             recipient: HOSPITAL.parse().expect("id"),
@@ -147,17 +154,10 @@ async fn main() {
         };
         let signed = SignedReceipt::sign(Purpose::Delivery, &d, &hospital_key);
         let added = store
-            .add_outcome(
-                &envelope_id,
-                HOSPITAL,
-                "delivered",
-                HOSPITAL,
-                &signed,
-                &signer,
-            )
+            .add_outcome(&envelope_id, HOSPITAL, "delivered", &signed)
             .await
             .expect("outcome");
-        assert!(added);
+        assert!(added.is_some());
         receipts += 3;
         if (i + 1) % 10_000 == 0 {
             eprintln!(

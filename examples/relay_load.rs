@@ -2,11 +2,27 @@
 //! relays.
 //!
 //!   relay_load setup OUT
-//!   relay_load run OUT URL[,URL...] [CLIENTS] [SECONDS] [SIZE]
+//!   relay_load run OUT URL[,URL...] [CLIENTS] [SECONDS] [SIZE] [--nginx] [--keep-alive] [--once]
 //!
 //! `setup` creates a region under OUT with the library (a CA, a relay
 //! profile `relay-1` for `localhost`, a clinic, a hospital and an auditor):
-//! OUT/{ca,relay,clinic,hospital,auditor}.
+//! OUT/{ca,relay,clinic,hospital,auditor}, and OUT/relay/tls-key.pem, the
+//! relay's key as PKCS#8 PEM for the peer server (nginx) that presents the
+//! relay's certificate in the comparison.
+//!
+//! `--nginx`: the same bodies, sealed and signed the same way, are sent as
+//! plain `PUT /upload/<envelope ID>` to a peer HTTPS server (nginx with
+//! `ssl_verify_client on` against the same CA, writing request bodies to
+//! disk), with the same client stack (`RelayClient`, rustls, hyper), the
+//! same certificates, concurrency and connection policy; a `201`/`204` is
+//! a success.
+//!
+//! `--keep-alive`: each client keeps one connection open and sends its
+//! uploads on it one after the other (reconnecting when the server closes
+//! it); default: one new connection per upload, like `renkei send`.
+//!
+//! `--once`: one client uploads one envelope of about SIZE bytes once (the
+//! 1 GiB comparison); MiB/s is what to read.
 //!
 //! `run` publishes the clinic's and the hospital's certificates to the first
 //! relay, then starts CLIENTS concurrent clients (default 32), client `i`
@@ -111,6 +127,15 @@ fn setup(out: &Path) {
         Kind::Auditor,
         "負荷試験 監査人",
     );
+    // The relay's key for the peer server (nginx presents the relay's
+    // certificate, so the same client accepts it).
+    let relay = Profile::open(&d("relay")).expect("relay profile");
+    let key = relay.signing_key().expect("relay key");
+    renkei::keys::write_secret_file(
+        &d("relay").join("tls-key.pem"),
+        key.to_pkcs8_pem().as_bytes(),
+    )
+    .expect("tls-key.pem");
     println!("region ready in {}", out.display());
 }
 
@@ -188,9 +213,64 @@ fn seal(from: &Facility, to: &CertInfo, attachment: &[u8]) -> (Vec<u8>, String) 
     (out, hex::encode(sealed.envelope_id))
 }
 
-/// Upload one sealed package and check the acceptance.
+/// How uploads are sent.
+#[derive(Clone, Copy)]
+struct Mode {
+    nginx: bool,
+    keep_alive: bool,
+}
+
+/// A client's connection(s) to the server under test.
+struct Conn {
+    client: RelayClient,
+    open: Option<renkei::client::http::Connection>,
+    keep_alive: bool,
+}
+
+impl Conn {
+    /// One request: on the kept connection (opening it if needed), or on a
+    /// fresh one.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, bytes::Bytes, CertInfo), String> {
+        let body = renkei::client::http::full(body);
+        let resp = if self.keep_alive {
+            if self.open.as_ref().is_none_or(|c| c.is_closed()) {
+                self.open = Some(self.client.connect().await.map_err(|e| e.to_string())?);
+            }
+            let c = self.open.as_mut().expect("opened");
+            match c.send(method, path, headers, body).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.open = None;
+                    return Err(e.to_string());
+                }
+            }
+        } else {
+            self.client
+                .send(method, path, headers, body)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let status = resp.status.as_u16();
+        let relay = resp.relay.clone();
+        let body = http_body_util::BodyExt::collect(resp.body)
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body, relay))
+    }
+}
+
+/// Upload one sealed package and check the answer: the relay's fresh,
+/// valid acceptance (or, for nginx, 201/204).
 async fn submit(
-    client: &RelayClient,
+    conn: &mut Conn,
+    mode: Mode,
     from: &Facility,
     to: &CertInfo,
     ciphertext: Vec<u8>,
@@ -211,10 +291,38 @@ async fn submit(
         (SUBMISSION_HEADER, header),
         ("content-type", "application/octet-stream".to_string()),
     ];
-    let (_, body, relay) = client
-        .call(Method::POST, "/v1/envelopes", &headers, ciphertext)
-        .await
-        .map_err(|e| e.to_string())?;
+    if mode.nginx {
+        let (status, body, _) = conn
+            .send(
+                Method::PUT,
+                &format!("/upload/{envelope_id}"),
+                &headers,
+                ciphertext,
+            )
+            .await?;
+        return match status {
+            201 | 204 => Ok(()),
+            s => Err(format!(
+                "nginx answered {s}: {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )),
+        };
+    }
+    let (status, body, relay) = conn
+        .send(Method::POST, "/v1/envelopes", &headers, ciphertext)
+        .await?;
+    if status != 201 {
+        return Err(format!(
+            "the relay answered {status}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ));
+    }
     let resp: SubmitResponse = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     resp.acceptance
         .verify(&relay.signing_key)
@@ -249,12 +357,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn run(out: PathBuf, urls: Vec<String>, clients: usize, seconds: u64, size: usize) {
+async fn run(
+    out: PathBuf,
+    urls: Vec<String>,
+    clients: usize,
+    seconds: u64,
+    size: usize,
+    mode: Mode,
+    once: bool,
+) {
     let clinic = Arc::new(Facility::open(&out.join("clinic"), HOSPITAL));
     let hospital = Arc::new(Facility::open(&out.join("hospital"), CLINIC));
     // Both facilities publish their certificates (the auditor verifies
     // every receipt against the certificates the log published).
     for f in [&clinic, &hospital] {
+        if mode.nginx {
+            break;
+        }
         let c = RelayClient::new(&f.profile, Some(&urls[0])).expect("client");
         c.call(
             Method::POST,
@@ -264,6 +383,9 @@ async fn run(out: PathBuf, urls: Vec<String>, clients: usize, seconds: u64, size
         )
         .await
         .expect("publish certificate");
+    }
+    if once {
+        return run_once(&clinic, &hospital, &urls[0], size, mode).await;
     }
     let attachment_len = calibrate(&clinic, &hospital.cert, size);
     let mut attachment = vec![0u8; attachment_len];
@@ -285,6 +407,11 @@ async fn run(out: PathBuf, urls: Vec<String>, clients: usize, seconds: u64, size
         let attachment = attachment.clone();
         tasks.push(tokio::spawn(async move {
             let client = RelayClient::new(&from.profile, Some(&url)).expect("client");
+            let mut conn = Conn {
+                client,
+                open: None,
+                keep_alive: mode.keep_alive,
+            };
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
             let mut bytes = 0u64;
@@ -299,7 +426,7 @@ async fn run(out: PathBuf, urls: Vec<String>, clients: usize, seconds: u64, size
                 let t0 = Instant::now();
                 match tokio::time::timeout(
                     UPLOAD_TIMEOUT,
-                    submit(&client, &from, &to.cert, ct, &id),
+                    submit(&mut conn, mode, &from, &to.cert, ct, &id),
                 )
                 .await
                 {
@@ -332,6 +459,8 @@ async fn run(out: PathBuf, urls: Vec<String>, clients: usize, seconds: u64, size
     samples.truncate(5);
     let report = serde_json::json!({
         "relays": urls,
+        "target": if mode.nginx { "nginx" } else { "relay" },
+        "keep_alive": mode.keep_alive,
         "clients": clients,
         "seconds": elapsed,
         "submissions": ok,
@@ -348,10 +477,51 @@ async fn run(out: PathBuf, urls: Vec<String>, clients: usize, seconds: u64, size
     writeln!(stdout, "{report}").expect("stdout");
 }
 
+/// One upload of about `size` bytes, timed (the 1 GiB comparison).
+async fn run_once(from: &Facility, to: &Facility, url: &str, size: usize, mode: Mode) {
+    let mut attachment = vec![0u8; size.saturating_sub(16 * 1024).max(512)];
+    ring::rand::SystemRandom::new()
+        .fill(&mut attachment)
+        .expect("random");
+    let t_seal = Instant::now();
+    let (ct, id) = seal(from, &to.cert, &attachment);
+    drop(attachment);
+    let seal_secs = t_seal.elapsed().as_secs_f64();
+    let n = ct.len();
+    let mut conn = Conn {
+        client: RelayClient::new(&from.profile, Some(url)).expect("client"),
+        open: None,
+        keep_alive: false,
+    };
+    let t0 = Instant::now();
+    let r = submit(&mut conn, mode, from, &to.cert, ct, &id).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let report = serde_json::json!({
+        "target": if mode.nginx { "nginx" } else { "relay" },
+        "bytes": n,
+        "seconds": secs,
+        "seal_seconds": seal_secs,
+        "mib_per_second": n as f64 / secs / (1024.0 * 1024.0),
+        "errors": usize::from(r.is_err()),
+        "error_samples": r.err().into_iter().collect::<Vec<_>>(),
+    });
+    println!("{report}");
+}
+
 fn main() {
-    let usage =
-        "usage: relay_load setup OUT | relay_load run OUT URL[,URL...] [CLIENTS] [SECONDS] [SIZE]";
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: relay_load setup OUT | relay_load run OUT URL[,URL...] [CLIENTS] [SECONDS] [SIZE] [--nginx] [--keep-alive] [--once]";
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |f: &str| all.iter().any(|a| a == f);
+    let mode = Mode {
+        nginx: flag("--nginx"),
+        keep_alive: flag("--keep-alive"),
+    };
+    let once = flag("--once");
+    let args: Vec<String> = all
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
+        .collect();
     match args.first().map(String::as_str) {
         Some("setup") if args.len() == 2 => setup(Path::new(&args[1])),
         Some("run") if (3..=6).contains(&args.len()) => {
@@ -366,7 +536,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("runtime")
-                .block_on(run(out, urls, clients, seconds, size as usize));
+                .block_on(run(out, urls, clients, seconds, size as usize, mode, once));
         }
         _ => {
             eprintln!("{usage}");

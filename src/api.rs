@@ -36,6 +36,33 @@ pub struct SubmitResponse {
     pub acceptance: SignedReceipt,
     /// False when the envelope had been accepted before (idempotent resubmission).
     pub created: bool,
+    /// The acceptance as a self-contained receipt bundle: its log entry
+    /// and inclusion proof against the checkpoint of the batch it was
+    /// appended in (or, for a resubmission, the newest checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<ReceiptBundle>,
+}
+
+/// What `GET /v1/health` says about the relay and its promises.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` once the database answers.
+    pub status: String,
+    /// The relay's ID.
+    pub relay: String,
+    /// Seconds an accepted envelope waits for its recipients before the
+    /// relay may sign an expiry receipt (also in every acceptance).
+    pub expiry_after_secs: u64,
+    /// Seconds after the last outcome before the ciphertext is deleted.
+    pub delete_after_secs: u64,
+    /// Largest accepted upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Most envelopes per facility in any 24 hours (0: no limit).
+    pub quota_uploads_per_day: u64,
+    /// Most ciphertext bytes per facility in any 24 hours (0: no limit).
+    pub quota_bytes_per_day: u64,
+    /// Most uploads in progress per facility and relay instance (0: no limit).
+    pub quota_concurrent_uploads: usize,
 }
 
 /// Receipts of one envelope, each as a self-contained bundle

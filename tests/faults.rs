@@ -269,9 +269,23 @@ async fn kill9_during_200_concurrent_uploads_loses_nothing_acknowledged() {
     // The orphan collector (run here with no minimum age, from a second
     // store on the same database and folder) removes exactly the blobs no
     // envelope refers to.
+    let relay_profile = renkei::profile::Profile::open(&region.relay).expect("relay profile");
+    let relay_cert = relay_profile.certificate().expect("relay certificate");
+    let relay_key = Arc::new(relay_profile.signing_key().expect("relay key"));
     let collector = renkei::relay::store::Store::open(&data, Some(&db.url))
         .await
-        .expect("collector store");
+        .expect("collector store")
+        .start_log(renkei::relay::sequencer::LogConfig {
+            relay_id: relay_cert.id.to_string(),
+            receipt_key: relay_key.clone(),
+            checkpoints: renkei::relay::checkpoint::CheckpointSigner::new(
+                renkei::receipt::bundle::log_origin(&relay_cert),
+                relay_key,
+            ),
+            expiry_after_secs: 3600,
+            batch_max_jobs: 4,
+            batch_wait: Duration::ZERO,
+        });
     let reclaimed = collector
         .reclaim_orphans(Duration::ZERO)
         .await

@@ -12,11 +12,12 @@ mod relay_support;
 use std::fs;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use hyper::Method;
 use relay_support::*;
 use renkei::api::{ReceiptsResponse, SubmitResponse};
 use renkei::client::ops::{OpError, Session};
-use renkei::client::ClientError;
+use renkei::client::{ClientError, RelayClient};
 use renkei::document::DocKind;
 use renkei::identity::{FacilityId, Kind};
 use renkei::package::{OpenError, PackageKind, RecipientEntry};
@@ -24,7 +25,7 @@ use renkei::pki::CertError;
 use renkei::profile::Profile;
 use renkei::receipt::{Delivery, Expiry, Outcome, Purpose, SignedReceipt};
 use renkei::relay::routes::envelopes;
-use renkei::relay::RelayConfig;
+use renkei::relay::{RelayConfig, RelayState};
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -1792,6 +1793,855 @@ async fn framework_errors_are_problem_details_too(backend: Backend) {
     assert_problem(s, 413, &h, &b);
 }
 
+// Connection hygiene (issue #11, item 2) --------------------------------
+
+/// Settings with short connection limits for the tests below.
+fn short_limits() -> RelayConfig {
+    RelayConfig {
+        handshake_timeout_secs: 2,
+        header_read_timeout_secs: 1,
+        idle_timeout_secs: 2,
+        max_connection_age_secs: 4,
+        ..RelayConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_and_idle_tls_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let w = World::with_config(Backend::Sqlite, short_limits()).await;
+    let ca = w.region.ca_der();
+
+    // Slow loris: a request whose headers trickle in, one line every 300 ms
+    // (so the connection is never idle), is cut at the header-read limit.
+    let mut s = raw_tls_stream(w.relay.port, &ca, &w.clinic).await;
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    let (mut r, mut wr) = tokio::io::split(s);
+    let trickle = tokio::spawn(async move {
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if wr
+                .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return i;
+            }
+        }
+        40
+    });
+    let closed = closed_within(&mut r, Duration::from_secs(10)).await;
+    trickle.abort();
+    let t = closed.expect("a slow-loris connection stays open");
+    assert!(t < Duration::from_secs(5), "closed only after {t:?}");
+
+    // An authenticated connection that never sends a request is closed.
+    let mut s = raw_tls_stream(w.relay.port, &ca, &w.clinic).await;
+    let t = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("an idle TLS connection stays open");
+    assert!(t < Duration::from_secs(5), "closed only after {t:?}");
+
+    // A keep-alive connection that answered a request and then idles is
+    // closed after the idle limit.
+    let mut c = bounded(w.client(&w.clinic).connect()).await.unwrap();
+    let resp = bounded(c.send(
+        Method::GET,
+        "/v1/health",
+        &[],
+        renkei::client::http::empty(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let t0 = std::time::Instant::now();
+    let _ = bounded(http_body_util::BodyExt::collect(resp.body)).await;
+    while !c.is_closed() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (hyper's header-read timer also bounds the wait for the next request.)
+    assert!(c.is_closed(), "an idle keep-alive connection stays open");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        t0.elapsed()
+    );
+
+    // A busy keep-alive connection is closed after the maximum age, once
+    // its current request is answered; every request sent got an answer.
+    let mut c = bounded(w.client(&w.clinic).connect()).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let mut answered = 0;
+    while t0.elapsed() < Duration::from_secs(12) {
+        match c
+            .send(
+                Method::GET,
+                "/v1/health",
+                &[],
+                renkei::client::http::empty(),
+            )
+            .await
+        {
+            Ok(resp) => {
+                assert_eq!(resp.status, 200);
+                let _ = bounded(http_body_util::BodyExt::collect(resp.body)).await;
+                answered += 1;
+            }
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let age = t0.elapsed();
+    assert!(
+        age < Duration::from_secs(8),
+        "a busy connection lived {age:?}"
+    );
+    assert!(age >= Duration::from_secs(3), "closed too early: {age:?}");
+    assert!(answered >= 10, "{answered} requests answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_unauthenticated_handshakes_are_capped() {
+    let w = World::with_config(
+        Backend::Sqlite,
+        RelayConfig {
+            max_handshakes: 2,
+            max_connections: 4,
+            ..short_limits()
+        },
+    )
+    .await;
+    let health = |c: RelayClient| async move {
+        tokio::time::timeout(
+            STEP,
+            c.send(
+                Method::GET,
+                "/v1/health",
+                &[],
+                renkei::client::http::empty(),
+            ),
+        )
+        .await
+        .expect("in time")
+        .map(|r| r.status.as_u16())
+    };
+    // Two TCP connections that never start their handshake fill the
+    // handshake slots: a third connection is closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", w.relay.port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = health(w.client(&w.clinic)).await;
+    assert!(
+        r.is_err(),
+        "a connection beyond the handshake cap was served: {r:?}"
+    );
+    // The silent ones are dropped at the handshake limit; then clients are
+    // served again.
+    for s in &mut silent {
+        let t = closed_within(s, Duration::from_secs(10))
+            .await
+            .expect("a connection that never handshakes stays open");
+        assert!(t < Duration::from_secs(4), "closed only after {t:?}");
+    }
+    assert_eq!(health(w.client(&w.clinic)).await.unwrap(), 200);
+
+    // Four open connections fill the connection slots.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(bounded(w.client(&w.clinic).connect()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = health(w.client(&w.hospital)).await;
+    assert!(
+        r.is_err(),
+        "a connection beyond the connection cap was served: {r:?}"
+    );
+    drop(open.pop());
+    let mut served = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if health(w.client(&w.hospital)).await.ok() == Some(200) {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a slot freed by a closed connection is not reused");
+}
+
+// Revocation on open connections (issue #11, item 3) --------------------
+
+async fn a_facility_revoked_while_connected_loses_access_on_its_open_connection(backend: Backend) {
+    let w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    let mut c = bounded(w.client(&w.hospital).connect()).await.unwrap();
+    let resp = bounded(c.send(Method::GET, "/v1/inbox", &[], renkei::client::http::empty()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    let _ = bounded(http_body_util::BodyExt::collect(resp.body)).await;
+
+    let crl = w.region.revoke(&w.hospital);
+    assert_eq!(
+        bounded(clinic.publish_crl(crl.as_bytes())).await.unwrap(),
+        2
+    );
+
+    // The same connection, opened before the revocation: refused, and closed.
+    let resp = bounded(c.send(Method::GET, "/v1/inbox", &[], renkei::client::http::empty()))
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status.as_u16(), resp.headers.clone());
+    let body = bounded(http_body_util::BodyExt::collect(resp.body))
+        .await
+        .unwrap()
+        .to_bytes();
+    let detail = assert_problem(status, 403, &headers, &body);
+    assert!(
+        detail.contains("revoked") && detail.contains(HOSPITAL),
+        "{detail}"
+    );
+    for _ in 0..50 {
+        if c.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        c.is_closed(),
+        "the revoked facility's connection stays open"
+    );
+    // Others keep their access.
+    assert!(bounded(clinic.inbox()).await.unwrap().is_empty());
+}
+
+// Quotas (issue #11, item 4) --------------------------------------------
+
+/// Seal a package from `from` to `to` with an attachment of `n` random
+/// bytes; returns its envelope ID, the ciphertext and the submission header.
+fn sealed_upload(
+    w: &World,
+    from: &std::path::Path,
+    to: &renkei::pki::CertInfo,
+    n: usize,
+) -> (String, Vec<u8>, (&'static str, String)) {
+    use ring::rand::SecureRandom;
+    let mut attachment = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut attachment)
+        .unwrap();
+    let file = w.out_dir().with_extension("age");
+    let sealed = seal_with_attachment(from, std::slice::from_ref(to), &file, &attachment);
+    let eid = hex::encode(sealed.envelope_id);
+    let me = cert_of(from);
+    let to_id = to.facility_id().unwrap().to_string();
+    let s = submission(
+        from,
+        &eid,
+        sealed.ciphertext_size,
+        &me.id.to_string(),
+        &me.fingerprint,
+        &[to_id.as_str()],
+    );
+    (eid, fs::read(&file).unwrap(), submission_header(&s))
+}
+
+fn retry_after(h: &hyper::HeaderMap) -> u64 {
+    h.get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After")
+}
+
+async fn upload_quotas_answer_429_with_retry_after_and_store_nothing(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            quota_uploads_per_day: 2,
+            quota_bytes_per_day: 200_000,
+            quota_concurrent_uploads: 1,
+            ..RelayConfig::default()
+        },
+    )
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let hosp = bounded(clinic.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+    let clin = bounded(hospital.directory_show(&fid(CLINIC)))
+        .await
+        .unwrap();
+    let c = w.client(&w.clinic);
+
+    // One upload in progress (its body held back halfway): a second one
+    // by the same facility is 429 until the first is done.
+    let (eid1, ct1, h1) = sealed_upload(&w, &w.clinic, &hosp, 1000);
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let half = ct1.len() / 2;
+    let (a, b) = (
+        bytes::Bytes::copy_from_slice(&ct1[..half]),
+        bytes::Bytes::copy_from_slice(&ct1[half..]),
+    );
+    let body =
+        futures_util::stream::once(
+            async move { Ok::<_, std::io::Error>(hyper::body::Frame::data(a)) },
+        )
+        .chain(futures_util::stream::once(async move {
+            let _ = wait.await;
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(b))
+        }));
+    let slow = {
+        let c = w.client(&w.clinic);
+        let h = [h1.clone(), ("content-length", ct1.len().to_string())];
+        tokio::spawn(async move {
+            let h: Vec<(&str, String)> = h.iter().map(|(k, v)| (*k, v.clone())).collect();
+            raw_body(
+                &c,
+                Method::POST,
+                "/v1/envelopes",
+                &h,
+                http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(body)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (eid2, ct2, h2) = sealed_upload(&w, &w.clinic, &hosp, 1000);
+    let (s, h, b) = raw(
+        &c,
+        Method::POST,
+        "/v1/envelopes",
+        std::slice::from_ref(&h2),
+        ct2.clone(),
+    )
+    .await;
+    let d = assert_problem(s, 429, &h, &b);
+    assert!(d.contains("in progress"), "{d}");
+    assert!(retry_after(&h) >= 1);
+    go.send(()).unwrap();
+    let (s, _, b) = bounded(slow).await.unwrap();
+    assert_eq!(s, 201, "{}", text(&b));
+    let (s, _, b) = raw(&c, Method::POST, "/v1/envelopes", &[h2], ct2).await;
+    assert_eq!(s, 201, "{}", text(&b));
+
+    // Two accepted in the last 24 hours: the third is 429, retry in about
+    // a day, and nothing of it is stored.
+    let files = w.stored_files().len();
+    let (eid3, ct3, h3) = sealed_upload(&w, &w.clinic, &hosp, 1000);
+    let (s, h, b) = raw(&c, Method::POST, "/v1/envelopes", &[h3], ct3).await;
+    let d = assert_problem(s, 429, &h, &b);
+    assert!(d.contains("quota") && d.contains(CLINIC), "{d}");
+    let r = retry_after(&h);
+    assert!((86_000..=86_400).contains(&r), "Retry-After {r}");
+    assert_eq!(w.stored_files().len(), files);
+    assert!(!w.blobs().join(&eid3[..2]).join(&eid3).exists());
+    // A resubmission of an accepted envelope is not a new upload.
+    let (s, _, b) = raw(&c, Method::POST, "/v1/envelopes", &[h1], ct1).await;
+    assert_eq!(s, 200, "{}", text(&b));
+    let (_, _, b) = raw(&c, Method::GET, "/v1/sent", &[], Vec::new()).await;
+    let sent: Vec<renkei::api::EnvelopeSummary> = serde_json::from_slice(&b).unwrap();
+    let ids: Vec<_> = sent.iter().map(|e| e.envelope_id.clone()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&eid1) && ids.contains(&eid2));
+
+    // Bytes: the hospital's own quota (others' uploads do not count).
+    let hc = w.client(&w.hospital);
+    let (_, ct, h) = sealed_upload(&w, &w.hospital, &clin, 150_000);
+    let (s, _, b) = raw(&hc, Method::POST, "/v1/envelopes", &[h], ct).await;
+    assert_eq!(s, 201, "{}", text(&b));
+    let (_, ct, h) = sealed_upload(&w, &w.hospital, &clin, 60_000);
+    let (s, hd, b) = raw(&hc, Method::POST, "/v1/envelopes", &[h], ct).await;
+    let d = assert_problem(s, 429, &hd, &b);
+    assert!(d.contains("bytes"), "{d}");
+    retry_after(&hd);
+    // Larger than the whole daily quota: never possible, 413.
+    let (_, ct, h) = sealed_upload(&w, &w.hospital, &clin, 210_000);
+    let (s, hd, b) = raw(&hc, Method::POST, "/v1/envelopes", &[h], ct).await;
+    assert_problem(s, 413, &hd, &b);
+    // The quotas are announced.
+    let (s, _, b) = raw(&c, Method::GET, "/v1/health", &[], Vec::new()).await;
+    assert_eq!(s, 200);
+    let health: renkei::api::Health = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (
+            health.quota_uploads_per_day,
+            health.quota_bytes_per_day,
+            health.quota_concurrent_uploads
+        ),
+        (2, 200_000, 1)
+    );
+}
+
+/// The log's size from the newest checkpoint.
+async fn log_size(w: &World) -> u64 {
+    let (s, _, b) = raw(
+        &w.client(&w.clinic),
+        Method::GET,
+        "/v1/log/checkpoint",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    if s == 404 {
+        return 0;
+    }
+    text(&b).lines().nth(1).unwrap().parse().unwrap()
+}
+
+async fn republishing_an_unchanged_certificate_logs_nothing(backend: Backend) {
+    let w = World::start(backend).await;
+    let c = w.client(&w.clinic);
+    let pem = fs::read(w.clinic.join(Profile::CERT)).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (s, _, b) = raw(&c, Method::POST, "/v1/directory", &[], pem.clone()).await;
+        assert!(s == 200 || s == 201, "{}", text(&b));
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [201, 200, 200, 200, 200]);
+    assert_eq!(log_size(&w).await, 1, "one certificate, one entry");
+    let mut conn = w.db.connect().await;
+    let checkpoints: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM log_checkpoints")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(checkpoints, 1, "one checkpoint");
+}
+
+// Expiry and delivery agree (issue #11, item 7) -------------------------
+
+async fn expiry_states_the_fetch_and_no_download_after_an_outcome(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            expiry_after_secs: 0,
+            sweep_interval_secs: 3600,
+            ..RelayConfig::default()
+        },
+    )
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    let recovery = w.session(&w.recovery).await;
+    for s in [&clinic, &hospital, &recovery] {
+        bounded(s.publish()).await.unwrap();
+    }
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL, RECOVERY], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    let eid = sent.envelope_id.clone();
+    // The hospital downloads, the recovery hospital does not.
+    let get = |p: &std::path::Path| {
+        let c = w.client(p);
+        let path = format!("/v1/envelopes/{eid}");
+        async move { raw(&c, Method::GET, &path, &[], Vec::new()).await }
+    };
+    let (s, _, _) = get(&w.hospital).await;
+    assert_eq!(s, 200);
+    let (_, r) = receipts_of(&w, &w.clinic, &eid).await;
+    let acc: renkei::receipt::Acceptance = r.unwrap().receipts[1]
+        .receipt
+        .parse(Purpose::Acceptance)
+        .unwrap();
+    assert_eq!(
+        acc.expiry_after_secs, 0,
+        "the acceptance announces the expiry"
+    );
+
+    let (expired, _) = sweep_until(&w, |(e, _)| e > 0).await;
+    assert_eq!(expired, 2);
+    let (_, r) = receipts_of(&w, &w.clinic, &eid).await;
+    let r = r.unwrap();
+    let mut seen = 0;
+    for b in &r.receipts {
+        if b.receipt.purpose != Purpose::Expiry {
+            continue;
+        }
+        seen += 1;
+        let x: Expiry = b.receipt.parse(Purpose::Expiry).unwrap();
+        if x.recipient == fid(HOSPITAL) {
+            let f = x
+                .fetched_at
+                .expect("the hospital fetched: the expiry says when");
+            assert!(f >= acc.accepted_at && f <= x.expired_at, "{f}");
+        } else {
+            assert_eq!(x.recipient, fid(RECOVERY));
+            assert!(x.fetched_at.is_none());
+            assert!(
+                b.receipt.body.contains("\"fetched_at\":null"),
+                "{}",
+                b.receipt.body
+            );
+        }
+    }
+    assert_eq!(seen, 2);
+    // After an outcome, no more downloads, for either.
+    for p in [&w.hospital, &w.recovery] {
+        let (s, h, b) = get(p).await;
+        let d = assert_problem(s, 410, &h, &b);
+        assert!(d.contains("outcome"), "{d}");
+    }
+    // Same after a delivery receipt.
+    let doc = w.file("referral2.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    let eid2 = sent.envelope_id.clone();
+    bounded(hospital.receive(&eid2, &w.out_dir()))
+        .await
+        .unwrap();
+    let (s, h, b) = raw(
+        &w.client(&w.hospital),
+        Method::GET,
+        &format!("/v1/envelopes/{eid2}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_problem(s, 410, &h, &b);
+    // The relay announces its expiry, and the auditor finds the log sound.
+    let (s, _, b) = raw(
+        &w.client(&w.clinic),
+        Method::GET,
+        "/v1/health",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let health: renkei::api::Health = serde_json::from_slice(&b).unwrap();
+    assert_eq!(health.expiry_after_secs, 0);
+    let auditor = renkei::audit::sync::Auditor::open(&w.auditor, Some(&w.relay.url))
+        .await
+        .unwrap();
+    bounded(auditor.sync(false)).await.unwrap();
+}
+
+async fn an_expiry_signed_before_the_announced_time_is_caught_by_the_auditor(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            expiry_after_secs: 3600,
+            sweep_interval_secs: 3600,
+            ..RelayConfig::default()
+        },
+    )
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    let auditor = renkei::audit::sync::Auditor::open(&w.auditor, Some(&w.relay.url))
+        .await
+        .unwrap();
+    bounded(auditor.sync(false)).await.unwrap();
+    // A relay that breaks its promise: the envelope is made to expire now.
+    let mut conn = w.db.connect().await;
+    sqlx::query("UPDATE envelopes SET expires_at = 0 WHERE envelope_id = $1")
+        .bind(&sent.envelope_id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (expired, _) = sweep_until(&w, |(e, _)| e > 0).await;
+    assert_eq!(expired, 1);
+    let err = bounded(auditor.sync(false)).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, renkei::audit::sync::AuditError::Misbehaviour(_))
+            && msg.contains("announced"),
+        "{msg}"
+    );
+}
+
+// One ciphertext store per database (issue #11, item 18) ----------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_another_blob_store_refuses_to_start() {
+    let w = World::start(Backend::Postgres).await;
+    // A second instance with its own, empty data folder on the same
+    // database: refused, with a message that says what to do.
+    let other = w.region.dir().join("other-data");
+    let err = RelayState::open(&w.relay_profile, &other, w.db.url(), RelayConfig::default())
+        .await
+        .err()
+        .expect("an instance with another blob store starts");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not the one this database") && msg.contains("same"),
+        "{msg}"
+    );
+    // On the shared folder it starts.
+    let st = RelayState::open(
+        &w.relay_profile,
+        &w.data,
+        w.db.url(),
+        RelayConfig::default(),
+    )
+    .await
+    .expect("an instance on the shared blob store");
+    drop(st);
+}
+
+// Group commit (issue #13, item 1) ---------------------------------------
+
+async fn submissions_arriving_together_share_a_batch_and_carry_their_proofs(backend: Backend) {
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            batch_wait_ms: 200,
+            quota_concurrent_uploads: 0,
+            ..RelayConfig::default()
+        },
+    )
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let hosp = bounded(clinic.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+    let before = w.relay.state.store.log_stats();
+    const N: usize = 12;
+    let mut uploads = Vec::new();
+    for i in 0..N {
+        let (_, ct, h) = sealed_upload(&w, &w.clinic, &hosp, 100 + i);
+        uploads.push((ct, h));
+    }
+    let tasks: Vec<_> = uploads
+        .into_iter()
+        .map(|(ct, h)| {
+            let c = w.client(&w.clinic);
+            tokio::spawn(async move { raw(&c, Method::POST, "/v1/envelopes", &[h], ct).await })
+        })
+        .collect();
+    let trust = renkei::profile::Profile::open(&w.clinic)
+        .unwrap()
+        .trust()
+        .unwrap();
+    let mut checkpoints = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (s, _, b) = bounded(t).await.unwrap();
+        assert_eq!(s, 201, "{}", text(&b));
+        let r: SubmitResponse = serde_json::from_slice(&b).unwrap();
+        let bundle = r.bundle.expect("the acceptance comes with its proof");
+        assert_eq!(bundle.receipt, r.acceptance);
+        let v = renkei::receipt::bundle::verify(&bundle, &trust, None).expect("bundle verifies");
+        checkpoints.insert(v.checkpoint.size);
+    }
+    let after = w.relay.state.store.log_stats();
+    let batches = after.batches - before.batches;
+    assert!(
+        batches < N as u64 / 2,
+        "{N} concurrent acceptances took {batches} batches"
+    );
+    assert_eq!(
+        checkpoints.len() as u64,
+        batches,
+        "one checkpoint per batch"
+    );
+    // Statements per batch do not grow with the batch: at most
+    // begin+lock+size, border, envelopes, recipients, entries, nodes,
+    // receipts, checkpoint, commit.
+    let statements = after.statements - before.statements;
+    let round_trips = after.round_trips - before.round_trips;
+    assert!(
+        round_trips <= 9 * batches,
+        "{round_trips} round trips in {batches} batches"
+    );
+    assert!(
+        statements <= 11 * batches,
+        "{statements} statements in {batches} batches"
+    );
+    assert_eq!(log_size(&w).await, 2 + 2 * N as u64);
+}
+
+// Object storage (issue #13, item 4) -------------------------------------
+
+/// An upload body that sends `first` bytes, then waits for `go`, then the
+/// rest, in 256 KiB pieces.
+fn held_body(
+    ct: Vec<u8>,
+    first: usize,
+    sent_first: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> renkei::client::http::ReqBody {
+    let (a, b) = (ct[..first].to_vec(), ct[first..].to_vec());
+    let piece = |v: Vec<u8>| {
+        v.chunks(256 * 1024)
+            .map(|c| {
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(c)))
+            })
+            .collect::<Vec<_>>()
+    };
+    let head = futures_util::stream::iter(piece(a));
+    let tail = futures_util::stream::once(async move {
+        let _ = sent_first.send(());
+        let _ = go.await;
+        futures_util::stream::iter(piece(b))
+    })
+    .flatten();
+    http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(head.chain(tail)))
+}
+
+async fn ciphertext_in_object_storage_survives_a_server_killed_mid_upload(backend: Backend) {
+    let s3dir = tempfile::tempdir().unwrap();
+    let mut s3 = relay_support::s3::S3Server::start(s3dir.path());
+    let w = World::with_config(
+        backend,
+        RelayConfig {
+            blob_store: s3.config(),
+            ..RelayConfig::default()
+        },
+    )
+    .await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let hosp = bounded(clinic.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+
+    // A small package (one PUT) round trip.
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    bounded(hospital.receive(&sent.envelope_id, &w.out_dir()))
+        .await
+        .unwrap();
+
+    // A 12 MiB package (multipart, 5 MiB parts); the server is killed after
+    // 7 MiB have been sent: 503 with Retry-After, nothing accepted.
+    let (eid, ct, h) = sealed_upload(&w, &w.clinic, &hosp, 12 << 20);
+    let log_before = log_size(&w).await;
+    let (sent_first, first_done) = tokio::sync::oneshot::channel();
+    let (go, wait) = tokio::sync::oneshot::channel();
+    let up = {
+        let c = w.client(&w.clinic);
+        let hs = [h.clone(), ("content-length", ct.len().to_string())];
+        let body = held_body(ct.clone(), 7 << 20, sent_first, wait);
+        tokio::spawn(async move {
+            let hs: Vec<(&str, String)> = hs.iter().map(|(k, v)| (*k, v.clone())).collect();
+            raw_body(&c, Method::POST, "/v1/envelopes", &hs, body).await
+        })
+    };
+    bounded(first_done).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s3.kill();
+    go.send(()).unwrap();
+    let (s, hd, b) = bounded(up).await.unwrap();
+    assert_problem(s, 503, &hd, &b);
+    assert!(retry_after(&hd) >= 1);
+    assert_eq!(log_size(&w).await, log_before, "nothing appended");
+    let (_, r) = receipts_of(&w, &w.clinic, &eid).await;
+    assert!(r.is_none(), "the envelope is unknown");
+
+    // Back up: the same upload is accepted, and downloads intact.
+    s3.restart();
+    let c = w.client(&w.clinic);
+    let (s, _, b) = raw(&c, Method::POST, "/v1/envelopes", &[h], ct.clone()).await;
+    assert_eq!(s, 201, "{}", text(&b));
+    let (s, _, got) = raw(
+        &w.client(&w.hospital),
+        Method::GET,
+        &format!("/v1/envelopes/{eid}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        got.as_ref() == ct.as_slice(),
+        "the ciphertext came back changed"
+    );
+    // Nothing of it lives on the relay's own disk.
+    assert!(
+        files_under(&w.blobs()).is_empty(),
+        "{:?}",
+        files_under(&w.blobs())
+    );
+    assert!(
+        s3.objects().iter().any(|p| p.ends_with(&eid)),
+        "{:?}",
+        s3.objects()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_and_object_storage_share_no_filesystem() {
+    let s3dir = tempfile::tempdir().unwrap();
+    let s3 = relay_support::s3::S3Server::start(s3dir.path());
+    let config = RelayConfig {
+        blob_store: s3.config(),
+        ..RelayConfig::default()
+    };
+    let w = World::with_config(Backend::Postgres, config.clone()).await;
+    // A second instance: same database and bucket, its own (empty) data folder.
+    let data_b = w.region.dir().join("instance-b");
+    let b = RunningRelay::start(&w.relay_profile, &data_b, w.db.url(), config).await;
+    let session = |p: &std::path::Path, url: &str| {
+        let (p, url) = (p.to_path_buf(), url.to_string());
+        async move { bounded(Session::open(&p, Some(&url))).await.unwrap() }
+    };
+    let clinic_a = session(&w.clinic, &w.relay.url).await;
+    let hospital_b = session(&w.hospital, &b.url).await;
+    bounded(clinic_a.publish()).await.unwrap();
+    bounded(hospital_b.publish()).await.unwrap();
+    // Up through A, down through B.
+    // (6 MiB: a multipart upload.)
+    let hosp = bounded(clinic_a.directory_show(&fid(HOSPITAL)))
+        .await
+        .unwrap();
+    let (eid, ct, h) = sealed_upload(&w, &w.clinic, &hosp, 6 << 20);
+    let (s, _, body) = raw(
+        &w.client(&w.clinic),
+        Method::POST,
+        "/v1/envelopes",
+        &[h],
+        ct,
+    )
+    .await;
+    assert_eq!(s, 201, "{}", text(&body));
+    bounded(hospital_b.receive(&eid, &w.out_dir()))
+        .await
+        .unwrap();
+    // Up through B, down through A.
+    let clinic_b = session(&w.clinic, &b.url).await;
+    let hospital_a = session(&w.hospital, &w.relay.url).await;
+    let doc = w.file("referral2.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic_b.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    bounded(hospital_a.receive(&sent.envelope_id, &w.out_dir()))
+        .await
+        .unwrap();
+    // No ciphertext on either instance's disk.
+    for d in [&w.data, &data_b] {
+        assert!(files_under(&d.join("blobs")).is_empty(), "{}", d.display());
+    }
+    b.stop().await;
+}
+
 /// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -1835,4 +2685,11 @@ on_both_backends!(
     a_package_resent_by_a_co_recipient_is_refused_and_the_genuine_one_delivers,
     a_new_relay_key_is_a_new_relay_and_old_receipts_still_verify,
     framework_errors_are_problem_details_too,
+    a_facility_revoked_while_connected_loses_access_on_its_open_connection,
+    upload_quotas_answer_429_with_retry_after_and_store_nothing,
+    republishing_an_unchanged_certificate_logs_nothing,
+    expiry_states_the_fetch_and_no_download_after_an_outcome,
+    an_expiry_signed_before_the_announced_time_is_caught_by_the_auditor,
+    submissions_arriving_together_share_a_batch_and_carry_their_proofs,
+    ciphertext_in_object_storage_survives_a_server_killed_mid_upload,
 );

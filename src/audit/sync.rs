@@ -5,6 +5,8 @@
 //! state lives in `PROFILE/audit.db`.
 
 use std::collections::HashMap;
+
+use futures_util::StreamExt as _;
 use std::path::Path;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -237,11 +239,24 @@ impl Auditor {
         // Fetch entries: new ones, or everything when `full`.
         let start = if full { 0 } else { from_size };
         let mut entries: Vec<String> = Vec::new();
+        // Several tiles in flight at once (each on its own connection), in
+        // log order.
+        let mut tiles_wanted = Vec::new();
         let mut n = start / 256;
         while n * 256 < cp.size {
             let tp = TilePath::at_size(TileKind::Entries, n, cp.size)
                 .ok_or_else(|| AuditError::Usage("tile".into()))?;
-            let bytes = self.fetch(&format!("/v1/log/{}", tp.path())).await?;
+            tiles_wanted.push((n, tp));
+            n += 1;
+        }
+        let mut fetched =
+            futures_util::stream::iter(tiles_wanted.into_iter().map(|(n, tp)| async move {
+                let bytes = self.fetch(&format!("/v1/log/{}", tp.path())).await;
+                (n, tp, bytes)
+            }))
+            .buffered(4);
+        while let Some((n, tp, bytes)) = futures_util::StreamExt::next(&mut fetched).await {
+            let bytes = bytes?;
             let bundle = tiles::parse_entry_bundle(&bytes).map_err(|e| {
                 AuditError::Misbehaviour(format!("entry bundle {}: {e}", tp.path()))
             })?;
@@ -267,8 +282,8 @@ impl Auditor {
                     .caught(Some(idx), format!("log entry {idx} is missing (deleted)"))
                     .await);
             }
-            n += 1;
         }
+        drop(fetched);
         // Recompute the tree from our stored leaves plus the fetched ones.
         let mut leaves: Vec<Hash> = if full { Vec::new() } else { stored.clone() };
         leaves.extend(entries.iter().map(|e| log::leaf_hash(e.as_bytes())));
@@ -301,26 +316,51 @@ impl Auditor {
                 .await);
         }
         // Accept.
+        // Many rows per statement: one statement per row made storing
+        // cost more than verifying.
         let mut tx = self.pool.begin().await?;
-        for (i, e) in entries.iter().enumerate() {
-            let idx = new_start + i as u64;
-            sqlx::query("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES (?, ?, ?)")
-                .bind(idx as i64)
-                .bind(e)
-                .bind(hexh(&leaves[idx as usize]))
-                .execute(&mut *tx)
-                .await?;
-            if let Ok(LogEntry::Receipt { signer, receipt }) = LogEntry::parse(e.as_bytes()) {
-                let env = receipt.envelope_id();
-                sqlx::query("INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES (?, ?, ?, ?, ?)")
+        const ROWS: usize = 500;
+        for (c, chunk) in entries.chunks(ROWS).enumerate() {
+            let first = new_start + (c * ROWS) as u64;
+            let mut sql =
+                String::from("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES ");
+            sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
+            let mut q = sqlx::query(&sql);
+            for (i, e) in chunk.iter().enumerate() {
+                let idx = first + i as u64;
+                q = q
                     .bind(idx as i64)
-                    .bind(env)
-                    .bind(receipt.purpose.as_str())
-                    .bind(signer)
-                    .bind(&receipt.body)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(e.as_str())
+                    .bind(hexh(&leaves[idx as usize]));
             }
+            q.execute(&mut *tx).await?;
+            let receipts: Vec<(u64, String, SignedReceipt)> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match LogEntry::parse(e.as_bytes()) {
+                    Ok(LogEntry::Receipt { signer, receipt }) => {
+                        Some((first + i as u64, signer, receipt))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if receipts.is_empty() {
+                continue;
+            }
+            let mut sql = String::from(
+                "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES ",
+            );
+            sql.push_str(&vec!["(?, ?, ?, ?, ?)"; receipts.len()].join(", "));
+            let mut q = sqlx::query(&sql);
+            for (idx, signer, receipt) in &receipts {
+                q = q
+                    .bind(*idx as i64)
+                    .bind(receipt.envelope_id())
+                    .bind(receipt.purpose.as_str())
+                    .bind(signer.as_str())
+                    .bind(receipt.body.as_str());
+            }
+            q.execute(&mut *tx).await?;
         }
         sqlx::query("INSERT OR IGNORE INTO checkpoints (size, note, verified_at) VALUES (?, ?, ?)")
             .bind(cp.size as i64)
@@ -668,7 +708,22 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
 struct EnvelopeState {
     submission: Option<(u64, String, Vec<String>)>,
     accepted: bool,
+    /// The earliest time (unix seconds) an expiry may be signed: the
+    /// acceptance time plus the expiry the relay announced in it.
+    expires_at: Option<i64>,
     outcomes: Vec<String>,
+}
+
+/// An RFC 3339 time as unix seconds.
+fn unix(t: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// When an envelope accepted by `a` may expire, at the earliest.
+fn may_expire_at(a: &Acceptance) -> Option<i64> {
+    unix(&a.accepted_at)?.checked_add(i64::try_from(a.expiry_after_secs).ok()?)
 }
 
 impl EnvelopeState {
@@ -683,7 +738,12 @@ impl EnvelopeState {
                     ));
                 }
             }
-            "acceptance" => self.accepted = true,
+            "acceptance" => {
+                self.accepted = true;
+                self.expires_at = serde_json::from_str::<Acceptance>(body)
+                    .ok()
+                    .and_then(|a| may_expire_at(&a));
+            }
             "delivery" => {
                 if let Ok(d) = serde_json::from_str::<Delivery>(body) {
                     self.outcomes.push(d.recipient.to_string());
@@ -731,6 +791,14 @@ impl EnvelopeState {
                     return Some("a second acceptance of one envelope".into());
                 }
                 self.accepted = true;
+                self.expires_at = match may_expire_at(&a) {
+                    Some(t) => Some(t),
+                    None => {
+                        return Some(
+                            "the acceptance's time or announced expiry is unreadable".into(),
+                        )
+                    }
+                };
             }
             Purpose::Delivery | Purpose::Expiry => {
                 let recipient = match r.purpose {
@@ -745,10 +813,32 @@ impl EnvelopeState {
                             Err(e) => return Some(e.to_string()),
                         }
                     }
-                    _ => match r.parse::<Expiry>(Purpose::Expiry) {
-                        Ok(x) => x.recipient.to_string(),
-                        Err(e) => return Some(e.to_string()),
-                    },
+                    _ => {
+                        match r.parse::<Expiry>(Purpose::Expiry) {
+                            Ok(x) => {
+                                // No expiry before the time the acceptance announced.
+                                match (unix(&x.expired_at), self.expires_at) {
+                                (Some(at), Some(earliest)) if at < earliest => {
+                                    return Some(format!(
+                                        "an expiry of {} signed at {}, before the {} the relay announced when it accepted the envelope",
+                                        x.recipient,
+                                        x.expired_at,
+                                        crate::pki::cert::rfc3339(earliest)
+                                    ))
+                                }
+                                (None, _) => return Some("the expiry's time is unreadable".into()),
+                                _ => {}
+                            }
+                                if let Some(f) = &x.fetched_at {
+                                    if unix(f).is_none_or(|f| Some(f) > unix(&x.expired_at)) {
+                                        return Some("the expiry's fetch time is unreadable or after the expiry".into());
+                                    }
+                                }
+                                x.recipient.to_string()
+                            }
+                            Err(e) => return Some(e.to_string()),
+                        }
+                    }
                 };
                 match &self.submission {
                     Some((_, _, recipients)) if recipients.contains(&recipient) => {}

@@ -260,8 +260,9 @@ impl RelayClient {
             .await
     }
 
-    /// Send one request; `activity` is touched by the caller's body stream
-    /// (uploads), so a long upload that keeps moving is not cut off.
+    /// Send one request on a fresh connection; `activity` is touched by the
+    /// caller's body stream (uploads), so a long upload that keeps moving
+    /// is not cut off.
     async fn send_with(
         &self,
         method: Method,
@@ -270,86 +271,27 @@ impl RelayClient {
         body: ReqBody,
         activity: Activity,
     ) -> Result<Response, ClientError> {
-        let connect = |why: String| ClientError::Connect {
-            url: self.url.clone(),
-            why,
-        };
-        let (tls, relay) = tokio::time::timeout(self.connect_timeout, self.connect())
+        self.connect()
+            .await?
+            .send_with(method, path, headers, body, activity)
             .await
-            .map_err(|_| {
-                connect(format!(
-                    "no connection within {} s",
-                    self.connect_timeout.as_secs()
-                ))
-            })??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let conn = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.host);
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let req = req
-            .body(body)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        activity.touch();
-        let sent = tokio::select! {
-            r = sender.send_request(req) => r,
-            () = activity.stalled(self.stall_timeout) => {
-                return Err(ClientError::Stalled {
-                    url: self.url.clone(),
-                    secs: self.stall_timeout.as_secs(),
-                })
-            }
-        };
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                // With TLS 1.3 the relay checks the client certificate after
-                // the client's handshake has finished, so a refusal (a revoked
-                // certificate, say) arrives as an alert on the connection,
-                // which hyper reports only as a canceled request; the
-                // connection task holds the real cause.
-                let mut why = error_chain(&e);
-                if let Ok(Ok(Err(ce))) =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
-                {
-                    why = error_chain(&ce);
-                }
-                return Err(match explain_alert(&why) {
-                    Some(hint) => ClientError::CertificateRefused {
-                        url: self.url.clone(),
-                        why: format!("{hint} ({why})"),
-                    },
-                    None => connect(why),
-                });
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            relay,
-            stall_timeout: self.stall_timeout,
-            url: self.url.clone(),
-        })
     }
 
-    /// Connect (TCP, TLS) and check that the server is this region's relay.
-    async fn connect(
-        &self,
-    ) -> Result<
-        (
-            tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-            CertInfo,
-        ),
-        ClientError,
-    > {
+    /// Open one mutual-TLS connection to the relay (bounded by the connect
+    /// timeout), for one request ([`RelayClient::send`]) or several in a
+    /// row (keep-alive).
+    pub async fn connect(&self) -> Result<Connection, ClientError> {
+        tokio::time::timeout(self.connect_timeout, self.handshake())
+            .await
+            .map_err(|_| ClientError::Connect {
+                url: self.url.clone(),
+                why: format!("no connection within {} s", self.connect_timeout.as_secs()),
+            })?
+    }
+
+    /// TCP, TLS and HTTP/1.1 handshakes; the server must be this region's
+    /// relay.
+    async fn handshake(&self) -> Result<Connection, ClientError> {
         let connect = |why: String| ClientError::Connect {
             url: self.url.clone(),
             why,
@@ -397,7 +339,17 @@ impl RelayClient {
                 format!("its certificate is a {} certificate", relay.kind),
             ));
         }
-        Ok((tls, relay))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| connect(e.to_string()))?;
+        Ok(Connection {
+            sender,
+            conn: Some(tokio::spawn(conn)),
+            relay,
+            host: self.host.clone(),
+            url: self.url.clone(),
+            stall_timeout: self.stall_timeout,
+        })
     }
 
     /// Read a whole (small) body, failing with the problem detail on error.
@@ -480,6 +432,127 @@ impl RelayClient {
             .send_with(Method::POST, path_in_api, &h, body, activity)
             .await?;
         Self::read(resp, 1 << 20).await
+    }
+}
+
+/// One open connection to the relay ([`RelayClient::connect`]).
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<ReqBody>,
+    conn: Option<tokio::task::JoinHandle<Result<(), hyper::Error>>>,
+    relay: CertInfo,
+    host: String,
+    url: String,
+    stall_timeout: Duration,
+}
+
+impl Connection {
+    /// The relay's certificate, verified against the CA (kind relay).
+    pub fn relay(&self) -> &CertInfo {
+        &self.relay
+    }
+
+    /// Whether the relay closed the connection (or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Send one request on this connection (wait for the previous answer's
+    /// body to be read first).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: ReqBody,
+    ) -> Result<Response, ClientError> {
+        self.send_with(method, path, headers, body, Activity::new())
+            .await
+    }
+
+    /// Send one request; give up when `activity` stalls for the stall
+    /// timeout.
+    async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: ReqBody,
+        activity: Activity,
+    ) -> Result<Response, ClientError> {
+        if let Err(e) = self.sender.ready().await {
+            let why = self.cause(&e).await;
+            return Err(self.refused(why));
+        }
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        activity.touch();
+        let sent = tokio::select! {
+            r = self.sender.send_request(req) => r,
+            () = activity.stalled(self.stall_timeout) => {
+                return Err(ClientError::Stalled {
+                    url: self.url.clone(),
+                    secs: self.stall_timeout.as_secs(),
+                })
+            }
+        };
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let why = self.cause(&e).await;
+                return Err(self.refused(why));
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            relay: self.relay.clone(),
+            stall_timeout: self.stall_timeout,
+            url: self.url.clone(),
+        })
+    }
+
+    /// The error for a failed request: refused over a certificate (will
+    /// not change), or a connection failure (may pass).
+    fn refused(&self, why: String) -> ClientError {
+        match explain_alert(&why) {
+            Some(hint) => ClientError::CertificateRefused {
+                url: self.url.clone(),
+                why: format!("{hint} ({why})"),
+            },
+            None => ClientError::Connect {
+                url: self.url.clone(),
+                why,
+            },
+        }
+    }
+}
+
+impl Connection {
+    /// Why a request failed. With TLS 1.3 the relay checks the client
+    /// certificate after the client's handshake has finished, so a refusal
+    /// (a revoked certificate, say) arrives as an alert on the connection,
+    /// which hyper reports only as a closed channel or canceled request;
+    /// the connection task holds the real cause.
+    async fn cause(&mut self, e: &hyper::Error) -> String {
+        let mut why = error_chain(e);
+        if let Some(conn) = self.conn.take() {
+            if let Ok(Ok(Err(ce))) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn).await
+            {
+                why = error_chain(&ce);
+            }
+        }
+        why
     }
 }
 

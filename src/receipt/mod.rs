@@ -176,6 +176,9 @@ pub struct Acceptance {
     pub accepted_at: String,
     /// Index of the submission in the relay's receipt log.
     pub log_index: u64,
+    /// Seconds the relay keeps the envelope for its recipients: no expiry
+    /// receipt for it may be signed before `accepted_at` plus this.
+    pub expiry_after_secs: u64,
 }
 
 /// Outcome of opening a package.
@@ -211,12 +214,16 @@ pub struct Delivery {
 pub struct Expiry {
     /// The envelope.
     pub envelope_id: String,
-    /// The recipient that did not fetch it.
+    /// The recipient that gave no outcome in time.
     pub recipient: FacilityId,
     /// The relay's ID.
     pub relay: String,
     /// When (RFC 3339).
     pub expired_at: String,
+    /// When that recipient first downloaded the ciphertext (RFC 3339), or
+    /// `null` when it never did: an expiry says whether the recipient
+    /// fetched, it does not claim "not fetched" for one that did.
+    pub fetched_at: Option<String>,
 }
 
 /// Now, RFC 3339 UTC, whole seconds.

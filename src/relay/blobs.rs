@@ -129,8 +129,14 @@ pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
 /// Content-addressed ciphertext storage shared by every relay instance.
 /// Addresses are envelope IDs: the lowercase hex SHA-256 of the bytes.
 pub trait BlobStore: Send + Sync {
-    /// Start a staged object for an upload in progress.
-    fn stage(&self) -> BoxFuture<'_, Result<Box<dyn StagedBlob>, BlobError>>;
+    /// Start a staged object for an upload in progress that is expected
+    /// to be the `size` bytes with address `id` (what the sender signed);
+    /// [`StagedBlob::commit`] checks it.
+    fn stage<'a>(
+        &'a self,
+        id: &'a str,
+        size: u64,
+    ) -> BoxFuture<'a, Result<Box<dyn StagedBlob>, BlobError>>;
 
     /// Open the blob stored at `id`, or `None` when there is none.
     fn open<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BlobReader>, BlobError>>;
@@ -145,6 +151,16 @@ pub trait BlobStore: Send + Sync {
     /// (candidates for the orphan collector, which checks each against the
     /// database under the sequencer lock).
     fn committed_before(&self, age: Duration) -> BoxFuture<'_, Result<Vec<String>, BlobError>>;
+
+    /// This store's identity: a random ID written into the store (create
+    /// only, so concurrent first starts agree) the first time it is asked
+    /// for, and read back after that. The database records the identity of
+    /// the store its ciphertext is in, and a relay refuses to start on
+    /// another store (`Store::open_with`).
+    fn identity(&self) -> BoxFuture<'_, Result<String, BlobError>>;
+
+    /// Where the store is, for messages (a folder, a bucket).
+    fn describe(&self) -> String;
 }
 
 /// An upload in progress. Dropping it without [`StagedBlob::commit`]
@@ -175,6 +191,9 @@ const STALE_STAGED: Duration = Duration::from_secs(24 * 3600);
 
 /// The folder of staged objects inside the blob folder.
 const STAGING: &str = "staging";
+
+/// The file holding the store's identity ([`BlobStore::identity`]).
+const IDENTITY: &str = "store-id";
 
 /// Blobs as files in a folder that every instance mounts (see the module
 /// documentation).
@@ -233,7 +252,11 @@ impl FsBlobStore {
 }
 
 impl BlobStore for FsBlobStore {
-    fn stage(&self) -> BoxFuture<'_, Result<Box<dyn StagedBlob>, BlobError>> {
+    fn stage<'a>(
+        &'a self,
+        _id: &'a str,
+        _size: u64,
+    ) -> BoxFuture<'a, Result<Box<dyn StagedBlob>, BlobError>> {
         Box::pin(async move {
             let path = self
                 .staging()
@@ -276,6 +299,47 @@ impl BlobStore for FsBlobStore {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<String, BlobError>> {
+        let path = self.root.join(IDENTITY);
+        let root = self.root.clone();
+        Box::pin(async move {
+            for _ in 0..50 {
+                match tokio::fs::read_to_string(&path).await {
+                    Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+                    // Being written by a concurrent first start: wait.
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let id = uuid::Uuid::new_v4().to_string();
+                        match tokio::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&path)
+                            .await
+                        {
+                            Ok(mut f) => {
+                                f.write_all(id.as_bytes()).await?;
+                                f.sync_all().await?;
+                                sync_dir(&root).await?;
+                                return Ok(id);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(BlobError::Unavailable(std::io::Error::other(format!(
+                "{} stays empty",
+                path.display()
+            ))))
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
     }
 
     fn committed_before(&self, age: Duration) -> BoxFuture<'_, Result<Vec<String>, BlobError>> {
@@ -405,7 +469,7 @@ mod tests {
         let store = FsBlobStore::open(dir.path()).unwrap();
         let data = b"ciphertext bytes".repeat(1000);
         let id = sha(&data);
-        let mut s = store.stage().await.unwrap();
+        let mut s = store.stage(&"0".repeat(64), 0).await.unwrap();
         for c in data.chunks(777) {
             s.write(c).await.unwrap();
         }
@@ -434,14 +498,14 @@ mod tests {
     async fn wrong_address_and_drop_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let mut s = store.stage().await.unwrap();
+        let mut s = store.stage(&"0".repeat(64), 0).await.unwrap();
         s.write(b"abc").await.unwrap();
         let other = sha(b"abd");
         assert!(matches!(
             s.commit(&other).await,
             Err(BlobError::Mismatch(_))
         ));
-        let mut s = store.stage().await.unwrap();
+        let mut s = store.stage(&"0".repeat(64), 0).await.unwrap();
         s.write(b"abc").await.unwrap();
         drop(s);
         assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub detail: String,
     /// What is logged (never sent).
     pub internal: Option<String>,
+    /// Seconds for `Retry-After` (set for 429; 503 and 507 get a default).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,15 @@ impl ApiError {
             status,
             detail: detail.into(),
             internal: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429 (a quota), to be retried after `secs` seconds.
+    pub fn too_many(detail: impl Into<String>, secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, detail)
         }
     }
 
@@ -49,6 +60,7 @@ impl ApiError {
             detail: "internal error; the relay operator can find the cause in the relay's log"
                 .into(),
             internal: Some(e.to_string()),
+            retry_after: None,
         }
     }
 }
@@ -68,9 +80,15 @@ impl From<super::store::StoreError> for ApiError {
                 "the relay's ciphertext storage is unavailable; nothing was stored. Retry \
                  later; the relay operator can find the cause in the relay's log",
             ),
-            StoreError::Db(db) if db_unavailable(db) => (
+            StoreError::Db(db) if super::store::db_unavailable(db) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the relay's database is temporarily unavailable; retry later",
+            ),
+            StoreError::Batch {
+                unavailable: true, ..
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the relay's database is temporarily unavailable; nothing was recorded. Retry later",
             ),
             _ => return ApiError::internal(e),
         };
@@ -78,33 +96,8 @@ impl From<super::store::StoreError> for ApiError {
             status,
             detail: detail.into(),
             internal: Some(e.to_string()),
+            retry_after: None,
         }
-    }
-}
-
-/// Whether a database error is the database being out of reach for a
-/// while (restart, fail-over, connection loss, contention) rather than a
-/// bug: the request may be retried as is.
-fn db_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-            // PostgreSQL: connection exceptions (08), shutdown and start-up
-            // (57P01-57P03), too many connections (53300), serialization
-            // failure and deadlock (40001, 40P01); SQLite: busy, locked.
-            c.starts_with("08")
-                || matches!(
-                    c.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "5" | "6" | "517"
-                )
-        }),
-        // A connection that broke in the middle of a message.
-        sqlx::Error::Protocol(m) => m.contains("unexpected end") || m.contains("connection"),
-        _ => false,
     }
 }
 
@@ -127,9 +120,14 @@ impl IntoResponse for ApiError {
             body.to_string(),
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry = self.retry_after.or(match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(2),
+            StatusCode::INSUFFICIENT_STORAGE => Some(60),
+            _ => None,
+        });
+        if let Some(secs) = retry {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         resp
     }

@@ -3,8 +3,11 @@
 //! its certificate, which must chain to the region's CA and not be revoked.
 
 pub mod blobs;
+pub mod checkpoint;
 pub mod error;
+pub mod object_blobs;
 pub mod routes;
+pub mod sequencer;
 pub mod store;
 pub mod tls;
 
@@ -37,6 +40,38 @@ pub struct RelayConfig {
     /// Seconds between checks for a newer CRL published through another
     /// relay instance on the same database.
     pub crl_refresh_secs: u64,
+    /// Seconds a client has to complete the TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers, once it started.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay without any traffic before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds after which a connection is closed once its current request
+    /// is answered (clients reconnect; bounds how long one connection lives).
+    pub max_connection_age_secs: u64,
+    /// Seconds an upload may stall (no body bytes) before it is abandoned.
+    pub body_read_timeout_secs: u64,
+    /// Most open connections; more are closed at once.
+    pub max_connections: usize,
+    /// Most connections still in the TLS handshake (not yet
+    /// authenticated); more are closed at once.
+    pub max_handshakes: usize,
+    /// Most writes (acceptances, receipts, directory changes) appended to
+    /// the log in one batch: one transaction and one checkpoint.
+    pub batch_max_jobs: usize,
+    /// Milliseconds a batch waits for more writes after its first.
+    pub batch_wait_ms: u64,
+    /// Most envelopes one facility may have accepted in any 24 hours
+    /// (0: no limit); more get 429 with Retry-After.
+    pub quota_uploads_per_day: u64,
+    /// Most ciphertext bytes one facility may have accepted in any 24
+    /// hours (0: no limit).
+    pub quota_bytes_per_day: u64,
+    /// Most uploads one facility may have in progress at once on one
+    /// relay instance (0: no limit).
+    pub quota_concurrent_uploads: usize,
+    /// Where ciphertext is kept (`[blob_store]`; default: `DATA/blobs`).
+    pub blob_store: object_blobs::BlobStoreConfig,
 }
 
 impl Default for RelayConfig {
@@ -47,6 +82,19 @@ impl Default for RelayConfig {
             delete_after_secs: 7 * 24 * 3600,
             sweep_interval_secs: 60,
             crl_refresh_secs: 10,
+            handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connection_age_secs: 3600,
+            body_read_timeout_secs: 60,
+            max_connections: 1024,
+            max_handshakes: 256,
+            batch_max_jobs: 256,
+            batch_wait_ms: 2,
+            quota_uploads_per_day: 5_000,
+            quota_bytes_per_day: 50 << 30,
+            quota_concurrent_uploads: 8,
+            blob_store: Default::default(),
         }
     }
 }
@@ -79,8 +127,9 @@ pub struct Caller(pub CertInfo);
 pub struct RelayState {
     /// Storage.
     pub store: Store,
-    /// The relay's signing key (receipts, later checkpoints).
-    pub key: SigningKey,
+    /// The relay's signing key (acceptance and expiry receipts; the
+    /// checkpoint signer in [`checkpoint`] holds it too).
+    pub key: Arc<SigningKey>,
     /// The relay's certificate.
     pub cert: CertInfo,
     /// The relay's ID.
@@ -93,6 +142,12 @@ pub struct RelayState {
     pub trust: RwLock<TrustStore>,
     /// The current TLS configuration (rebuilt when a new CRL arrives).
     pub tls: RwLock<Arc<rustls::ServerConfig>>,
+    /// Serial numbers (hex) revoked by the current CRL, with the date of
+    /// revocation: every request's caller is checked against it, so a
+    /// connection opened before a revocation loses access with it.
+    revoked: RwLock<std::collections::HashMap<String, String>>,
+    /// Uploads in progress per facility (this instance).
+    uploads: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     profile_dir: PathBuf,
 }
 
@@ -116,8 +171,20 @@ impl RelayState {
             )));
         }
         let cert = p.certificate()?;
-        let key = p.signing_key()?;
-        let store = Store::open(data, database_url).await?;
+        let key = Arc::new(p.signing_key()?);
+        let origin = log_origin(&cert);
+        let blobs: Arc<dyn blobs::BlobStore> = match config.blob_store.kind {
+            object_blobs::BlobStoreKind::Fs => Arc::new(
+                blobs::FsBlobStore::open(&data.join("blobs")).map_err(store::StoreError::from)?,
+            ),
+            object_blobs::BlobStoreKind::S3 => Arc::new(
+                object_blobs::ObjectBlobStore::s3(&config.blob_store)
+                    .map_err(store::StoreError::from)?,
+            ),
+        };
+        let store = Store::open_with(data, database_url, blobs)
+            .await?
+            .start_log(store_log_config(&cert, &origin, &key, &config));
         let mut trust = p.trust()?;
         // A CRL published through the relay replaces the profile's if newer.
         if let Some((_, pem)) = store.crl_get().await? {
@@ -128,7 +195,7 @@ impl RelayState {
             }
         }
         let tls = tls::server_config(&p, &trust)?;
-        let origin = log_origin(&cert);
+        let revoked = revoked_serials(&trust);
         Ok(Arc::new(RelayState {
             store,
             key,
@@ -138,6 +205,8 @@ impl RelayState {
             config,
             trust: RwLock::new(trust),
             tls: RwLock::new(Arc::new(tls)),
+            revoked: RwLock::new(revoked),
+            uploads: Default::default(),
             profile_dir: profile.to_path_buf(),
         }))
     }
@@ -147,8 +216,15 @@ impl RelayState {
         let p = Profile::open(&self.profile_dir)?;
         let cfg = tls::server_config(&p, &trust)?;
         *self.tls.write().expect("lock") = Arc::new(cfg);
+        *self.revoked.write().expect("lock") = revoked_serials(&trust);
         *self.trust.write().expect("lock") = trust;
         Ok(())
+    }
+
+    /// When the certificate with `serial` (hex) was revoked by the current
+    /// CRL (`YYYY-MM-DD`), if it was.
+    pub fn revoked_on(&self, serial: &str) -> Option<String> {
+        self.revoked.read().expect("lock").get(serial).cloned()
     }
 
     /// Install the CRL stored in the database if it is newer than the one
@@ -169,12 +245,20 @@ impl RelayState {
         Ok(true)
     }
 
-    /// The checkpoint signer.
-    pub fn signer(&self) -> store::LogSigner<'_> {
-        store::LogSigner {
-            origin: &self.origin,
-            key: &self.key,
+    /// Count an upload by `facility` as in progress until the guard is
+    /// dropped, or `None` when the facility has `limit` in progress already
+    /// (`limit` 0: no limit).
+    pub fn upload_slot(self: &Arc<Self>, facility: &str, limit: usize) -> Option<UploadSlot> {
+        let mut m = self.uploads.lock().expect("lock");
+        let n = m.entry(facility.to_string()).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return None;
         }
+        *n += 1;
+        Some(UploadSlot {
+            state: self.clone(),
+            facility: facility.to_string(),
+        })
     }
 
     /// The relay's verifier key in the C2SP signed-note format.
@@ -190,6 +274,90 @@ impl RelayState {
     }
 }
 
+/// An upload in progress ([`RelayState::upload_slot`]).
+pub struct UploadSlot {
+    state: AppState,
+    facility: String,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut m = self.state.uploads.lock().expect("lock");
+        if let Some(n) = m.get_mut(&self.facility) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.facility);
+            }
+        }
+    }
+}
+
+/// How the relay's store writes its log.
+fn store_log_config(
+    cert: &CertInfo,
+    origin: &str,
+    key: &Arc<SigningKey>,
+    config: &RelayConfig,
+) -> sequencer::LogConfig {
+    sequencer::LogConfig {
+        relay_id: cert.id.to_string(),
+        receipt_key: key.clone(),
+        checkpoints: checkpoint::CheckpointSigner::new(origin, key.clone()),
+        expiry_after_secs: config.expiry_after_secs,
+        batch_max_jobs: config.batch_max_jobs.max(1),
+        batch_wait: Duration::from_millis(config.batch_wait_ms),
+    }
+}
+
+/// The serial numbers (hex, as in [`CertInfo::serial`]) revoked by the
+/// trust store's CRL, with their revocation dates.
+fn revoked_serials(trust: &TrustStore) -> std::collections::HashMap<String, String> {
+    use x509_parser::prelude::FromDer;
+    let Some(der) = trust.crl_der() else {
+        return Default::default();
+    };
+    let Ok((_, crl)) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+    else {
+        return Default::default();
+    };
+    crl.iter_revoked_certificates()
+        .map(|r| {
+            let date = crate::pki::cert::rfc3339(r.revocation_date.timestamp());
+            (hex::encode(r.raw_serial()), date[..10].to_string())
+        })
+        .collect()
+}
+
+/// Refuse a request whose caller's certificate the current CRL revokes,
+/// and close its connection: the TLS handshake checked the CRL of its
+/// time, this checks the CRL of now.
+async fn check_revocation(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let revoked = req
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| st.revoked_on(&c.0.serial).map(|d| (c.0.id.to_string(), d)));
+    match revoked {
+        None => next.run(req).await,
+        Some((id, date)) => {
+            let mut resp = error::ApiError::forbidden(format!(
+                "the certificate of {id} was revoked by the region's CA on {date}; \
+                 this connection is closed. Ask the CA for a new certificate"
+            ))
+            .into_response();
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            resp
+        }
+    }
+}
+
 /// The relay's HTTP application (mutual TLS happens around it in [`serve`];
 /// every request carries a [`Caller`] extension).
 pub fn app(state: AppState) -> Router {
@@ -200,6 +368,10 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::log::router())
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
         .layer(axum::middleware::map_response(problemize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_revocation,
+        ))
         .with_state(state)
 }
 
@@ -248,13 +420,19 @@ async fn crl_loop(st: AppState) {
 
 /// Serve on `listener` until `shutdown` resolves, then finish open
 /// requests (graceful shutdown, bounded to 30 s).
+///
+/// Connections beyond `max_connections`, or beyond `max_handshakes` still
+/// in the TLS handshake, are closed as soon as they are accepted; each
+/// connection is bounded by the handshake, header-read, idle and age
+/// limits of [`RelayConfig`] (see [`tls::spawn_connection`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), RelayError> {
     let router = app(state.clone());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limits = tls::Limits::new(&state.config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(routes::envelopes::sweep_loop(state.clone()));
     let crl_watcher = tokio::spawn(crl_loop(state.clone()));
     tokio::pin!(shutdown);
@@ -269,7 +447,11 @@ pub async fn serve(
                         continue;
                     }
                 };
-                tls::spawn_connection(tcp, peer, state.clone(), router.clone(), &graceful);
+                let Some(permits) = limits.admit(&peer) else {
+                    drop(tcp);
+                    continue;
+                };
+                tls::spawn_connection(tcp, peer, state.clone(), router.clone(), permits, stop_rx.clone());
             }
             _ = &mut shutdown => break,
         }
@@ -277,10 +459,21 @@ pub async fn serve(
     sweeper.abort();
     crl_watcher.abort();
     tracing::info!("shutting down: finishing open requests");
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("open requests did not finish in 30 s"),
+    let _ = stop_tx.send(true);
+    if !limits.drained(Duration::from_secs(30)).await {
+        tracing::warn!("open requests did not finish in 30 s");
     }
+    let s = state.store.log_stats();
+    tracing::info!(
+        target: "renkei::relay::stats",
+        batches = s.batches,
+        jobs = s.jobs,
+        leaves = s.leaves,
+        statements = s.statements,
+        round_trips = s.round_trips,
+        busy_us = s.busy_us,
+        "log sequencer totals"
+    );
     Ok(())
 }
 

@@ -9,11 +9,11 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use super::blobs::{BlobError, BlobStore, FsBlobStore};
+use super::sequencer::{self, Accepted, Appended, Job, LogConfig, Request, Response, Stats};
 
 use crate::api::LoggedReceipt;
-use crate::keys::SigningKey;
-use crate::log::{merkle, Checkpoint, CompactTree, Hash, NodeId, Signer};
-use crate::receipt::{self, Acceptance, LogEntry, Purpose, SignedReceipt, Submission};
+use crate::log::{merkle, Hash, NodeId};
+use crate::receipt::{Purpose, SignedReceipt, Submission};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,60 @@ pub enum StoreError {
     /// A request for a proof or tile that cannot exist.
     #[error("{0}")]
     Invalid(String),
+    /// The batch this write was in failed (the cause is in the relay's log).
+    #[error("log batch failed: {message}")]
+    Batch {
+        /// Whether the database was out of reach (retry) or not.
+        unavailable: bool,
+        /// The cause.
+        message: String,
+    },
+    /// Writes need the sequencer, which this store has not started.
+    #[error("this store was opened without a log sequencer")]
+    NoSequencer,
+    /// The ciphertext store is not the one this database's ciphertext is in.
+    #[error("{0}")]
+    WrongBlobStore(String),
+}
+
+impl StoreError {
+    /// Whether the failure is the database or the ciphertext storage
+    /// being out of reach for a while, so that the request may be retried
+    /// as is (answered 503).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => db_unavailable(e),
+            StoreError::Blob(BlobError::Unavailable(_)) => true,
+            StoreError::Batch { unavailable, .. } => *unavailable,
+            _ => false,
+        }
+    }
+}
+
+/// Whether a database error is the database being out of reach for a
+/// while (restart, fail-over, connection loss, contention) rather than a
+/// bug: the request may be retried as is.
+pub fn db_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // PostgreSQL: connection exceptions (08), shutdown and start-up
+            // (57P01-57P03), too many connections (53300), serialization
+            // failure and deadlock (40001, 40P01); SQLite: busy, locked.
+            c.starts_with("08")
+                || matches!(
+                    c.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "5" | "6" | "517"
+                )
+        }),
+        // A connection that broke in the middle of a message.
+        sqlx::Error::Protocol(m) => m.contains("unexpected end") || m.contains("connection"),
+        _ => false,
+    }
 }
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -56,28 +110,19 @@ pub struct EnvelopeRow {
     pub blob_deleted: bool,
 }
 
-/// The database and the blob store.
+/// The database and the blob store, and the queue of the log's sequencer
+/// (every write that appends to the log goes through it; see
+/// [`super::sequencer`]).
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     blobs: std::sync::Arc<dyn BlobStore>,
     postgres: bool,
-    /// Serializes appends in this process and caches the append state.
-    log: std::sync::Arc<tokio::sync::Mutex<Option<CompactTree>>>,
+    log: Option<tokio::sync::mpsc::Sender<Job>>,
+    stats: std::sync::Arc<Stats>,
 }
 
-/// Who signs checkpoints, and the log's origin line (also the key name).
-pub struct LogSigner<'a> {
-    /// The checkpoint origin, e.g. `localhost/renkei/relay-1`.
-    pub origin: &'a str,
-    /// The relay's key.
-    pub key: &'a SigningKey,
-}
-
-/// The PostgreSQL advisory lock that makes one sequencer at a time.
-const SEQUENCER_LOCK: i64 = 7_046_431_728;
-
-fn hash_hex(h: &Hash) -> String {
+pub(crate) fn hash_hex(h: &Hash) -> String {
     hex::encode(h)
 }
 
@@ -96,8 +141,20 @@ impl Store {
     /// Open (and migrate) the database at `url`, or `DATA/relay.db` when
     /// `url` is `None`; ciphertext lives under `DATA/blobs`.
     pub async fn open(data: &Path, url: Option<&str>) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
         let blobs = FsBlobStore::open(&data.join("blobs"))?;
+        Self::open_with(data, url, std::sync::Arc::new(blobs)).await
+    }
+
+    /// Open (and migrate) the database at `url` (or `DATA/relay.db`), with
+    /// ciphertext in `blobs`. Refuses a blob store that is not the one the
+    /// database's ciphertext is in ([`StoreError::WrongBlobStore`]).
+    pub async fn open_with(
+        data: &Path,
+        url: Option<&str>,
+        blobs: std::sync::Arc<dyn BlobStore>,
+    ) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        std::fs::create_dir_all(data)?;
         let (url, sqlite) = match url {
             Some(u) => (u.to_string(), u.starts_with("sqlite:")),
             None => (
@@ -127,12 +184,50 @@ impl Store {
         } else {
             POSTGRES.run(&pool).await?;
         }
+        check_blob_store(&pool, &*blobs).await?;
         Ok(Store {
             pool,
-            blobs: std::sync::Arc::new(blobs),
+            blobs,
             postgres: !sqlite,
-            log: Default::default(),
+            log: None,
+            stats: Default::default(),
         })
+    }
+
+    /// Start the log's sequencer (writes need it), with the blob store in
+    /// use now. The sequencer stops when the last clone of this store is
+    /// dropped.
+    pub fn start_log(mut self, config: LogConfig) -> Store {
+        self.log = Some(sequencer::start(
+            self.pool.clone(),
+            self.blobs.clone(),
+            self.postgres,
+            config,
+            self.stats.clone(),
+        ));
+        self
+    }
+
+    /// The sequencer's counters (batches, jobs, leaves, statements).
+    pub fn log_stats(&self) -> sequencer::StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    /// Queue a write and wait for its batch to commit.
+    async fn sequence(&self, request: Request) -> Result<Response, StoreError> {
+        let log = self.log.as_ref().ok_or(StoreError::NoSequencer)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        log.send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::Corrupt("the log sequencer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Corrupt("the log sequencer stopped".into()))?
     }
 
     /// The database pool (for health checks).
@@ -145,75 +240,14 @@ impl Store {
         &*self.blobs
     }
 
-    /// Keep ciphertext in `blobs` instead of the folder under `DATA`.
+    /// Keep ciphertext in `blobs` instead of the folder under `DATA`
+    /// (before [`Store::start_log`]).
     pub fn with_blobs(mut self, blobs: std::sync::Arc<dyn BlobStore>) -> Store {
         self.blobs = blobs;
         self
     }
 
     // --- the transparency log ---
-
-    /// Append one entry inside `tx`, under the sequencer lock: store the
-    /// entry, the nodes it completes, and a signed checkpoint. Returns the
-    /// leaf index and the new append state (cache it only after commit).
-    async fn append(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        cached: &Option<CompactTree>,
-        entry: &LogEntry,
-        signer: &LogSigner<'_>,
-    ) -> Result<(u64, CompactTree), StoreError> {
-        if self.postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(SEQUENCER_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries")
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-        let size = size as u64;
-        let mut tree = match cached {
-            Some(t) if t.size() == size => t.clone(),
-            _ => {
-                let border = read_nodes(&mut *tx, merkle::root_plan(size).nodes()).await?;
-                CompactTree::from_border(size, border)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            }
-        };
-        let text = entry.to_text();
-        if text.len() > crate::log::tiles::MAX_ENTRY_BYTES {
-            return Err(StoreError::Invalid("log entry too large".into()));
-        }
-        let nodes = tree
-            .append_entry(text.as_bytes())
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO log_entries (idx, entry) VALUES ($1, $2)")
-            .bind(size as i64)
-            .bind(&text)
-            .execute(&mut *tx)
-            .await?;
-        for (id, hash) in nodes {
-            sqlx::query("INSERT INTO log_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                .bind(i64::from(id.level))
-                .bind(id.index as i64)
-                .bind(hash_hex(&hash))
-                .execute(&mut *tx)
-                .await?;
-        }
-        let signer_note = Signer::ed25519(signer.origin, signer.key)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let note = Checkpoint::new(signer.origin, tree.size(), tree.root())
-            .and_then(|c| c.sign(&[&signer_note]))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO log_checkpoints (size, note) VALUES ($1, $2)")
-            .bind(tree.size() as i64)
-            .bind(&note)
-            .execute(&mut *tx)
-            .await?;
-        Ok((size, tree))
-    }
 
     /// Delete committed ciphertext that no envelope refers to and that was
     /// last written more than `min_age` ago: the left-overs of uploads whose
@@ -228,27 +262,14 @@ impl Store {
         let candidates = self.blobs.committed_before(min_age).await?;
         let mut deleted = 0;
         for chunk in candidates.chunks(256) {
-            let mut txn = self.pool.begin().await?;
-            let _guard = self.log.lock().await;
-            if self.postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(SEQUENCER_LOCK)
-                    .execute(&mut *txn)
-                    .await?;
+            if let Response::Reclaimed(n) = self
+                .sequence(Request::Reclaim {
+                    ids: chunk.to_vec(),
+                })
+                .await?
+            {
+                deleted += n;
             }
-            for id in chunk {
-                let referenced = sqlx::query("SELECT 1 FROM envelopes WHERE envelope_id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *txn)
-                    .await?
-                    .is_some();
-                if !referenced {
-                    self.blobs.delete(id).await?;
-                    tracing::info!(envelope = %id, "removed unreferenced ciphertext");
-                    deleted += 1;
-                }
-            }
-            txn.commit().await?;
         }
         Ok(deleted)
     }
@@ -310,7 +331,8 @@ impl Store {
     // --- directory ---
 
     /// Publish (insert or replace) a facility's certificate, and log it.
-    #[allow(clippy::too_many_arguments)]
+    /// Publishing the certificate already published changes nothing and
+    /// logs nothing (`None`).
     pub async fn directory_put(
         &self,
         id: &str,
@@ -318,41 +340,22 @@ impl Store {
         name: &str,
         pem: &str,
         fingerprint: &str,
-        signer: &LogSigner<'_>,
-    ) -> Result<u64, StoreError> {
-        let (id, kind, name, pem, fingerprint) = (
-            id.to_string(),
-            kind.to_string(),
-            name.to_string(),
-            pem.to_string(),
-            fingerprint.to_string(),
-        );
-        // Connection first, then the append lock (as in `accept`).
-        let mut txn = self.pool.begin().await?;
-        let mut guard = self.log.lock().await;
-        let mut tree_state = guard.clone();
-        let result = async {
-            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
-                sqlx::query("DELETE FROM directory WHERE facility_id = $1")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&id)
-                    .bind(&kind)
-                    .bind(&name)
-                    .bind(&pem)
-                    .bind(&fingerprint)
-                    .bind(now())
-                    .execute(&mut *tx)
-                    .await?;
-                let entry = LogEntry::Certificate { facility_id: id, certificate: pem, published_at: receipt::now_rfc3339() };
-                let (idx, t) = st.append(tx, tree, &entry, signer).await?;
-                *tree = Some(t);
-                Ok(idx)
+    ) -> Result<Option<Appended>, StoreError> {
+        let entry = sequencer::certificate_entry(id, pem);
+        if entry.len() > crate::log::tiles::MAX_ENTRY_BYTES {
+            return Err(StoreError::Invalid("log entry too large".into()));
         }
-        .await;
-        finish(txn, &mut guard, tree_state, result).await
+        appended(
+            self.sequence(Request::Directory {
+                facility_id: id.to_string(),
+                kind: kind.to_string(),
+                name: name.to_string(),
+                pem: pem.to_string(),
+                fingerprint: fingerprint.to_string(),
+                entry,
+            })
+            .await?,
+        )
     }
 
     /// One facility's certificate (PEM).
@@ -382,42 +385,23 @@ impl Store {
         Ok(row.map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))))
     }
 
-    /// Replace the current CRL, and log it.
-    pub async fn crl_put(
-        &self,
-        number: &str,
-        pem: &str,
-        signer: &LogSigner<'_>,
-    ) -> Result<u64, StoreError> {
-        let (number, pem) = (number.to_string(), pem.to_string());
-        // Connection first, then the append lock (as in `accept`).
-        let mut txn = self.pool.begin().await?;
-        let mut guard = self.log.lock().await;
-        let mut tree_state = guard.clone();
-        let result = async {
-            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
-            sqlx::query("DELETE FROM crl WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO crl (id, crl_number, pem, published_at) VALUES (1, $1, $2, $3)",
-            )
-            .bind(&number)
-            .bind(&pem)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-            let entry = LogEntry::Crl {
-                crl_number: number,
-                crl: pem,
-                published_at: receipt::now_rfc3339(),
-            };
-            let (idx, t) = st.append(tx, tree, &entry, signer).await?;
-            *tree = Some(t);
-            Ok(idx)
+    /// Replace the current CRL, and log it, if `number` is newer than the
+    /// stored one (else `None`, nothing changed).
+    pub async fn crl_put(&self, number: &str, pem: &str) -> Result<Option<Appended>, StoreError> {
+        let entry = sequencer::crl_entry(number, pem);
+        if entry.len() > crate::log::tiles::MAX_ENTRY_BYTES {
+            return Err(StoreError::Invalid(
+                "this CRL is too large to be logged (at most 64 KiB)".into(),
+            ));
         }
-        .await;
-        finish(txn, &mut guard, tree_state, result).await
+        appended(
+            self.sequence(Request::Crl {
+                number: number.to_string(),
+                pem: pem.to_string(),
+                entry,
+            })
+            .await?,
+        )
     }
 
     // --- envelopes ---
@@ -450,95 +434,27 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// Store a verified submission and sign the acceptance, in one
-    /// transaction that also appends both receipts to the log. The
-    /// ciphertext must already be durable. Returns the acceptance receipt.
+    /// Record a verified submission and sign the acceptance: the envelope,
+    /// its recipients, the submission and the acceptance (two leaves) are
+    /// appended in the next batch. The ciphertext must already be durable
+    /// in the blob store. Returns once the batch has committed.
     pub async fn accept(
         &self,
         submission: &SignedReceipt,
         sub: &Submission,
-        relay_id: &str,
-        signer: &LogSigner<'_>,
-    ) -> Result<SignedReceipt, StoreError> {
-        let (submission, sub, relay_id) = (submission.clone(), sub.clone(), relay_id.to_string());
-        // Connection first, then the append lock: while the database is
-        // out of reach each upload gives up after its own acquire timeout
-        // instead of queueing behind the others' timeouts.
-        let mut txn = self.pool.begin().await?;
-        let mut guard = self.log.lock().await;
-        let mut tree_state = guard.clone();
-        let result = async {
-            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
-                let t = now();
-                sqlx::query("INSERT INTO envelopes (envelope_id, sender, size, accepted_at, blob_deleted) VALUES ($1, $2, $3, $4, 0)")
-                    .bind(&sub.envelope_id)
-                    .bind(sub.sender.as_str())
-                    .bind(sub.size as i64)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
-                for r in &sub.recipients {
-                    sqlx::query("INSERT INTO envelope_recipients (envelope_id, recipient, state) VALUES ($1, $2, 'pending')")
-                        .bind(&sub.envelope_id)
-                        .bind(r.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let sub_idx = st.append_receipt(tx, tree, &sub.envelope_id, sub.sender.as_str(), &submission, signer).await?;
-                let acceptance = SignedReceipt::sign(
-                    Purpose::Acceptance,
-                    &Acceptance {
-                        envelope_id: sub.envelope_id.clone(),
-                        submission_sha256: submission.body_sha256(),
-                        relay: relay_id.clone(),
-                        accepted_at: receipt::now_rfc3339(),
-                        log_index: sub_idx,
-                    },
-                    signer.key,
-                );
-                st.append_receipt(tx, tree, &sub.envelope_id, &relay_id, &acceptance, signer).await?;
-                // Under the sequencer lock, which the orphan collector also
-                // takes: the ciphertext must still be there (a collector may
-                // have removed the unreferenced blob of an earlier, crashed
-                // attempt just before this retry rewrote it). If not, nothing
-                // is accepted and the client retries.
-                if !st.blobs.exists(&sub.envelope_id).await? {
-                    return Err(StoreError::Blob(BlobError::Unavailable(
-                        std::io::Error::other("the ciphertext was removed while it was being accepted"),
-                    )));
-                }
-                Ok(acceptance)
+    ) -> Result<Accepted, StoreError> {
+        match self
+            .sequence(Request::Accept {
+                submission: submission.clone(),
+                sub: sub.clone(),
+            })
+            .await?
+        {
+            Response::Accepted(a) => Ok(a),
+            _ => Err(StoreError::Corrupt(
+                "unexpected answer to an acceptance".into(),
+            )),
         }
-        .await;
-        finish(txn, &mut guard, tree_state, result).await
-    }
-
-    async fn append_receipt(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        tree: &mut Option<CompactTree>,
-        envelope_id: &str,
-        signer_id: &str,
-        r: &SignedReceipt,
-        signer: &LogSigner<'_>,
-    ) -> Result<u64, StoreError> {
-        let entry = LogEntry::Receipt {
-            signer: signer_id.to_string(),
-            receipt: r.clone(),
-        };
-        let (idx, t) = self.append(tx, tree, &entry, signer).await?;
-        *tree = Some(t);
-        sqlx::query("INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at, log_index) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(envelope_id)
-            .bind(r.purpose.as_str())
-            .bind(signer_id)
-            .bind(&r.body)
-            .bind(&r.signature)
-            .bind(now())
-            .bind(idx as i64)
-            .execute(&mut *tx)
-            .await?;
-        Ok(idx)
     }
 
     /// Envelopes waiting for `recipient`.
@@ -563,58 +479,79 @@ impl Store {
         Ok(rows.iter().map(Self::envelope_from).collect())
     }
 
-    /// Note that `recipient` downloaded the envelope.
-    pub async fn mark_fetched(&self, envelope_id: &str, recipient: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE envelope_recipients SET fetched_at = $1 WHERE envelope_id = $2 AND recipient = $3 AND fetched_at IS NULL")
+    /// Note that `recipient` downloads the envelope (the first time is
+    /// kept). False when the recipient is not pending any more (an outcome
+    /// is recorded: the ciphertext is no longer served to it) or is not a
+    /// recipient at all.
+    pub async fn mark_fetched(
+        &self,
+        envelope_id: &str,
+        recipient: &str,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query("UPDATE envelope_recipients SET fetched_at = COALESCE(fetched_at, $1) WHERE envelope_id = $2 AND recipient = $3 AND state = 'pending'")
             .bind(now())
             .bind(envelope_id)
             .bind(recipient)
             .execute(&self.pool)
-            .await?;
-        Ok(())
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 
-    /// Record a verified delivery (or expiry) receipt and log it; false if
-    /// an outcome was already recorded for this recipient (the first
-    /// outcome stands).
+    /// Record a recipient's verified delivery receipt (`state` delivered or
+    /// rejected) and log it; `None` if an outcome was already recorded for
+    /// this recipient (the first outcome stands).
     pub async fn add_outcome(
         &self,
         envelope_id: &str,
         recipient: &str,
-        state: &str,
-        signer_id: &str,
+        state: &'static str,
         r: &SignedReceipt,
-        signer: &LogSigner<'_>,
-    ) -> Result<bool, StoreError> {
-        let (envelope_id, recipient, state, signer_id, r) = (
-            envelope_id.to_string(),
-            recipient.to_string(),
-            state.to_string(),
-            signer_id.to_string(),
-            r.clone(),
-        );
-        // Connection first, then the append lock (as in `accept`).
-        let mut txn = self.pool.begin().await?;
-        let mut guard = self.log.lock().await;
-        let mut tree_state = guard.clone();
-        let result = async {
-            let (st, tx, tree) = (self, &mut *txn, &mut tree_state);
-                let updated = sqlx::query("UPDATE envelope_recipients SET state = $1, outcome_at = $2 WHERE envelope_id = $3 AND recipient = $4 AND state = 'pending'")
-                    .bind(&state)
-                    .bind(now())
-                    .bind(&envelope_id)
-                    .bind(&recipient)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if updated == 0 {
-                    return Ok(false);
-                }
-                st.append_receipt(tx, tree, &envelope_id, &signer_id, &r, signer).await?;
-                Ok(true)
-        }
-        .await;
-        finish(txn, &mut guard, tree_state, result).await
+    ) -> Result<Option<Appended>, StoreError> {
+        appended(
+            self.sequence(Request::Outcome {
+                envelope_id: envelope_id.to_string(),
+                recipient: recipient.to_string(),
+                state,
+                receipt: r.clone(),
+            })
+            .await?,
+        )
+    }
+
+    /// Expire a recipient that is still pending: the relay signs an expiry
+    /// receipt (saying whether and when that recipient downloaded the
+    /// ciphertext) and logs it; `None` if an outcome was recorded first.
+    pub async fn expire(
+        &self,
+        envelope_id: &str,
+        recipient: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        appended(
+            self.sequence(Request::Expire {
+                envelope_id: envelope_id.to_string(),
+                recipient: recipient.to_string(),
+            })
+            .await?,
+        )
+    }
+
+    /// How many envelopes `sender` had accepted since `since` (unix
+    /// seconds), their total size, and the oldest acceptance among them.
+    pub async fn sender_usage(
+        &self,
+        sender: &str,
+        since: i64,
+    ) -> Result<(u64, u64, Option<i64>), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT), MIN(accepted_at) FROM envelopes WHERE sender = $1 AND accepted_at >= $2")
+            .bind(sender)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        let bytes: i64 = row.try_get(1)?;
+        let oldest: Option<i64> = row.try_get(2)?;
+        Ok((count as u64, bytes as u64, oldest))
     }
 
     /// All receipts of an envelope, in log order.
@@ -664,13 +601,21 @@ impl Store {
         })
     }
 
-    /// Pending (envelope, recipient) pairs accepted before `cutoff`.
-    pub async fn overdue(&self, cutoff: i64) -> Result<Vec<(String, String)>, StoreError> {
+    /// Pending (envelope, recipient) pairs whose envelope may expire at
+    /// `now`: its `expires_at` (the acceptance time plus the expiry
+    /// announced in the acceptance) is past; envelopes accepted before
+    /// that column existed use `accepted_at + default_after`.
+    pub async fn overdue(
+        &self,
+        now: i64,
+        default_after: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.envelope_id, r.recipient FROM envelope_recipients r JOIN envelopes e ON e.envelope_id = r.envelope_id \
-             WHERE r.state = 'pending' AND e.accepted_at < $1 ORDER BY e.accepted_at",
+             WHERE r.state = 'pending' AND COALESCE(e.expires_at, e.accepted_at + $2) < $1 ORDER BY e.accepted_at",
         )
-        .bind(cutoff)
+        .bind(now)
+        .bind(default_after)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -699,8 +644,73 @@ impl Store {
     }
 }
 
+/// Check that `blobs` is the store this database's ciphertext is in: the
+/// database records the identity of the first blob store it was used
+/// with, and every later start compares. (A database from before this
+/// record adopts the store it starts with, unless that store lacks the
+/// newest envelope's ciphertext.)
+async fn check_blob_store(pool: &AnyPool, blobs: &dyn BlobStore) -> Result<(), StoreError> {
+    let marker = blobs.identity().await?;
+    let recorded = |pool: &AnyPool| {
+        let pool = pool.clone();
+        async move {
+            Ok::<_, StoreError>(
+                sqlx::query("SELECT value FROM relay_meta WHERE key = 'blob_store_id'")
+                    .fetch_optional(&pool)
+                    .await?
+                    .map(|r| r.get::<String, _>(0)),
+            )
+        }
+    };
+    if recorded(pool).await?.is_none() {
+        let newest = sqlx::query(
+            "SELECT envelope_id FROM envelopes WHERE blob_deleted = 0 ORDER BY accepted_at DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.get::<String, _>(0));
+        if let Some(id) = newest {
+            if !blobs.exists(&id).await? {
+                return Err(StoreError::WrongBlobStore(format!(
+                    "the ciphertext store {} does not hold the ciphertext of this database's \
+                     newest envelope {id}: every relay instance on one database must use the \
+                     store that holds its ciphertext (see docs/DEPLOY.md)",
+                    blobs.describe()
+                )));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO relay_meta (key, value) VALUES ('blob_store_id', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(marker.clone())
+        .execute(pool)
+        .await?;
+    }
+    let db = recorded(pool).await?.unwrap_or_default();
+    if db != marker {
+        return Err(StoreError::WrongBlobStore(format!(
+            "the ciphertext store {} (identity {marker}) is not the one this database's \
+             envelopes are stored in (identity {db}): every relay instance on one database \
+             must use the same ciphertext store — the same shared folder for --data, or the \
+             same bucket. Point this instance at it (docs/DEPLOY.md); nothing was changed",
+            blobs.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// The leaf of a write that appends at most one.
+fn appended(r: Response) -> Result<Option<Appended>, StoreError> {
+    match r {
+        Response::Appended(a) => Ok(a),
+        _ => Err(StoreError::Corrupt(
+            "unexpected answer to a log write".into(),
+        )),
+    }
+}
+
 /// Read stored node hashes inside a connection or transaction, in order.
-async fn read_nodes(
+pub(crate) async fn read_nodes(
     conn: &mut sqlx::AnyConnection,
     ids: &[NodeId],
 ) -> Result<Vec<Hash>, StoreError> {
@@ -738,30 +748,4 @@ async fn read_nodes(
             })
         })
         .collect()
-}
-
-/// Commit (and cache the append state) or roll back (and drop the cache).
-async fn finish<T>(
-    tx: sqlx::Transaction<'_, sqlx::Any>,
-    guard: &mut Option<CompactTree>,
-    tree: Option<CompactTree>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(v) => match tx.commit().await {
-            Ok(()) => {
-                *guard = tree;
-                Ok(v)
-            }
-            Err(e) => {
-                *guard = None;
-                Err(e.into())
-            }
-        },
-        Err(e) => {
-            let _ = tx.rollback().await;
-            *guard = None;
-            Err(e)
-        }
-    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer,
 };
@@ -46,18 +46,85 @@ pub fn server_config(p: &Profile, trust: &TrustStore) -> Result<rustls::ServerCo
     Ok(cfg)
 }
 
+/// The connection limits of one relay instance: open connections, and
+/// connections still in the TLS handshake (not yet authenticated).
+pub struct Limits {
+    connections: Arc<tokio::sync::Semaphore>,
+    handshakes: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+}
+
+/// What an admitted connection holds until it ends (the handshake permit
+/// only until its handshake is done).
+pub struct Permits {
+    _connection: tokio::sync::OwnedSemaphorePermit,
+    handshake: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Limits {
+    /// The limits of `config`.
+    pub fn new(config: &super::RelayConfig) -> Limits {
+        let max_connections = config.max_connections.max(1);
+        Limits {
+            connections: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(config.max_handshakes.max(1))),
+            max_connections,
+        }
+    }
+
+    /// Admit a new connection, or `None` when a limit is reached (the
+    /// caller closes it at once).
+    pub fn admit(&self, peer: &SocketAddr) -> Option<Permits> {
+        let Ok(connection) = self.connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many open connections: closed");
+            return None;
+        };
+        let Ok(handshake) = self.handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections in the TLS handshake: closed");
+            return None;
+        };
+        Some(Permits {
+            _connection: connection,
+            handshake: Some(handshake),
+        })
+    }
+
+    /// Wait until every connection has ended, at most `within`; whether
+    /// they all did.
+    pub async fn drained(&self, within: Duration) -> bool {
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        tokio::time::timeout(within, self.connections.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}
+
+/// How long a connection told to close (age, idle, shutdown) may take to
+/// finish its current request before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(60);
+
 /// Handshake, identify the caller, and serve HTTP on one connection.
+///
+/// Limits (from [`super::RelayConfig`]): the handshake must finish within
+/// `handshake_timeout_secs`; request headers within
+/// `header_read_timeout_secs` (hyper's timer); a connection without any
+/// traffic for `idle_timeout_secs`, or older than
+/// `max_connection_age_secs`, or open when the relay shuts down, is closed
+/// once its current request is answered (and dropped if that takes more
+/// than a minute longer).
 pub fn spawn_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     state: AppState,
     router: Router,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    mut permits: Permits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.read().expect("lock").clone());
-    let watcher = graceful.watcher();
+    let cfg = state.config.clone();
     tokio::spawn(async move {
-        let tls = match tokio::time::timeout(Duration::from_secs(15), acceptor.accept(tcp)).await {
+        let handshake = Duration::from_secs(cfg.handshake_timeout_secs.max(1));
+        let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::info!(%peer, error = %e, "TLS handshake refused");
@@ -68,6 +135,7 @@ pub fn spawn_connection(
                 return;
             }
         };
+        permits.handshake = None;
         let Some(der) = tls
             .get_ref()
             .1
@@ -93,12 +161,89 @@ pub fn spawn_connection(
             },
         );
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(Lingering::new(tls)), svc);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let io = Lingering::new(tls);
+        let activity = io.activity.clone();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
+            .keep_alive(true);
+        let conn = http.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let idle = Duration::from_secs(cfg.idle_timeout_secs.max(1));
+        let age = tokio::time::sleep(Duration::from_secs(cfg.max_connection_age_secs.max(1)));
+        tokio::pin!(age);
+        let mut tick = tokio::time::interval(
+            (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let grace = tokio::time::sleep(CLOSE_GRACE);
+        tokio::pin!(grace);
+        let mut closing: Option<&'static str> = None;
+        let mut told = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = &mut age, if closing.is_none() => closing = Some("maximum connection age"),
+                _ = tick.tick(), if closing.is_none() => {
+                    if activity.idle_for() >= idle {
+                        closing = Some("idle");
+                    }
+                }
+                r = stop.changed(), if closing.is_none() => {
+                    if r.is_err() || *stop.borrow() {
+                        closing = Some("relay shutting down");
+                    }
+                }
+                _ = &mut grace, if closing.is_some() => {
+                    tracing::info!(%peer, "connection did not finish its request after being told to close: dropped");
+                    break;
+                }
+            }
+            if let (Some(why), false) = (closing, told) {
+                told = true;
+                {
+                    tracing::debug!(%peer, reason = why, "closing connection");
+                    conn.as_mut().graceful_shutdown();
+                    grace
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+            }
         }
+        drop(permits);
     });
+}
+
+/// When a connection last moved bytes (either way).
+struct Activity {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
 }
 
 /// How long, and for how many bytes, a closed connection keeps reading what
@@ -118,11 +263,16 @@ const LINGER_BYTES: usize = 256 << 20;
 /// (a "lingering close") before the socket is dropped.
 struct Lingering<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> {
     inner: Option<S>,
+    /// Last traffic, for the idle limit.
+    activity: Arc<Activity>,
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Lingering<S> {
     fn new(inner: S) -> Self {
-        Lingering { inner: Some(inner) }
+        Lingering {
+            inner: Some(inner),
+            activity: Arc::new(Activity::new()),
+        }
     }
 
     fn get(&mut self) -> std::io::Result<&mut S> {
@@ -140,10 +290,15 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> t
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get() {
+        let before = buf.filled().len();
+        let r = match self.get() {
             Ok(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Err(e) => std::task::Poll::Ready(Err(e)),
+            Err(e) => return std::task::Poll::Ready(Err(e)),
+        };
+        if buf.filled().len() > before {
+            self.activity.touch();
         }
+        r
     }
 }
 
@@ -155,10 +310,14 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> t
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get() {
+        let r = match self.get() {
             Ok(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Err(e) => std::task::Poll::Ready(Err(e)),
+            Err(e) => return std::task::Poll::Ready(Err(e)),
+        };
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
         }
+        r
     }
 
     fn poll_flush(

@@ -56,13 +56,18 @@ pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
 }
 
-/// Every regular file under `dir` (recursively; empty if absent).
+/// Every regular file under `dir` (recursively; empty if absent), but
+/// the blob store's identity marker (`store-id`).
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
     };
     for e in rd.flatten() {
+        // The blob store's identity marker is not ciphertext.
+        if e.file_name() == "store-id" {
+            continue;
+        }
         let p = e.path();
         if p.is_dir() {
             out.extend(files_under(&p));
@@ -466,8 +471,19 @@ impl RelayProcess {
         let port = free_port();
         let log = log_dir.join(unique("relay") + ".log");
         let err = fs::File::create(&log).expect("log file");
+        // Hundreds of uploads from two facilities at once: no quotas here;
+        // small batches, so that a kill lands between acknowledged ones.
+        let config = log_dir.join("relay-no-quotas.toml");
+        fs::write(
+            &config,
+            "quota_uploads_per_day = 0\nquota_bytes_per_day = 0\nquota_concurrent_uploads = 0\n\
+             batch_max_jobs = 4\n",
+        )
+        .expect("relay settings");
         let child = Command::new(env!("CARGO_BIN_EXE_renkei"))
-            .args(["relay", "serve", "--profile"])
+            .args(["relay", "serve", "--config"])
+            .arg(&config)
+            .arg("--profile")
             .arg(profile)
             .arg("--data")
             .arg(data)

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod s3;
 
 use std::fs;
 use std::io;
@@ -283,13 +284,18 @@ impl World {
     }
 }
 
-/// Every regular file under `dir` (recursively; empty if absent).
+/// Every regular file under `dir` (recursively; empty if absent), but
+/// the blob store's identity marker (`store-id`).
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
     };
     for e in rd.flatten() {
+        // The blob store's identity marker is not ciphertext.
+        if e.file_name() == "store-id" {
+            continue;
+        }
         let p = e.path();
         if p.is_dir() {
             out.extend(files_under(&p));
@@ -549,4 +555,54 @@ pub async fn substitute_directory_entry(db: &TestDb, facility_id: &str, pem: &st
         .expect("insert");
     use sqlx::Connection;
     conn.close().await.expect("close");
+}
+
+/// A mutual-TLS connection to the relay built by hand (trusting `ca_der`,
+/// presenting `profile`'s certificate), with nothing sent yet.
+pub async fn raw_tls_stream(
+    port: u16,
+    ca_der: &[u8],
+    profile: &Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let provider = renkei::pki::tls_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .expect("root");
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(cert_of(profile).der)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der_of(profile))),
+        )
+        .expect("client auth cert");
+    let tcp = bounded(tokio::net::TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    bounded(tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp))
+        .await
+        .expect("handshake")
+}
+
+/// Read from `s` until the peer closes (EOF or error), at most `within`;
+/// how long that took, or `None` if it stayed open.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Option<Duration> {
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let r = tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    r.ok().map(|_| t0.elapsed())
 }

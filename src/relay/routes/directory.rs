@@ -67,18 +67,25 @@ async fn publish(
             "a facility may publish only its own certificate, the one it connects with",
         ));
     }
-    st.store
+    let logged = st
+        .store
         .directory_put(
             me.as_str(),
             info.kind.as_str(),
             &info.name,
             &info.pem(),
             &info.fingerprint,
-            &st.signer(),
         )
         .await?;
-    tracing::info!(facility = %me, "certificate published");
-    Ok((StatusCode::CREATED, Json(entry(&info.pem()))))
+    // Publishing the certificate already published is not a change: 200,
+    // and nothing is logged.
+    let status = if logged.is_some() {
+        tracing::info!(facility = %me, "certificate published");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(entry(&info.pem()))))
 }
 
 #[derive(Deserialize)]
@@ -155,8 +162,9 @@ async fn put_crl(State(st): State<AppState>, body: Bytes) -> Result<impl IntoRes
         "X509 CRL",
         new.crl_der().expect("has CRL").to_vec(),
     ));
-    st.store
-        .crl_put(&new_n.to_string(), &pem, &st.signer())
+    let logged = st
+        .store
+        .crl_put(&new_n.to_string(), &pem)
         .await
         .map_err(|e| match e {
             crate::relay::store::StoreError::Invalid(d) => {
@@ -164,6 +172,13 @@ async fn put_crl(State(st): State<AppState>, body: Bytes) -> Result<impl IntoRes
             }
             other => other.into(),
         })?;
+    if logged.is_none() {
+        // Another instance stored a newer (or the same) CRL meanwhile.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("CRL number {new_n} is not newer than the relay's current CRL"),
+        ));
+    }
     st.install_crl(new).map_err(ApiError::internal)?;
     tracing::info!(crl_number = %new_n, "CRL published");
     Ok((

@@ -27,9 +27,10 @@ use crate::api::{
     MAX_RECIPIENTS, SUBMISSION_HEADER,
 };
 use crate::identity::Kind;
-use crate::receipt::{self, Delivery, Expiry, Outcome, Purpose, SignedReceipt, Submission};
+use crate::receipt::{self, Delivery, Outcome, Purpose, SignedReceipt, Submission};
 use crate::relay::blobs::BlobError;
 use crate::relay::error::ApiError;
+use crate::relay::sequencer::Accepted;
 use crate::relay::store::EnvelopeRow;
 use crate::relay::{AppState, Caller};
 
@@ -60,16 +61,6 @@ fn check_id(id: &str) -> Result<(), ApiError> {
             "an envelope ID is 64 lowercase hex digits (SHA-256 of the ciphertext)",
         ))
     }
-}
-
-async fn existing_acceptance(st: &AppState, id: &str) -> Result<Option<SignedReceipt>, ApiError> {
-    Ok(st
-        .store
-        .receipts(id)
-        .await?
-        .into_iter()
-        .find(|r| r.receipt.purpose == Purpose::Acceptance)
-        .map(|r| r.receipt))
 }
 
 async fn submit(
@@ -169,26 +160,47 @@ async fn submit_inner(
                 "this envelope was submitted by another facility",
             ));
         }
-        if let Some(acc) = existing_acceptance(&st, &sub.envelope_id).await? {
-            return Ok((
-                StatusCode::OK,
-                Json(SubmitResponse {
-                    acceptance: acc,
-                    created: false,
-                }),
-            )
-                .into_response());
+        if let Some(resp) = stored_acceptance(&st, &sub.envelope_id).await? {
+            return Ok(resp);
         }
     }
+    // Quotas: uploads in progress on this instance, then what the facility
+    // had accepted in the last 24 hours (all instances).
+    let _slot = st
+        .upload_slot(me.as_str(), st.config.quota_concurrent_uploads)
+        .ok_or_else(|| {
+            ApiError::too_many(
+                format!(
+                    "{me} already has {} uploads in progress; wait for one to finish",
+                    st.config.quota_concurrent_uploads
+                ),
+                5,
+            )
+        })?;
+    check_daily_quota(&st, &me, sub.size).await?;
 
     // Stream into a staged blob, hashing; nothing is visible until
     // committed, and a staged blob dropped on any error below is removed.
-    let mut staged = st.store.blobs().stage().await.map_err(blob_error)?;
+    let mut staged = st
+        .store
+        .blobs()
+        .stage(&sub.envelope_id, sub.size)
+        .await
+        .map_err(blob_error)?;
     {
         let stream = body
             .as_mut()
             .ok_or_else(|| ApiError::internal("the body was read twice"))?;
-        while let Some(chunk) = stream.next().await {
+        let stall = std::time::Duration::from_secs(st.config.body_read_timeout_secs.max(1));
+        while let Some(chunk) = tokio::time::timeout(stall, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the upload stalled (no data for a while); nothing was stored. Send it again",
+                )
+            })?
+        {
             let chunk = chunk.map_err(|_| ApiError::bad_request("the upload was interrupted"))?;
             let n = staged.len() + chunk.len() as u64;
             if n > sub.size {
@@ -211,39 +223,107 @@ async fn submit_inner(
         ));
     }
     staged.commit(&sub.envelope_id).await.map_err(blob_error)?;
-    match st.store.accept(&signed, &sub, &st.id, &st.signer()).await {
-        Ok(acceptance) => {
+    match st.store.accept(&signed, &sub).await {
+        Ok(Accepted::New { acceptance, leaf }) => {
             tracing::info!(envelope = %sub.envelope_id, sender = %me, size = sub.size, "accepted");
+            let bundle = ReceiptBundle {
+                log_index: leaf.log_index,
+                signer: st.id.clone(),
+                receipt: acceptance.clone(),
+                entry: leaf.entry,
+                inclusion: leaf.inclusion,
+                checkpoint: leaf.checkpoint,
+                relay_certificate: st.cert.pem(),
+                signer_certificate: None,
+            };
             Ok((
                 StatusCode::CREATED,
                 Json(SubmitResponse {
                     acceptance,
                     created: true,
+                    bundle: Some(bundle),
                 }),
             )
                 .into_response())
         }
-        Err(e) => {
-            let e = ApiError::from(e);
-            // The database or storage is out of reach: answer now rather
-            // than wait for it a second time.
-            if e.status.is_server_error() && e.status != StatusCode::INTERNAL_SERVER_ERROR {
-                return Err(e);
-            }
-            // A concurrent identical upload may have won the race.
-            if let Some(acc) = existing_acceptance(&st, &sub.envelope_id).await? {
-                return Ok((
-                    StatusCode::OK,
-                    Json(SubmitResponse {
-                        acceptance: acc,
-                        created: false,
-                    }),
-                )
-                    .into_response());
-            }
-            Err(e)
-        }
+        // A concurrent identical upload was accepted first.
+        Ok(Accepted::Existing) => stored_acceptance(&st, &sub.envelope_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("an accepted envelope has no acceptance")),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The answer to a resubmission of an accepted envelope: its stored
+/// acceptance (200), with its bundle against the newest checkpoint.
+async fn stored_acceptance(st: &AppState, id: &str) -> Result<Option<Response>, ApiError> {
+    let Some(row) = st
+        .store
+        .receipts(id)
+        .await?
+        .into_iter()
+        .find(|r| r.receipt.purpose == Purpose::Acceptance)
+    else {
+        return Ok(None);
+    };
+    let (size, checkpoint) = st
+        .store
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| ApiError::internal("receipts exist but no checkpoint"))?;
+    let acceptance = row.receipt.clone();
+    let b = bundle(st, row, size, &checkpoint).await?;
+    Ok(Some(
+        (
+            StatusCode::OK,
+            Json(SubmitResponse {
+                acceptance,
+                created: false,
+                bundle: Some(b),
+            }),
+        )
+            .into_response(),
+    ))
+}
+
+/// Refuse (429, or 413 when it can never fit) an upload of `size` bytes
+/// that would take `me` over its daily quotas.
+async fn check_daily_quota(
+    st: &AppState,
+    me: &crate::identity::FacilityId,
+    size: u64,
+) -> Result<(), ApiError> {
+    let (max_n, max_bytes) = (
+        st.config.quota_uploads_per_day,
+        st.config.quota_bytes_per_day,
+    );
+    if max_n == 0 && max_bytes == 0 {
+        return Ok(());
+    }
+    if max_bytes > 0 && size > max_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("this package ({size} bytes) is larger than {me}'s daily quota of {max_bytes} bytes"),
+        ));
+    }
+    const DAY: i64 = 24 * 3600;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (n, bytes, oldest) = st.store.sender_usage(me.as_str(), now - DAY).await?;
+    let over_n = max_n > 0 && n >= max_n;
+    let over_bytes = max_bytes > 0 && bytes.saturating_add(size) > max_bytes;
+    if over_n || over_bytes {
+        let retry = oldest.map_or(60, |t| (t + DAY - now).max(1)) as u64;
+        let what = if over_n {
+            format!("{n} uploads (the quota is {max_n} per 24 hours)")
+        } else {
+            format!("{bytes} bytes (the quota is {max_bytes} per 24 hours)")
+        };
+        return Err(ApiError::too_many(
+            format!("{me} has sent {what}; nothing was stored. Retry after {retry} s"),
+            retry,
+        ));
+    }
+    Ok(())
 }
 
 /// A blob store failure as a problem: 507 when storage is full, 503 when
@@ -310,6 +390,15 @@ async fn download(
             "the ciphertext was deleted after its retention period",
         ));
     }
+    // Only while this recipient's outcome is pending (checked and noted
+    // in one statement, so an expiry cannot slip in between).
+    if !st.store.mark_fetched(&id, me.as_str()).await? {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "an outcome (delivery, rejection or expiry) is already recorded for this facility; \
+             the relay no longer serves it this ciphertext",
+        ));
+    }
     let file = st
         .store
         .blobs()
@@ -321,7 +410,6 @@ async fn download(
                 "the ciphertext of accepted envelope {id} is missing"
             ))
         })?;
-    st.store.mark_fetched(&id, me.as_str()).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
     Ok((
         [
@@ -371,10 +459,11 @@ async fn post_receipt(
     } else {
         "rejected"
     };
-    if !st
+    if st
         .store
-        .add_outcome(&id, me.as_str(), state, me.as_str(), &signed, &st.signer())
+        .add_outcome(&id, me.as_str(), state, &signed)
         .await?
+        .is_none()
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -482,25 +571,10 @@ pub async fn sweep(st: &AppState) -> Result<(usize, usize), ApiError> {
     let mut expired = 0;
     for (env, recipient) in st
         .store
-        .overdue(now - st.config.expiry_after_secs as i64)
+        .overdue(now, st.config.expiry_after_secs as i64)
         .await?
     {
-        let Ok(rid) = recipient.parse() else { continue };
-        let r = SignedReceipt::sign(
-            Purpose::Expiry,
-            &Expiry {
-                envelope_id: env.clone(),
-                recipient: rid,
-                relay: st.id.clone(),
-                expired_at: receipt::now_rfc3339(),
-            },
-            &st.key,
-        );
-        if st
-            .store
-            .add_outcome(&env, &recipient, "expired", &st.id, &r, &st.signer())
-            .await?
-        {
+        if st.store.expire(&env, &recipient).await?.is_some() {
             tracing::info!(envelope = %env, %recipient, "expired");
             expired += 1;
         }

@@ -12,10 +12,20 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/health", get(health))
 }
 
-async fn health(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn health(State(st): State<AppState>) -> Result<Json<crate::api::Health>, ApiError> {
     sqlx::query("SELECT 1")
         .execute(st.store.pool())
         .await
         .map_err(|e| ApiError::from(crate::relay::store::StoreError::Db(e)))?;
-    Ok(Json(serde_json::json!({ "status": "ok", "relay": st.id })))
+    let c = &st.config;
+    Ok(Json(crate::api::Health {
+        status: "ok".into(),
+        relay: st.id.clone(),
+        expiry_after_secs: c.expiry_after_secs,
+        delete_after_secs: c.delete_after_secs,
+        max_upload_bytes: c.max_upload_bytes,
+        quota_uploads_per_day: c.quota_uploads_per_day,
+        quota_bytes_per_day: c.quota_bytes_per_day,
+        quota_concurrent_uploads: c.quota_concurrent_uploads,
+    }))
 }

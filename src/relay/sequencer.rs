@@ -1,0 +1,974 @@
+//! The sequencer: every write that appends to the transparency log goes
+//! through here, and writes that arrive together are appended together
+//! (group commit).
+//!
+//! One task per relay instance takes jobs from a queue — acceptances of
+//! uploads whose ciphertext is already durable, delivery receipts,
+//! expiries, directory and CRL changes, and the orphan collector's
+//! deletions — and runs them in batches: after the first job it takes
+//! whatever else is queued, waiting at most `batch_wait_ms` for more, up
+//! to `batch_max_jobs` jobs. One batch is one database transaction:
+//!
+//! 1. `BEGIN` (SQLite: `BEGIN IMMEDIATE`), on PostgreSQL the advisory lock
+//!    that makes one sequencer at a time across instances, and the tree
+//!    size — one round trip;
+//! 2. the tree's border nodes, only when another instance appended since
+//!    this one last did;
+//! 3. one multi-row statement per table: envelopes (new ones only),
+//!    recipients, one statement per outcome, directory or CRL change,
+//!    then the log entries, the tree nodes, the receipts, and the one
+//!    checkpoint of the batch, signed over the new tree;
+//! 4. `COMMIT`.
+//!
+//! Only after `COMMIT` returns is any job answered: every acceptance the
+//! relay hands out was signed inside a transaction that committed, over
+//! ciphertext that was durable before the job was queued. Each answer
+//! carries the inclusion proof of its leaf against the batch's checkpoint.
+//! The log stays one tree whatever the number of instances: the advisory
+//! lock orders the batches, and each instance reloads the border when its
+//! cached tree is not the committed one.
+//!
+//! A batch that fails with a database error that is not "unavailable" is
+//! retried one job at a time, so that one bad job fails alone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::blobs::{BlobError, BlobStore};
+use super::checkpoint::CheckpointSigner;
+use super::store::{hash_hex, read_nodes, StoreError};
+use crate::keys::SigningKey;
+use crate::log::{merkle, CompactTree, Hash, NodeId};
+use crate::receipt::{self, Acceptance, Expiry, LogEntry, Purpose, SignedReceipt, Submission};
+
+/// The PostgreSQL advisory lock that makes one sequencer at a time.
+pub const SEQUENCER_LOCK: i64 = 7_046_431_728;
+
+/// How the log is written: who signs, and how batches are bounded.
+#[derive(Clone)]
+pub struct LogConfig {
+    /// The relay's ID (in acceptance and expiry receipts).
+    pub relay_id: String,
+    /// The key that signs acceptance and expiry receipts.
+    pub receipt_key: Arc<SigningKey>,
+    /// Signs the checkpoint of each batch.
+    pub checkpoints: CheckpointSigner,
+    /// Seconds an envelope waits for its recipients; announced in every
+    /// acceptance (`expiry_after_secs`).
+    pub expiry_after_secs: u64,
+    /// Most jobs in one batch.
+    pub batch_max_jobs: usize,
+    /// How long a batch waits for more jobs after its first.
+    pub batch_wait: Duration,
+}
+
+/// Where a leaf is and how to prove it: its index, the exact entry text,
+/// its inclusion proof, and the signed checkpoint of the batch it was
+/// appended in.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Leaf index.
+    pub log_index: u64,
+    /// The exact log entry.
+    pub entry: String,
+    /// Inclusion proof against `checkpoint`.
+    pub inclusion: Vec<Hash>,
+    /// The batch's checkpoint (signed note).
+    pub checkpoint: String,
+}
+
+/// The answer to an acceptance job.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Newly accepted: the signed acceptance and its leaf.
+    New {
+        /// The relay's acceptance receipt.
+        acceptance: SignedReceipt,
+        /// The acceptance's leaf (the submission is the leaf before it).
+        leaf: Appended,
+    },
+    /// The envelope was accepted before (by this or an earlier batch).
+    Existing,
+}
+
+/// A write to sequence.
+pub(crate) enum Request {
+    Accept {
+        submission: SignedReceipt,
+        sub: Submission,
+    },
+    /// A recipient's delivery receipt (state `delivered` or `rejected`).
+    Outcome {
+        envelope_id: String,
+        recipient: String,
+        state: &'static str,
+        receipt: SignedReceipt,
+    },
+    /// Expire a recipient that is still pending; the relay signs.
+    Expire {
+        envelope_id: String,
+        recipient: String,
+    },
+    Directory {
+        facility_id: String,
+        kind: String,
+        name: String,
+        pem: String,
+        fingerprint: String,
+        entry: String,
+    },
+    Crl {
+        number: String,
+        pem: String,
+        entry: String,
+    },
+    /// Delete unreferenced ciphertext (the orphan collector).
+    Reclaim { ids: Vec<String> },
+}
+
+/// What a job got.
+pub(crate) enum Response {
+    Accepted(Accepted),
+    /// The leaf appended, or `None` when nothing was appended (an outcome
+    /// already recorded, an unchanged certificate, a CRL not newer).
+    Appended(Option<Appended>),
+    Reclaimed(usize),
+}
+
+pub(crate) struct Job {
+    pub request: Request,
+    pub reply: oneshot::Sender<Result<Response, StoreError>>,
+}
+
+/// Counters of one sequencer (for tests and the relay's log).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Jobs answered from committed batches.
+    pub jobs: AtomicU64,
+    /// Leaves appended.
+    pub leaves: AtomicU64,
+    /// SQL statements sent in committed batches (several statements sent
+    /// in one round trip count one each).
+    pub statements: AtomicU64,
+    /// Round trips to the database in committed batches.
+    pub round_trips: AtomicU64,
+    /// Microseconds from `BEGIN` to the end of `COMMIT` of committed
+    /// batches (on PostgreSQL the advisory lock is held for most of it).
+    pub busy_us: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Batches committed.
+    pub batches: u64,
+    /// Jobs answered from committed batches.
+    pub jobs: u64,
+    /// Leaves appended.
+    pub leaves: u64,
+    /// SQL statements in committed batches.
+    pub statements: u64,
+    /// Round trips in committed batches.
+    pub round_trips: u64,
+    /// Microseconds in committed batches, `BEGIN` to `COMMIT`.
+    pub busy_us: u64,
+}
+
+impl Stats {
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            batches: self.batches.load(Ordering::Relaxed),
+            jobs: self.jobs.load(Ordering::Relaxed),
+            leaves: self.leaves.load(Ordering::Relaxed),
+            statements: self.statements.load(Ordering::Relaxed),
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+            busy_us: self.busy_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The sequencer's side: the database, the blob store, the signers, and
+/// the cached tree.
+pub(crate) struct Sequencer {
+    pub pool: AnyPool,
+    pub blobs: Arc<dyn BlobStore>,
+    pub postgres: bool,
+    pub config: LogConfig,
+    pub stats: Arc<Stats>,
+    tree: Option<CompactTree>,
+}
+
+/// Start the sequencer task; it ends when every sender is dropped.
+pub(crate) fn start(
+    pool: AnyPool,
+    blobs: Arc<dyn BlobStore>,
+    postgres: bool,
+    config: LogConfig,
+    stats: Arc<Stats>,
+) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(4096);
+    let seq = Sequencer {
+        pool,
+        blobs,
+        postgres,
+        config,
+        stats,
+        tree: None,
+    };
+    tokio::spawn(seq.run(rx));
+    tx
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// One transaction's statements, counted.
+struct Tx {
+    conn: PoolConnection<Any>,
+    statements: u64,
+    round_trips: u64,
+}
+
+impl Tx {
+    fn count(&mut self, statements: u64) {
+        self.statements += statements;
+        self.round_trips += 1;
+    }
+}
+
+/// A leaf to append, and what to record with it.
+struct Leaf {
+    entry: String,
+    /// For receipts: (envelope, signer, receipt).
+    receipt: Option<(String, String, SignedReceipt)>,
+    /// The job it answers, and whether the job wants its proof.
+    job: usize,
+    prove: bool,
+}
+
+impl Sequencer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut held: Option<Job> = None;
+        loop {
+            let first = match held.take() {
+                Some(j) => j,
+                None => match rx.recv().await {
+                    Some(j) => j,
+                    None => break,
+                },
+            };
+            if matches!(first.request, Request::Reclaim { .. }) {
+                self.run_batch(vec![first]).await;
+                continue;
+            }
+            let mut jobs = vec![first];
+            let deadline = tokio::time::Instant::now() + self.config.batch_wait;
+            while jobs.len() < self.config.batch_max_jobs.max(1) {
+                let next = match rx.try_recv() {
+                    Ok(j) => Some(j),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            None
+                        } else {
+                            tokio::time::timeout_at(deadline, rx.recv())
+                                .await
+                                .ok()
+                                .flatten()
+                        }
+                    }
+                };
+                match next {
+                    Some(j) if matches!(j.request, Request::Reclaim { .. }) => {
+                        held = Some(j);
+                        break;
+                    }
+                    Some(j) => jobs.push(j),
+                    None => break,
+                }
+            }
+            self.run_batch(jobs).await;
+        }
+        let s = self.stats.snapshot();
+        tracing::info!(
+            batches = s.batches,
+            jobs = s.jobs,
+            leaves = s.leaves,
+            statements = s.statements,
+            round_trips = s.round_trips,
+            "sequencer stopped"
+        );
+    }
+
+    async fn run_batch(&mut self, jobs: Vec<Job>) {
+        let (requests, replies): (Vec<Request>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        match self.batch(&requests).await {
+            Ok(responses) => {
+                for (reply, r) in replies.into_iter().zip(responses) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) if requests.len() > 1 && !e.is_unavailable() => {
+                tracing::warn!(error = %e, jobs = requests.len(), "batch failed; retrying its jobs one by one");
+                for (request, reply) in requests.into_iter().zip(replies) {
+                    let one = [request];
+                    let r = match self.batch(&one).await {
+                        Ok(mut v) => v.pop().unwrap_or_else(|| {
+                            Err(StoreError::Corrupt("a job got no answer".into()))
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let unavailable = e.is_unavailable();
+                let message = e.to_string();
+                tracing::warn!(error = %message, jobs = requests.len(), "batch failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Batch {
+                        unavailable,
+                        message: message.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Run one batch in one transaction; on error everything is rolled
+    /// back and the cached tree dropped.
+    async fn batch(
+        &mut self,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Response, StoreError>>, StoreError> {
+        let conn = self.pool.acquire().await?;
+        let t0 = std::time::Instant::now();
+        let mut tx = Tx {
+            conn,
+            statements: 0,
+            round_trips: 0,
+        };
+        let result = self.batch_in(&mut tx, requests).await;
+        match result {
+            Ok((answers, tree, leaves)) => {
+                sqlx::Executor::execute(&mut *tx.conn, "COMMIT")
+                    .await
+                    .map_err(|e| {
+                        self.tree = None;
+                        StoreError::Db(e)
+                    })?;
+                tx.count(1);
+                self.tree = tree;
+                let s = &self.stats;
+                s.batches.fetch_add(1, Ordering::Relaxed);
+                s.jobs.fetch_add(requests.len() as u64, Ordering::Relaxed);
+                s.leaves.fetch_add(leaves, Ordering::Relaxed);
+                s.statements.fetch_add(tx.statements, Ordering::Relaxed);
+                s.round_trips.fetch_add(tx.round_trips, Ordering::Relaxed);
+                s.busy_us
+                    .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                tracing::debug!(
+                    jobs = requests.len(),
+                    leaves,
+                    statements = tx.statements,
+                    round_trips = tx.round_trips,
+                    "batch committed"
+                );
+                self.finish_proofs(&mut tx, answers).await
+            }
+            Err(e) => {
+                self.tree = None;
+                if sqlx::Executor::execute(&mut *tx.conn, "ROLLBACK")
+                    .await
+                    .is_err()
+                {
+                    // A connection in an unknown state is not given back.
+                    let _ = tx.conn.detach();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The statements of one batch, up to (not including) `COMMIT`.
+    fn batch_in<'a>(&'a mut self, tx: &'a mut Tx, requests: &'a [Request]) -> BatchFuture<'a> {
+        Box::pin(async move {
+            // 1. Begin, lock, size: one round trip.
+            let begin = if self.postgres {
+                format!(
+                    "BEGIN; DO $$BEGIN PERFORM pg_advisory_xact_lock({SEQUENCER_LOCK}); END$$; \
+                     SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries"
+                )
+            } else {
+                "BEGIN IMMEDIATE; SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries".to_string()
+            };
+            let rows = sqlx::Executor::fetch_all(&mut *tx.conn, begin.as_str()).await?;
+            tx.count(if self.postgres { 3 } else { 2 });
+            let size: i64 = rows
+                .last()
+                .ok_or_else(|| StoreError::Corrupt("no tree size".into()))?
+                .try_get(0)?;
+            let size = size as u64;
+            // 2. The border, when the cache is not the committed tree.
+            let mut tree = match &self.tree {
+                Some(t) if t.size() == size => t.clone(),
+                _ => {
+                    let border = read_nodes(&mut tx.conn, merkle::root_plan(size).nodes()).await?;
+                    tx.count(1);
+                    CompactTree::from_border(size, border)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                }
+            };
+            let old_border: Vec<(NodeId, Hash)> = merkle::root_plan(size)
+                .nodes()
+                .iter()
+                .copied()
+                .zip(tree.border().iter().copied())
+                .collect();
+            let t = now();
+            let mut answers: Vec<Result<Pending, StoreError>> = Vec::with_capacity(requests.len());
+            let mut leaves: Vec<Leaf> = Vec::new();
+
+            // 3a. Uploads: their ciphertext must still be there (the orphan
+            // collector deletes under this same lock), then the new envelopes.
+            let mut accepts: Vec<(usize, &SignedReceipt, &Submission)> = Vec::new();
+            for (i, r) in requests.iter().enumerate() {
+                if let Request::Accept { submission, sub } = r {
+                    accepts.push((i, submission, sub));
+                }
+            }
+            let present = futures_util::future::join_all(
+                accepts
+                    .iter()
+                    .map(|(_, _, sub)| self.blobs.exists(&sub.envelope_id)),
+            )
+            .await;
+            let mut blob_ok: HashMap<usize, Result<(), StoreError>> = HashMap::new();
+            for ((i, _, _), p) in accepts.iter().zip(present) {
+                blob_ok.insert(
+                    *i,
+                    match p {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(StoreError::Blob(BlobError::Unavailable(
+                            std::io::Error::other(
+                                "the ciphertext was removed while it was being accepted",
+                            ),
+                        ))),
+                        Err(e) => Err(StoreError::Blob(e)),
+                    },
+                );
+            }
+            let mut seen = HashSet::new();
+            let candidates: Vec<&(usize, &SignedReceipt, &Submission)> = accepts
+                .iter()
+                .filter(|(i, _, sub)| {
+                    blob_ok.get(i).is_some_and(|r| r.is_ok())
+                        && seen.insert(sub.envelope_id.as_str())
+                })
+                .collect();
+            let mut new_envelopes: HashSet<String> = HashSet::new();
+            for chunk in candidates.chunks(500) {
+                let mut sql = String::from(
+                    "INSERT INTO envelopes (envelope_id, sender, size, accepted_at, expires_at, blob_deleted) VALUES ",
+                );
+                push_rows(&mut sql, chunk.len(), 5, Some("0"));
+                sql.push_str(" ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id");
+                let mut q = sqlx::query(&sql);
+                for (_, _, sub) in chunk {
+                    q = q
+                        .bind(sub.envelope_id.clone())
+                        .bind(sub.sender.as_str().to_string())
+                        .bind(sub.size as i64)
+                        .bind(t)
+                        .bind(t.saturating_add(self.config.expiry_after_secs as i64));
+                }
+                for row in q.fetch_all(&mut *tx.conn).await? {
+                    new_envelopes.insert(row.try_get::<String, _>(0)?);
+                }
+                tx.count(1);
+            }
+            let mut recipients: Vec<(&str, &str)> = Vec::new();
+            for (_, _, sub) in &candidates {
+                if new_envelopes.contains(&sub.envelope_id) {
+                    for r in &sub.recipients {
+                        recipients.push((sub.envelope_id.as_str(), r.as_str()));
+                    }
+                }
+            }
+            for chunk in recipients.chunks(1000) {
+                let mut sql = String::from(
+                    "INSERT INTO envelope_recipients (envelope_id, recipient, state) VALUES ",
+                );
+                push_rows(&mut sql, chunk.len(), 2, Some("'pending'"));
+                let mut q = sqlx::query(&sql);
+                for (e, r) in chunk {
+                    q = q.bind(e.to_string()).bind(r.to_string());
+                }
+                q.execute(&mut *tx.conn).await?;
+                tx.count(1);
+            }
+
+            // 3b. Every job in order: its rows and its leaves.
+            for (i, r) in requests.iter().enumerate() {
+                let answer = match r {
+                    Request::Accept { submission, sub } => {
+                        if let Some(Err(_)) = blob_ok.get(&i) {
+                            match blob_ok.remove(&i) {
+                                Some(Err(e)) => Err(e),
+                                _ => Err(StoreError::Corrupt("blob check".into())),
+                            }
+                        } else if new_envelopes.remove(&sub.envelope_id) {
+                            let sub_idx = tree.size() + leaves.len() as u64;
+                            let acceptance = SignedReceipt::sign(
+                                Purpose::Acceptance,
+                                &Acceptance {
+                                    envelope_id: sub.envelope_id.clone(),
+                                    submission_sha256: submission.body_sha256(),
+                                    relay: self.config.relay_id.clone(),
+                                    accepted_at: crate::pki::cert::rfc3339(t),
+                                    log_index: sub_idx,
+                                    expiry_after_secs: self.config.expiry_after_secs,
+                                },
+                                &self.config.receipt_key,
+                            );
+                            leaves.push(receipt_leaf(
+                                &sub.envelope_id,
+                                sub.sender.as_str(),
+                                submission,
+                                i,
+                                false,
+                            ));
+                            leaves.push(receipt_leaf(
+                                &sub.envelope_id,
+                                &self.config.relay_id,
+                                &acceptance,
+                                i,
+                                true,
+                            ));
+                            Ok(Pending::Accepted(acceptance))
+                        } else {
+                            Ok(Pending::Existing)
+                        }
+                    }
+                    Request::Outcome {
+                        envelope_id,
+                        recipient,
+                        state,
+                        receipt,
+                    } => {
+                        let row = sqlx::query(
+                            "UPDATE envelope_recipients SET state = $1, outcome_at = $2 \
+                             WHERE envelope_id = $3 AND recipient = $4 AND state = 'pending' \
+                             RETURNING recipient",
+                        )
+                        .bind(state.to_string())
+                        .bind(t)
+                        .bind(envelope_id.to_string())
+                        .bind(recipient.to_string())
+                        .fetch_optional(&mut *tx.conn)
+                        .await?;
+                        tx.count(1);
+                        if row.is_some() {
+                            leaves.push(receipt_leaf(envelope_id, recipient, receipt, i, true));
+                            Ok(Pending::Leaf)
+                        } else {
+                            Ok(Pending::Nothing)
+                        }
+                    }
+                    Request::Expire {
+                        envelope_id,
+                        recipient,
+                    } => {
+                        let row = sqlx::query(
+                            "UPDATE envelope_recipients SET state = 'expired', outcome_at = $1 \
+                             WHERE envelope_id = $2 AND recipient = $3 AND state = 'pending' \
+                             RETURNING fetched_at",
+                        )
+                        .bind(t)
+                        .bind(envelope_id.to_string())
+                        .bind(recipient.to_string())
+                        .fetch_optional(&mut *tx.conn)
+                        .await?;
+                        tx.count(1);
+                        match (row, recipient.parse()) {
+                            (Some(row), Ok(rid)) => {
+                                let fetched: Option<i64> = row.try_get(0)?;
+                                let r = SignedReceipt::sign(
+                                    Purpose::Expiry,
+                                    &Expiry {
+                                        envelope_id: envelope_id.clone(),
+                                        recipient: rid,
+                                        relay: self.config.relay_id.clone(),
+                                        expired_at: crate::pki::cert::rfc3339(t),
+                                        fetched_at: fetched.map(crate::pki::cert::rfc3339),
+                                    },
+                                    &self.config.receipt_key,
+                                );
+                                leaves.push(receipt_leaf(
+                                    envelope_id,
+                                    &self.config.relay_id,
+                                    &r,
+                                    i,
+                                    true,
+                                ));
+                                Ok(Pending::Leaf)
+                            }
+                            (Some(_), Err(_)) => Err(StoreError::Corrupt(format!(
+                                "stored recipient {recipient:?} is not a facility ID"
+                            ))),
+                            (None, _) => Ok(Pending::Nothing),
+                        }
+                    }
+                    Request::Directory {
+                        facility_id,
+                        kind,
+                        name,
+                        pem,
+                        fingerprint,
+                        entry,
+                    } => {
+                        // Unchanged (same certificate): nothing to log.
+                        let row = sqlx::query(
+                            "INSERT INTO directory (facility_id, kind, name, cert_pem, fingerprint, published_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (facility_id) DO UPDATE SET \
+                             kind = excluded.kind, name = excluded.name, cert_pem = excluded.cert_pem, \
+                             fingerprint = excluded.fingerprint, published_at = excluded.published_at \
+                             WHERE directory.fingerprint <> excluded.fingerprint RETURNING facility_id",
+                        )
+                        .bind(facility_id.to_string())
+                        .bind(kind.to_string())
+                        .bind(name.to_string())
+                        .bind(pem.to_string())
+                        .bind(fingerprint.to_string())
+                        .bind(t)
+                        .fetch_optional(&mut *tx.conn)
+                        .await?;
+                        tx.count(1);
+                        if row.is_some() {
+                            leaves.push(Leaf {
+                                entry: entry.clone(),
+                                receipt: None,
+                                job: i,
+                                prove: true,
+                            });
+                            Ok(Pending::Leaf)
+                        } else {
+                            Ok(Pending::Nothing)
+                        }
+                    }
+                    Request::Crl { number, pem, entry } => {
+                        // Only a newer CRL replaces the stored one (numbers are
+                        // decimal text without leading zeros).
+                        let row = sqlx::query(
+                            "INSERT INTO crl (id, crl_number, pem, published_at) VALUES (1, $1, $2, $3) \
+                             ON CONFLICT (id) DO UPDATE SET crl_number = excluded.crl_number, \
+                             pem = excluded.pem, published_at = excluded.published_at \
+                             WHERE length(excluded.crl_number) > length(crl.crl_number) \
+                             OR (length(excluded.crl_number) = length(crl.crl_number) \
+                             AND excluded.crl_number > crl.crl_number) RETURNING id",
+                        )
+                        .bind(number.to_string())
+                        .bind(pem.to_string())
+                        .bind(t)
+                        .fetch_optional(&mut *tx.conn)
+                        .await?;
+                        tx.count(1);
+                        if row.is_some() {
+                            leaves.push(Leaf {
+                                entry: entry.clone(),
+                                receipt: None,
+                                job: i,
+                                prove: true,
+                            });
+                            Ok(Pending::Leaf)
+                        } else {
+                            Ok(Pending::Nothing)
+                        }
+                    }
+                    Request::Reclaim { ids } => {
+                        let mut deleted = 0;
+                        for id in ids {
+                            let referenced =
+                                sqlx::query("SELECT 1 FROM envelopes WHERE envelope_id = $1")
+                                    .bind(id.to_string())
+                                    .fetch_optional(&mut *tx.conn)
+                                    .await?
+                                    .is_some();
+                            tx.count(1);
+                            if !referenced {
+                                self.blobs.delete(id).await?;
+                                tracing::info!(envelope = %id, "removed unreferenced ciphertext");
+                                deleted += 1;
+                            }
+                        }
+                        Ok(Pending::Reclaimed(deleted))
+                    }
+                };
+                answers.push(answer);
+            }
+
+            // 3c. The leaves: entries, nodes, receipts, one checkpoint.
+            let start = tree.size();
+            let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
+            for l in &leaves {
+                if l.entry.len() > crate::log::tiles::MAX_ENTRY_BYTES {
+                    return Err(StoreError::Invalid("log entry too large".into()));
+                }
+                nodes.extend(
+                    tree.append_entry(l.entry.as_bytes())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            let mut checkpoint = String::new();
+            if !leaves.is_empty() {
+                for (k, chunk) in leaves.chunks(500).enumerate() {
+                    let mut sql = String::from("INSERT INTO log_entries (idx, entry) VALUES ");
+                    push_rows(&mut sql, chunk.len(), 2, None);
+                    let mut q = sqlx::query(&sql);
+                    for (j, l) in chunk.iter().enumerate() {
+                        q = q
+                            .bind((start + (k * 500 + j) as u64) as i64)
+                            .bind(l.entry.to_string());
+                    }
+                    q.execute(&mut *tx.conn).await?;
+                    tx.count(1);
+                }
+                for chunk in nodes.chunks(1000) {
+                    let mut sql = String::from("INSERT INTO log_nodes (level, idx, hash) VALUES ");
+                    push_rows(&mut sql, chunk.len(), 3, None);
+                    let mut q = sqlx::query(&sql);
+                    for (id, h) in chunk {
+                        q = q
+                            .bind(i64::from(id.level))
+                            .bind(id.index as i64)
+                            .bind(hash_hex(h));
+                    }
+                    q.execute(&mut *tx.conn).await?;
+                    tx.count(1);
+                }
+                let receipts: Vec<(u64, &(String, String, SignedReceipt))> = leaves
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, l)| l.receipt.as_ref().map(|r| (start + j as u64, r)))
+                    .collect();
+                for chunk in receipts.chunks(500) {
+                    let mut sql = String::from(
+                        "INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at, log_index) VALUES ",
+                    );
+                    push_rows(&mut sql, chunk.len(), 7, None);
+                    let mut q = sqlx::query(&sql);
+                    for (idx, (env, signer, r)) in chunk {
+                        q = q
+                            .bind(env.to_string())
+                            .bind(r.purpose.as_str())
+                            .bind(signer.to_string())
+                            .bind(r.body.to_string())
+                            .bind(r.signature.to_string())
+                            .bind(t)
+                            .bind(*idx as i64);
+                    }
+                    q.execute(&mut *tx.conn).await?;
+                    tx.count(1);
+                }
+                checkpoint = self
+                    .config
+                    .checkpoints
+                    .sign(tree.size(), tree.root())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                sqlx::query("INSERT INTO log_checkpoints (size, note) VALUES ($1, $2)")
+                    .bind(tree.size() as i64)
+                    .bind(checkpoint.to_string())
+                    .execute(&mut *tx.conn)
+                    .await?;
+                tx.count(1);
+            }
+
+            // The leaves each job answers with, proofs still to fill in.
+            let size = tree.size();
+            let mut known: HashMap<NodeId, Hash> = old_border.into_iter().collect();
+            known.extend(nodes);
+            let mut with_leaves: Vec<Result<Pending, StoreError>> = answers;
+            for (j, l) in leaves.iter().enumerate() {
+                if !l.prove {
+                    continue;
+                }
+                let idx = start + j as u64;
+                let slot = &mut with_leaves[l.job];
+                if let Ok(p) = slot {
+                    let plan = merkle::inclusion_plan(idx, size)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let kind = std::mem::replace(p, Pending::Nothing);
+                    *p = Pending::Proved {
+                        kind: Box::new(kind),
+                        leaf: Appended {
+                            log_index: idx,
+                            entry: l.entry.clone(),
+                            inclusion: Vec::new(),
+                            checkpoint: checkpoint.clone(),
+                        },
+                        plan,
+                    };
+                }
+            }
+            // Nodes the proofs need that are neither new nor on the old border
+            // are read after commit (outside the lock).
+            for p in with_leaves.iter_mut().flatten() {
+                if let Pending::Proved { plan, leaf, .. } = p {
+                    let hashes: Option<Vec<Hash>> =
+                        plan.nodes().iter().map(|n| known.get(n).copied()).collect();
+                    if let Some(h) = hashes {
+                        leaf.inclusion = plan
+                            .assemble(&h)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    }
+                }
+            }
+            let count = leaves.len() as u64;
+            Ok((with_leaves, Some(tree), count))
+        })
+    }
+
+    /// Fill in the proofs that needed stored nodes, and turn the pending
+    /// answers into responses.
+    async fn finish_proofs(
+        &self,
+        tx: &mut Tx,
+        answers: Vec<Result<Pending, StoreError>>,
+    ) -> Result<Vec<Result<Response, StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(answers.len());
+        for a in answers {
+            // After COMMIT: a failure here is this job's alone (its write
+            // stands; a retry finds it recorded).
+            out.push(match a {
+                Err(e) => Err(e),
+                Ok(p) => self.respond(tx, p).await,
+            });
+        }
+        Ok(out)
+    }
+
+    fn respond<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        p: Pending,
+    ) -> futures_util::future::BoxFuture<'a, Result<Response, StoreError>> {
+        Box::pin(async move {
+            Ok(match p {
+                Pending::Existing => Response::Accepted(Accepted::Existing),
+                Pending::Nothing => Response::Appended(None),
+                Pending::Reclaimed(n) => Response::Reclaimed(n),
+                Pending::Accepted(_) | Pending::Leaf => {
+                    return Err(StoreError::Corrupt("a leaf without its proof".into()))
+                }
+                Pending::Proved {
+                    kind,
+                    mut leaf,
+                    plan,
+                } => {
+                    if leaf.inclusion.len() != plan.output_len() {
+                        let hashes = read_nodes(&mut tx.conn, plan.nodes()).await?;
+                        leaf.inclusion = plan
+                            .assemble(&hashes)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    }
+                    match *kind {
+                        Pending::Accepted(acceptance) => {
+                            Response::Accepted(Accepted::New { acceptance, leaf })
+                        }
+                        _ => Response::Appended(Some(leaf)),
+                    }
+                }
+            })
+        })
+    }
+}
+
+/// What [`Sequencer::batch_in`] gives: the answers, the new tree, and
+/// how many leaves were appended.
+type BatchFuture<'a> = futures_util::future::BoxFuture<
+    'a,
+    Result<(Vec<Result<Pending, StoreError>>, Option<CompactTree>, u64), StoreError>,
+>;
+
+/// A job's answer before its proof is complete.
+enum Pending {
+    Accepted(SignedReceipt),
+    Existing,
+    Leaf,
+    Nothing,
+    Reclaimed(usize),
+    Proved {
+        kind: Box<Pending>,
+        leaf: Appended,
+        plan: merkle::HashPlan,
+    },
+}
+
+fn receipt_leaf(envelope: &str, signer: &str, r: &SignedReceipt, job: usize, prove: bool) -> Leaf {
+    let entry = LogEntry::Receipt {
+        signer: signer.to_string(),
+        receipt: r.clone(),
+    }
+    .to_text();
+    Leaf {
+        entry,
+        receipt: Some((envelope.to_string(), signer.to_string(), r.clone())),
+        job,
+        prove,
+    }
+}
+
+/// Append `rows` rows of `cols` placeholders (`$n`, numbered on), plus a
+/// trailing constant column when `extra` is given.
+fn push_rows(sql: &mut String, rows: usize, cols: usize, extra: Option<&str>) {
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${n}"));
+            n += 1;
+        }
+        if let Some(x) = extra {
+            sql.push_str(", ");
+            sql.push_str(x);
+        }
+        sql.push(')');
+    }
+}
+
+/// The entry text of a directory change.
+pub(crate) fn certificate_entry(facility_id: &str, pem: &str) -> String {
+    LogEntry::Certificate {
+        facility_id: facility_id.to_string(),
+        certificate: pem.to_string(),
+        published_at: receipt::now_rfc3339(),
+    }
+    .to_text()
+}
+
+/// The entry text of a CRL change.
+pub(crate) fn crl_entry(number: &str, pem: &str) -> String {
+    LogEntry::Crl {
+        crl_number: number.to_string(),
+        crl: pem.to_string(),
+        published_at: receipt::now_rfc3339(),
+    }
+    .to_text()
+}
