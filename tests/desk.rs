@@ -903,3 +903,66 @@ async fn favourites_statistics_and_the_auditors_desk() {
     assert_eq!(status, 200);
     assert!(header(&head, "content-disposition").is_some());
 }
+
+/// `renkei demo --desk`: the walk-through, then both desks until a signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_both_desks_until_stopped() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(["demo", "--desk", "--no-browser"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    // Read (and keep draining) the demo's output: the URLs arrive on a channel.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if let Some(i) = line.find("http://127.0.0.1:") {
+                let _ = tx.send(line[i..].trim().to_string());
+            }
+        }
+    });
+    let mut urls = Vec::new();
+    while urls.len() < 2 {
+        let url = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .expect("the demo prints both desks' URLs")
+            .expect("the demo is still running");
+        urls.push(url);
+    }
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    for url in &urls {
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let addr: SocketAddr = host.parse().unwrap();
+        let (status, head, _) = http(addr, &get(path, host, None)).await;
+        assert_eq!(status, 303, "{head}");
+        let cookie = header(&head, "set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let (status, _, page) = http(addr, &get("/", host, Some(&cookie))).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("受信箱"), "{page}");
+    }
+    // SIGTERM stops the desks, the relay and the demo cleanly.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+}
