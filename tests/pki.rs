@@ -365,6 +365,31 @@ fn a_revoked_certificate_fails_verification_naming_the_date() {
 }
 
 #[test]
+fn a_certificate_is_checked_as_of_the_time_a_statement_was_signed() {
+    let region = Region::new();
+    let f = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let entry = region.ca.revoke(&f.cert).unwrap();
+    let revoked_at = entry.revoked_at.expect("revocation time");
+    let crl = region.crl();
+    let trust = TrustStore::new(region.ca_pem().as_bytes(), Some(crl.as_bytes())).unwrap();
+    let at = |secs: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    // Signed before the revocation: still evidence.
+    assert!(trust.verify_as_of(&f.cert.der, at(revoked_at - 60)).is_ok());
+    // Signed at or after it: refused, naming the revocation.
+    for t in [revoked_at, revoked_at + 60] {
+        match trust.verify_as_of(&f.cert.der, at(t)) {
+            Err(CertError::Revoked { id, .. }) => assert_eq!(id, HOSPITAL),
+            other => panic!("expected Revoked, got {other:?}"),
+        }
+    }
+    // Outside the validity window: refused whatever the CRL says.
+    assert!(matches!(
+        trust.verify_as_of(&f.cert.der, at(f.cert.not_after_unix + 60)),
+        Err(CertError::Expired { .. })
+    ));
+}
+
+#[test]
 fn an_expired_certificate_fails_verification() {
     let region = Region::new();
     let f = region.facility_days(CLINIC, Kind::Clinic, "さくら内科クリニック", 10);

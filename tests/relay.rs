@@ -1068,6 +1068,9 @@ async fn package_from_a_since_revoked_sender_is_rejected_with_a_receipt(backend:
     let sent = bounded(recovery.send(req, |_, _| {})).await.unwrap();
     let eid = sent.envelope_id.clone();
 
+    // Revocation dates have whole seconds: revoke in a later second than
+    // the submission, so its receipt was signed while the key was good.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let crl = w.region.revoke(&w.recovery);
     bounded(clinic.publish_crl(crl.as_bytes())).await.unwrap();
     assert!(bounded(hospital.refresh_crl()).await.unwrap());
@@ -2369,6 +2372,11 @@ async fn an_expiry_signed_before_the_announced_time_is_caught_by_the_auditor(bac
             && msg.contains("announced"),
         "{msg}"
     );
+    // The sender's client refuses the early expiry too.
+    let err = bounded(clinic.envelope_receipts(&sent.envelope_id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("retention"), "{err}");
 }
 
 // One ciphertext store per database (issue #11, item 18) ----------------

@@ -707,6 +707,8 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
 #[derive(Default)]
 struct EnvelopeState {
     submission: Option<(u64, String, Vec<String>)>,
+    /// SHA-256 of the submission's signed body (what the acceptance names).
+    submission_sha256: Option<String>,
     accepted: bool,
     /// The earliest time (unix seconds) an expiry may be signed: the
     /// acceptance time plus the expiry the relay announced in it.
@@ -731,6 +733,7 @@ impl EnvelopeState {
         match purpose {
             "submission" => {
                 if let Ok(s) = serde_json::from_str::<Submission>(body) {
+                    self.submission_sha256 = Some(crate::pki::sha256_hex(body.as_bytes()));
                     self.submission = Some((
                         idx,
                         s.sender.to_string(),
@@ -772,6 +775,7 @@ impl EnvelopeState {
                 if s.sender.as_str() != signer {
                     return Some("the submission names another sender than its signer".into());
                 }
+                self.submission_sha256 = Some(r.body_sha256());
                 self.submission = Some((
                     idx,
                     signer.to_string(),
@@ -786,6 +790,11 @@ impl EnvelopeState {
                 match &self.submission {
                     Some((sidx, _, _)) if *sidx == a.log_index => {}
                     _ => return Some("an acceptance without the submission it names".into()),
+                }
+                if self.submission_sha256.as_deref() != Some(a.submission_sha256.as_str()) {
+                    return Some(
+                        "an acceptance naming another submission body than the one logged".into(),
+                    );
                 }
                 if self.accepted {
                     return Some("a second acceptance of one envelope".into());
@@ -869,4 +878,62 @@ pub fn verify_receipt_file(
     let trust = TrustStore::new(ca, None).map_err(|e| e.to_string())?;
     let v = Verifier::parse(vkey.trim()).map_err(|e| format!("bad verifier key: {e}"))?;
     crate::receipt::bundle::verify(&b, &trust, Some(&v)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::receipt::now_rfc3339;
+
+    fn submission(key: &SigningKey) -> SignedReceipt {
+        let s = Submission {
+            envelope_id: "ab".repeat(32),
+            size: 10,
+            sender: "1311234569".parse().unwrap(),
+            sender_cert_sha256: "cd".repeat(32),
+            recipients: vec!["1317654323".parse().unwrap()],
+            submitted_at: now_rfc3339(),
+        };
+        SignedReceipt::sign(Purpose::Submission, &s, key)
+    }
+
+    fn acceptance(key: &SigningKey, submission_sha256: String) -> SignedReceipt {
+        let a = Acceptance {
+            envelope_id: "ab".repeat(32),
+            submission_sha256,
+            relay: "relay-01".into(),
+            accepted_at: now_rfc3339(),
+            log_index: 7,
+            expiry_after_secs: 3600,
+        };
+        SignedReceipt::sign(Purpose::Acceptance, &a, key)
+    }
+
+    #[test]
+    fn an_acceptance_must_name_the_logged_submission_body() {
+        let key = SigningKey::generate();
+        let sub = submission(&key);
+
+        let mut st = EnvelopeState::default();
+        assert_eq!(st.check(7, "1311234569", &sub), None);
+        let why = st
+            .check(8, "relay-01", &acceptance(&key, "00".repeat(32)))
+            .expect("an acceptance of another submission body passes");
+        assert!(why.contains("another submission body"), "{why}");
+
+        let mut st = EnvelopeState::default();
+        assert_eq!(st.check(7, "1311234569", &sub), None);
+        assert_eq!(
+            st.check(8, "relay-01", &acceptance(&key, sub.body_sha256())),
+            None
+        );
+
+        // The same when the submission was verified in an earlier sync.
+        let mut st = EnvelopeState::default();
+        st.note(7, "submission", &sub.body);
+        assert!(st
+            .check(8, "relay-01", &acceptance(&key, "00".repeat(32)))
+            .is_some());
+    }
 }

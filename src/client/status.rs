@@ -160,6 +160,35 @@ impl Session {
                 return Err(bad("signed by the wrong party"));
             }
         }
+        // An expiry signed before the time the relay announced when it
+        // accepted the envelope contradicts its own promise.
+        let accepted: Option<Acceptance> = resp
+            .receipts
+            .iter()
+            .find(|b| b.receipt.purpose == Purpose::Acceptance)
+            .and_then(|b| b.receipt.parse(Purpose::Acceptance).ok());
+        for b in &resp.receipts {
+            if b.receipt.purpose != Purpose::Expiry {
+                continue;
+            }
+            let x: Expiry = b
+                .receipt
+                .parse(Purpose::Expiry)
+                .map_err(|e| OpError::Relay(e.to_string()))?;
+            let earliest = accepted.as_ref().and_then(|a| {
+                unix(&a.accepted_at)?.checked_add(i64::try_from(a.expiry_after_secs).ok()?)
+            });
+            match (unix(&x.expired_at), earliest) {
+                (Some(at), Some(earliest)) if at >= earliest => {}
+                _ => {
+                    return Err(OpError::Relay(format!(
+                        "receipt at log index {} for {envelope_id}: an expiry of {} signed at {}, \
+                         before the relay's announced retention after its acceptance ran out",
+                        b.log_index, x.recipient, x.expired_at
+                    )))
+                }
+            }
+        }
         if let Some(s) = &submitter {
             if s != &resp.envelope.sender {
                 return Err(OpError::Relay(format!(
@@ -258,4 +287,10 @@ fn sent_status(sent: SentRow, v: &VerifiedReceipts) -> SentStatus {
         accepted_at: r.accepted_at,
         recipients,
     }
+}
+
+fn unix(t: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }

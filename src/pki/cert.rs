@@ -401,6 +401,39 @@ impl TrustStore {
         }
     }
 
+    /// Validate `der` as it stood at `at`, the time a signed statement was
+    /// made: the chain and the validity window are checked at `at`, and a
+    /// revocation counts only if the CRL dates it at or before `at`. Old
+    /// evidence (a receipt kept in the log) so stays verifiable after the
+    /// certificate expires or is revoked later.
+    pub fn verify_as_of(&self, der: &[u8], at: SystemTime) -> Result<CertInfo, CertError> {
+        match self.verify(der, Some(at)) {
+            Err(CertError::Revoked { id, date }) => {
+                let info = CertInfo::parse(der, "certificate")?;
+                let at_secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+                match self.revocation_time(&info) {
+                    Some(revoked) if revoked > at_secs => TrustStore {
+                        ca_der: self.ca_der.clone(),
+                        crl_der: None,
+                        ca_name: self.ca_name.clone(),
+                    }
+                    .verify(der, Some(at)),
+                    _ => Err(CertError::Revoked { id, date }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn revocation_time(&self, info: &CertInfo) -> Option<i64> {
+        let (_, crl) = CertificateRevocationList::from_der(self.crl_der.as_ref()?).ok()?;
+        let found = crl
+            .iter_revoked_certificates()
+            .find(|r| hex::encode(r.raw_serial()) == info.serial)
+            .map(|r| r.revocation_date.timestamp());
+        found
+    }
+
     fn revocation_date(&self, info: &CertInfo) -> Option<String> {
         let (_, crl) = CertificateRevocationList::from_der(self.crl_der.as_ref()?).ok()?;
         let found = crl

@@ -96,6 +96,7 @@ pub fn relay_verifier(relay: &CertInfo) -> Result<Verifier, BundleError> {
 }
 
 /// Verify a bundle: the relay certificate chains to the CA (kind relay);
+/// certificates are checked as of the receipt's signing time;
 /// the checkpoint is signed by `vkey` (or, if `None`, by the relay
 /// certificate's key under its origin); the signer's certificate chains to
 /// the CA and its key signed the receipt; the entry holds the receipt; the
@@ -105,8 +106,14 @@ pub fn verify(
     trust: &TrustStore,
     vkey: Option<&Verifier>,
 ) -> Result<Verified, BundleError> {
+    // Certificates are checked as of the receipt's time, so a bundle stays
+    // evidence after a certificate expires or is revoked later.
+    let at = b
+        .receipt
+        .signed_at()
+        .map_err(|e| BundleError::Malformed(e.to_string()))?;
     let relay = CertInfo::parse_pem(b.relay_certificate.as_bytes(), "relay certificate")?;
-    let relay = trust.verify(&relay.der, None)?;
+    let relay = trust.verify_as_of(&relay.der, at)?;
     if relay.kind != Kind::Relay {
         return Err(BundleError::Malformed(
             "the relay certificate is not a relay's".into(),
@@ -129,7 +136,7 @@ pub fn verify(
         (Purpose::Acceptance | Purpose::Expiry, _) => relay.clone(),
         (_, Some(pem)) => {
             let c = CertInfo::parse_pem(pem.as_bytes(), "signer certificate")?;
-            trust.verify(&c.der, None)?
+            trust.verify_as_of(&c.der, at)?
         }
         (_, None) => {
             return Err(BundleError::Malformed(

@@ -130,6 +130,30 @@ impl SignedReceipt {
             .unwrap_or_default()
     }
 
+    /// When the signer says it signed: the body's `submitted_at`,
+    /// `accepted_at`, `delivered_at` or `expired_at`. Certificates are
+    /// checked as of this time (the receipt's log inclusion anchors it: the
+    /// relay logs only what an unrevoked caller sent).
+    pub fn signed_at(&self) -> Result<std::time::SystemTime, ReceiptError> {
+        let field = match self.purpose {
+            Purpose::Submission => "submitted_at",
+            Purpose::Acceptance => "accepted_at",
+            Purpose::Delivery => "delivered_at",
+            Purpose::Expiry => "expired_at",
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&self.body).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        let t = v
+            .get(field)
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| ReceiptError::Malformed(format!("no {field}")))?;
+        let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| ReceiptError::Malformed(format!("{field} is not an RFC 3339 time")))?;
+        let secs = u64::try_from(t.unix_timestamp())
+            .map_err(|_| ReceiptError::Malformed(format!("{field} is before 1970")))?;
+        Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    }
+
     /// SHA-256 of the body bytes, hex (how acceptance refers to submission).
     pub fn body_sha256(&self) -> String {
         crate::pki::sha256_hex(self.body.as_bytes())
