@@ -2292,6 +2292,12 @@ async fn expiry_states_the_fetch_and_no_download_after_an_outcome(backend: Backe
         }
     }
     assert_eq!(seen, 2);
+    // The sender's status says who downloaded before the expiry.
+    let st = bounded(clinic.status(Some(&eid))).await.unwrap();
+    for rs in &st[0].recipients {
+        assert_eq!(rs.state, "expired");
+        assert_eq!(rs.fetched_at.is_some(), rs.recipient == HOSPITAL, "{rs:?}");
+    }
     // After an outcome, no more downloads, for either.
     for p in [&w.hospital, &w.recovery] {
         let (s, h, b) = get(p).await;

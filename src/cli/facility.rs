@@ -524,6 +524,14 @@ pub(crate) async fn status(a: StatusArgs) -> Result<(), Failure> {
             if let Some(i) = r.log_index {
                 line.push_str(&format!(", log index {i}"));
             }
+            if r.state == "expired" {
+                match &r.fetched_at {
+                    Some(f) => {
+                        line.push_str(&format!("; downloaded at {f} but no outcome was signed"))
+                    }
+                    None => line.push_str("; never downloaded"),
+                }
+            }
             println!("{line}");
         }
     }

@@ -82,6 +82,20 @@ pub struct RecipientStatus {
     pub signed_by: Option<String>,
     /// Log index of the outcome receipt.
     pub log_index: Option<u64>,
+    /// For an expiry: when the recipient downloaded the ciphertext, as the
+    /// relay's signed expiry states (`None`: it never did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+}
+
+/// What the relay's signed expiry of `recipient` says about the download:
+/// `Some(Some(t))` downloaded at `t` (no outcome signed), `Some(None)`
+/// never downloaded, `None` no expiry of this recipient.
+pub fn expiry_fetch(bundles: &[ReceiptBundle], recipient: &str) -> Option<Option<String>> {
+    bundles.iter().find_map(|b| {
+        let x: Expiry = b.receipt.parse(Purpose::Expiry).ok()?;
+        (x.recipient.as_str() == recipient).then_some(x.fetched_at)
+    })
 }
 
 /// Status of one sent package.
@@ -270,6 +284,11 @@ fn sent_status(sent: SentRow, v: &VerifiedReceipts) -> SentStatus {
                         name_of(rid)
                     }),
                     log_index: Some(o.log_index),
+                    fetched_at: if o.state == StepState::Expired {
+                        expiry_fetch(&v.bundles, rid).flatten()
+                    } else {
+                        None
+                    },
                 },
                 None => RecipientStatus {
                     recipient: rid.clone(),
@@ -278,6 +297,7 @@ fn sent_status(sent: SentRow, v: &VerifiedReceipts) -> SentStatus {
                     at: None,
                     signed_by: None,
                     log_index: None,
+                    fetched_at: None,
                 },
             },
         )

@@ -18,6 +18,7 @@ use super::auth::Authed;
 use super::view::{self, Chrome};
 use super::{Desk, DeskState};
 use crate::client::outbox::OutboxState;
+use crate::client::status::expiry_fetch;
 use crate::client::store::Arrival;
 use crate::client::threads::{Receipts, StepState, Thread, ThreadStatus};
 use crate::package::{self, Manifest, PackageKind};
@@ -942,6 +943,18 @@ pub(crate) async fn sent(
                                 "{} {}（ログ番号 {}）",
                                 view::when(&o.at),
                                 view::reason_ja(o.reason.as_deref().unwrap_or("")),
+                                o.log_index
+                            ),
+                            StepState::Expired => format!(
+                                "{} 保管期限切れ。{}（署名付き記録、ログ番号 {}）",
+                                view::when(&o.at),
+                                match expiry_fetch(&bundles, rid).flatten() {
+                                    Some(f) => format!(
+                                        "相手は {} に受け取りましたが、受領通知はありません",
+                                        view::when(&f)
+                                    ),
+                                    None => "相手は受け取っていません".into(),
+                                },
                                 o.log_index
                             ),
                             _ => format!(
