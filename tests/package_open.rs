@@ -1216,3 +1216,25 @@ fn open_refuses_an_existing_output_folder() {
     assert!(f.to_string().contains("already exists"), "{f}");
     assert_eq!(listing(&out), vec!["keep.txt"]);
 }
+
+#[test]
+fn a_failed_final_rename_leaves_no_staging_folder() {
+    // The output name is too long for the file system: the package opens
+    // and verifies in the staging folder beside it, then the rename fails.
+    let (_region, clinic, hospital) = pair();
+    let bytes = seal_simple(&clinic, &[&hospital]);
+    let work = tempfile::tempdir().unwrap();
+    let pkg = work.path().join("p.age");
+    fs::write(&pkg, &bytes).unwrap();
+    let parent = work.path().join("inbox");
+    fs::create_dir(&parent).unwrap();
+    let out = parent.join("x".repeat(300));
+    let f = renkei::files::open_to_dir(&hospital.profile, std::fs::File::open(&pkg).unwrap(), &out)
+        .unwrap_err();
+    assert!(!f.is_verification_failure(), "{f}");
+    assert!(
+        fs::read_dir(&parent).unwrap().next().is_none(),
+        "nothing may be left beside the output: {:?}",
+        listing(&parent)
+    );
+}

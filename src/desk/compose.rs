@@ -694,7 +694,9 @@ async fn read_form(
                 ));
             }
             let dest = dir.join(format!("{}-{}", files.len() + 1, uuid::Uuid::new_v4()));
-            let mut f = fs::File::create(&dest)?;
+            let mut f = crate::files::private_file_options()
+                .create_new(true)
+                .open(&dest)?;
             while let Some(chunk) = field.chunk().await.map_err(bad)? {
                 f.write_all(&chunk)?;
             }
