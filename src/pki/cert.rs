@@ -195,6 +195,13 @@ impl CertInfo {
                                 PrincipalId::parse(kind, rest)
                                     .map_err(|e| not_renkei(&e.to_string()))?,
                             );
+                        } else if u.starts_with(super::ID_URI_PREFIX) {
+                            // A renkei ID of another kind (a facility URI
+                            // in a relay certificate, say): kind and ID
+                            // must agree.
+                            return Err(not_renkei(
+                                "a renkei ID URI that does not agree with the kind",
+                            ));
                         }
                     }
                     GeneralName::DNSName(d) => dns_names.push(d.to_string()),

@@ -16,6 +16,11 @@ pub const OID_ARC: [u64; 2] = [2, 25];
 /// The random component of the renkei arc.
 pub const OID_ARC_ID: u64 = 7_046_431_728_351_929_657;
 
+/// Every renkei ID URI in a subjectAltName starts with this:
+/// `urn:renkei:facility:<code>` for the facility kinds,
+/// `urn:renkei:<kind>:<slug>` for the relay and auditors.
+pub const ID_URI_PREFIX: &str = "urn:renkei:";
+
 /// Extension holding the facility's age X25519 recipient (UTF8String).
 pub fn oid_age_recipient() -> Vec<u64> {
     vec![OID_ARC[0], OID_ARC[1], OID_ARC_ID, 1]
