@@ -109,7 +109,7 @@ pub fn load_recipients(trust: &TrustStore, files: &[PathBuf]) -> Result<Vec<Cert
                 source,
             };
             let info = CertInfo::parse_pem(&read(f)?, &f.display().to_string()).map_err(cert)?;
-            let info = trust.verify(&info.der, None).map_err(cert)?;
+            let info = trust.verify_peer(&info.der, None).map_err(cert)?;
             info.facility_id().map_err(cert)?;
             Ok(info)
         })

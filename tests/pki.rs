@@ -749,3 +749,102 @@ fn a_receipt_bundle_signed_by_a_non_facility_is_refused() {
     let e = bundle::verify(&forged, &trust, None).unwrap_err();
     assert!(e.to_string().contains("not a party that signs it"), "{e}");
 }
+
+#[test]
+fn crl_freshness_follows_next_update_and_the_grace_period() {
+    use renkei::pki::CrlFreshness;
+    let region = Region::new();
+    let f = region.facility(CLINIC, Kind::Clinic, "さくら内科クリニック");
+    // region.crl() is valid for 30 days.
+    let trust = region.trust();
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    assert_eq!(trust.crl_freshness(Some(now)), CrlFreshness::Current);
+    assert!(trust.crl_warning(Some(now)).is_none());
+    trust
+        .verify_peer(&f.cert.der, Some(now + 29 * day))
+        .unwrap();
+    let at = now + 33 * day;
+    assert!(matches!(
+        trust.crl_freshness(Some(at)),
+        CrlFreshness::Overdue { .. }
+    ));
+    assert!(trust.crl_warning(Some(at)).is_some());
+    trust.verify_peer(&f.cert.der, Some(at)).unwrap();
+    let at = now + 38 * day;
+    assert!(matches!(
+        trust.crl_freshness(Some(at)),
+        CrlFreshness::Stale { .. }
+    ));
+    // verify alone still passes (the relay's own certificate, one's own);
+    // a peer's status cannot be confirmed.
+    trust.verify(&f.cert.der, Some(at)).unwrap();
+    let e = trust.verify_peer(&f.cert.der, Some(at)).unwrap_err();
+    assert!(matches!(e, CertError::StaleCrl(_)), "{e:?}");
+    assert!(e.to_string().contains(CLINIC), "{e}");
+    // A longer grace period accepts it.
+    let trust = trust.with_crl_grace_days(30);
+    trust.verify_peer(&f.cert.der, Some(at)).unwrap();
+    // Without a CRL there is nothing to be stale (and no revocation check).
+    let bare = TrustStore::new(region.ca_pem().as_bytes(), None).unwrap();
+    assert_eq!(bare.crl_freshness(Some(at)), CrlFreshness::Missing);
+}
+
+#[test]
+fn a_stale_crl_refuses_opening_with_a_local_reason_code() {
+    let region = Region::new();
+    let clinic = region.facility(CLINIC, Kind::Clinic, "さくら内科クリニック");
+    let mut hospital = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let bytes = seal_simple(&clinic, &[&hospital]);
+    let now = time::OffsetDateTime::now_utc();
+    let stale = region
+        .ca
+        .crl_between(
+            now - time::Duration::days(40),
+            now - time::Duration::days(10),
+        )
+        .unwrap();
+    hospital.install_crl(&stale);
+    let e = expect_refused(&hospital, &bytes);
+    assert_eq!(e.reason_code(), "crl-stale", "{e}");
+}
+
+#[test]
+fn crl_numbers_beyond_64_bits_compare_whole() {
+    // Only the lowest 64-bit digit used to be read: 2^64 + 1 read as 1,
+    // so an older CRL (number 5) looked newer.
+    let region = Region::new();
+    let ca_key = SigningKey::load(&region.ca_dir.join("ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(region.ca_pem(), ca_key.to_rcgen()).unwrap();
+    let crl = |n: &[u8]| {
+        let now = time::OffsetDateTime::now_utc();
+        rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from_slice(n),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    };
+    let big = crl(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x01]);
+    let small = crl(&[0x05]);
+    assert_eq!(renkei::pki::crl_number(Some(&big)), (1u128 << 64) + 1);
+    assert_eq!(renkei::pki::crl_number(Some(&small)), 5);
+    // A profile holding the big one refuses the small one.
+    let mut f = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let pem_of = |der: &[u8]| pem::encode(&pem::Pem::new("X509 CRL", der.to_vec()));
+    f.install_crl(&pem_of(&big));
+    let e = f
+        .profile
+        .install(None, None, Some(pem_of(&small).as_bytes()), None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("is older than the installed one"),
+        "{e}"
+    );
+}

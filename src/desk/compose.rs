@@ -770,7 +770,7 @@ pub(crate) async fn check(
         Some(id) => match desk.store().cached_certificate(id.as_str()).await? {
             Some(pem) => {
                 let c = CertInfo::parse_pem(pem.as_bytes(), "directory")?;
-                match desk.profile.trust()?.verify(&c.der, None) {
+                match desk.profile.trust()?.verify_peer(&c.der, None) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         p.add(
