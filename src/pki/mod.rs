@@ -95,6 +95,7 @@ pub fn crl_number(der: Option<&[u8]>) -> u128 {
 }
 
 /// The TLS crypto provider used by the relay and every client (ring).
+#[cfg(feature = "net")]
 pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
