@@ -109,7 +109,7 @@ pub fn load_recipients(trust: &TrustStore, files: &[PathBuf]) -> Result<Vec<Cert
                 source,
             };
             let info = CertInfo::parse_pem(&read(f)?, &f.display().to_string()).map_err(cert)?;
-            let info = trust.verify(&info.der, None).map_err(cert)?;
+            let info = trust.verify_peer(&info.der, None).map_err(cert)?;
             info.facility_id().map_err(cert)?;
             Ok(info)
         })
@@ -172,14 +172,10 @@ pub fn keep_sent_document(p: &Profile, package_id: &str, bytes: &[u8]) -> io::Re
     let dir = sent_folder(p, package_id);
     private_dir(&dir)?;
     let dest = dir.join(package::DOCUMENT_PATH);
-    let mut o = fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(&dest)?;
+    let mut f = private_file_options()
+        .create(true)
+        .truncate(true)
+        .open(&dest)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -249,16 +245,55 @@ impl Write for NewFile {
     }
 }
 
-/// Create `dir` (and missing parents) private to this user (0700).
+/// Create `dir` (and missing parents) private to this user (0700); an
+/// existing `dir` is made 0700 too (its parents are left alone).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         b.mode(0o700);
+        b.create(dir)?;
+        if fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
     }
-    b.create(dir)
+    #[cfg(not(unix))]
+    b.create(dir)?;
+    Ok(())
+}
+
+/// Options that create a file private to this user (0600 on Unix).
+pub fn private_file_options() -> fs::OpenOptions {
+    let mut o = fs::OpenOptions::new();
+    o.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Make an existing file private to this user (0600) if its group or
+/// others have any access; a missing file is not an error.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if m.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn parent_or_dot(path: &Path) -> PathBuf {
@@ -303,8 +338,9 @@ pub fn open_to_dir(p: &Profile, input: impl Read, out: &Path) -> Result<Opened, 
 }
 
 /// Write the Japanese rendering of an opened package's (validated)
-/// document into its folder as `document.txt` or `document.html`;
-/// returns the file written. An existing file is not overwritten.
+/// document into its folder as `document.txt` or `document.html` (mode
+/// 0600, like the members beside it); returns the file written. An
+/// existing file is not overwritten.
 pub fn render_opened(folder: &Path, format: Format) -> Result<PathBuf, FileError> {
     let src = folder.join(package::DOCUMENT_PATH);
     let mut bytes = Vec::new();
@@ -323,8 +359,7 @@ pub fn render_opened(folder: &Path, format: Format) -> Result<PathBuf, FileError
         Format::Html => "document.html",
     };
     let dest = folder.join(name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
+    let mut f = private_file_options()
         .create_new(true)
         .open(&dest)
         .map_err(write_err(&dest))?;
@@ -332,4 +367,31 @@ pub fn render_opened(folder: &Path, format: Format) -> Result<PathBuf, FileError
         .and_then(|()| f.sync_all())
         .map_err(write_err(&dest))?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn private_dir_creates_and_tightens_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let new = tmp.path().join("outbox");
+        private_dir(&new).unwrap();
+        assert_eq!(mode(&new), 0o700);
+        let old = tmp.path().join("sent");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        let f = old.join("f");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        make_private(&f).unwrap();
+        assert_eq!(mode(&f), 0o600);
+        make_private(&old.join("missing")).unwrap();
+    }
 }

@@ -23,8 +23,8 @@ pub enum IdError {
         "facility ID {0}: check digit is {1}, expected {2}; check the code for a typing error"
     )]
     CheckDigit(String, u8, u8),
-    /// A service ID that is not a short lowercase slug.
-    #[error("service ID {0:?} must be 1 to 32 characters of a-z, 0-9 and '-'")]
+    /// A service ID that is not a short lowercase slug with a letter.
+    #[error("service ID {0:?} must be 1 to 32 characters of a-z, 0-9 and '-', with at least one letter (so that it never looks like a facility code)")]
     Service(String),
 }
 
@@ -186,7 +186,11 @@ pub enum PrincipalId {
 }
 
 impl PrincipalId {
-    /// Parse an ID for a holder of `kind`.
+    /// Parse an ID for a holder of `kind`: a facility kind takes a valid
+    /// 10-digit code (check digit included); the relay and auditors take
+    /// a slug with at least one letter, so that no service ID can ever be
+    /// mistaken for a facility code where IDs travel as strings (receipt
+    /// signers, log entries).
     pub fn parse(kind: Kind, s: &str) -> Result<Self, IdError> {
         if kind.is_facility() {
             Ok(PrincipalId::Facility(s.parse()?))
@@ -194,6 +198,7 @@ impl PrincipalId {
             && s.len() <= 32
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes().any(|b| b.is_ascii_lowercase())
         {
             Ok(PrincipalId::Service(s.to_string()))
         } else {
@@ -274,6 +279,29 @@ mod tests {
         assert!(PrincipalId::parse(Kind::Relay, "relay-1").is_ok());
         assert!(PrincipalId::parse(Kind::Relay, "Relay 1").is_err());
         assert!(PrincipalId::parse(Kind::Hospital, "relay-1").is_err());
+    }
+
+    #[test]
+    fn service_ids_never_look_like_facility_codes() {
+        for kind in [Kind::Relay, Kind::Auditor] {
+            for id in ["1311234569", "0110113719", "1234", "0", "13-11", "-"] {
+                assert_eq!(
+                    PrincipalId::parse(kind, id),
+                    Err(IdError::Service(id.into())),
+                    "{kind} {id}"
+                );
+            }
+            assert!(PrincipalId::parse(kind, "a1311234569").is_ok());
+        }
+        // And a facility kind takes only a code with its check digit.
+        for kind in Kind::ALL.into_iter().filter(|k| k.is_facility()) {
+            assert!(PrincipalId::parse(kind, "1311234569").is_ok());
+            assert!(matches!(
+                PrincipalId::parse(kind, "1311234568"),
+                Err(IdError::CheckDigit(..))
+            ));
+            assert!(PrincipalId::parse(kind, "audit-1").is_err());
+        }
     }
 
     proptest::proptest! {

@@ -36,6 +36,14 @@ pub enum KeyError {
     /// The file does not hold an age identity.
     #[error("{0} does not hold an age identity (AGE-SECRET-KEY-1...)")]
     NotAge(String),
+    /// The key file can be read by other users (as ssh, renkei refuses it).
+    #[error("{path} is readable by other users (mode {mode:04o}); a private key must be readable only by its owner: run `chmod 600 {path}`")]
+    NotPrivate {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -43,6 +51,27 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Read a private key file, refusing one that its group or others may
+/// read or write (any of the bits 0o077), as ssh does. The bytes are
+/// zeroized when dropped.
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    let f = fs::File::open(path).map_err(io_err(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f.metadata().map_err(io_err(path))?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::NotPrivate {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut &f, &mut text).map_err(io_err(path))?;
+    Ok(text)
 }
 
 /// Write `bytes` to a new file with mode 0600; fail if it exists.
@@ -119,9 +148,9 @@ impl SigningKey {
         Ok(Self::from_seed(seed))
     }
 
-    /// Load from a file.
+    /// Load from a file, which only its owner may read ([`read_secret_file`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+        let text = read_secret_file(path)?;
         Self::from_pkcs8_pem(&text, &path.display().to_string())
     }
 
@@ -196,17 +225,24 @@ impl AgeIdentity {
         r
     }
 
-    /// Load an age identity file (the first `AGE-SECRET-KEY-1` line).
+    /// Load an age identity file (the first `AGE-SECRET-KEY-1` line), which
+    /// only its owner may read ([`read_secret_file`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+        let text = read_secret_file(path)?;
+        Self::from_text(&text, &path.display().to_string())
+    }
+
+    /// Read the text of an age identity file (the first `AGE-SECRET-KEY-1`
+    /// line); `what` names it in errors.
+    pub fn from_text(text: &str, what: &str) -> Result<Self, KeyError> {
         let line = text
             .lines()
             .map(str::trim)
             .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-            .ok_or_else(|| KeyError::NotAge(path.display().to_string()))?;
+            .ok_or_else(|| KeyError::NotAge(what.to_string()))?;
         line.parse::<age::x25519::Identity>()
             .map(AgeIdentity)
-            .map_err(|_| KeyError::NotAge(path.display().to_string()))
+            .map_err(|_| KeyError::NotAge(what.to_string()))
     }
 }
 
@@ -269,5 +305,37 @@ mod tests {
             AgeIdentity::load(&a).unwrap().recipient().to_string(),
             id.recipient().to_string()
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("signing.key");
+        let a = dir.path().join("age.key");
+        SigningKey::generate().save(&k).unwrap();
+        AgeIdentity::generate().save(&a).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602] {
+            for p in [&k, &a] {
+                fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+                let e = if p == &k {
+                    SigningKey::load(p).err()
+                } else {
+                    AgeIdentity::load(p).err()
+                };
+                let e = e.unwrap_or_else(|| panic!("mode {mode:o} accepted"));
+                assert!(matches!(e, KeyError::NotPrivate { .. }), "{e}");
+                let msg = e.to_string();
+                assert!(msg.contains(&p.display().to_string()), "{msg}");
+                assert!(msg.contains(&format!("chmod 600 {}", p.display())), "{msg}");
+            }
+        }
+        for mode in [0o600, 0o400] {
+            fs::set_permissions(&k, fs::Permissions::from_mode(mode)).unwrap();
+            fs::set_permissions(&a, fs::Permissions::from_mode(mode)).unwrap();
+            SigningKey::load(&k).unwrap();
+            AgeIdentity::load(&a).unwrap();
+        }
     }
 }

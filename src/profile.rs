@@ -79,6 +79,33 @@ pub struct Config {
     /// The liaison office's desk (`[desk]`).
     #[serde(default, skip_serializing_if = "DeskSettings::is_default")]
     pub desk: DeskSettings,
+    /// Revocation checking (`[revocation]`).
+    #[serde(default, skip_serializing_if = "RevocationSettings::is_default")]
+    pub revocation: RevocationSettings,
+}
+
+/// The `[revocation]` section of profile.toml; every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationSettings {
+    /// Days after the CRL's `nextUpdate` during which it is still used
+    /// (every command warns); after them, sealing to, opening from and (on
+    /// a relay) serving facilities fails until a current CRL is installed.
+    pub crl_grace_days: u32,
+}
+
+impl Default for RevocationSettings {
+    fn default() -> Self {
+        RevocationSettings {
+            crl_grace_days: pki::DEFAULT_CRL_GRACE_DAYS,
+        }
+    }
+}
+
+impl RevocationSettings {
+    fn is_default(&self) -> bool {
+        *self == RevocationSettings::default()
+    }
 }
 
 /// The `[desk]` section of profile.toml (`renkei desk`); every field has a
@@ -230,6 +257,7 @@ impl Profile {
             relay: None,
             client: ClientSettings::default(),
             desk: DeskSettings::default(),
+            revocation: RevocationSettings::default(),
         };
         write(&dir.join(Self::REQUEST), csr.as_bytes())?;
         let profile = Profile {
@@ -305,7 +333,23 @@ impl Profile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&crl_path)(e)),
         };
-        Ok(TrustStore::new(&ca, crl.as_deref())?)
+        let refresh = if self.config.kind == Kind::Relay {
+            "make a new CRL with `renkei ca crl` and publish it to the relay with `renkei crl publish` (the relay picks it up within seconds)".to_string()
+        } else {
+            format!(
+                "`renkei crl fetch --profile {dir}` (from the relay), or `renkei profile install --profile {dir} --crl FILE` with the CA's current CRL",
+                dir = self.dir.display()
+            )
+        };
+        Ok(TrustStore::new(&ca, crl.as_deref())?
+            .with_crl_grace_days(self.config.revocation.crl_grace_days)
+            .with_crl_source(format!("the CRL in {}", crl_path.display()), refresh))
+    }
+
+    /// A warning when the installed CRL is past its `nextUpdate`, for the
+    /// front-ends to show (every CLI command prints it on stderr).
+    pub fn crl_warning(&self) -> Option<String> {
+        self.trust().ok()?.crl_warning(None)
     }
 
     /// This profile's own certificate, verified against its CA.

@@ -884,3 +884,119 @@ fn profile_install_refuses_a_certificate_for_another_key() {
     );
     assert_eq!(fs::read(r.p("clinic/cert.pem")).unwrap(), before);
 }
+
+/// A CRL of the region's CA whose `nextUpdate` was `days_ago` days ago.
+fn overdue_crl(r: &CliRegion, days_ago: i64) -> String {
+    let ca = renkei::pki::ca::Ca::open(&r.p("ca")).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    ca.crl_between(
+        now - time::Duration::days(days_ago + 30),
+        now - time::Duration::days(days_ago),
+    )
+    .unwrap()
+}
+
+fn install_crl(r: &CliRegion, name: &str, crl: &str) {
+    fs::write(r.p("new-crl.pem"), crl).unwrap();
+    ok(renkei!(
+        "profile",
+        "install",
+        "--profile",
+        r.p(name),
+        "--crl",
+        r.p("new-crl.pem")
+    ));
+}
+
+#[test]
+fn an_overdue_crl_warns_and_a_stale_one_refuses_sealing_and_opening() {
+    let r = CliRegion::new();
+    ok(r.seal("first.age", &[]));
+
+    // Two days past nextUpdate: every command with the profile warns, and
+    // still works (the grace period is 7 days by default).
+    for name in ["clinic", "hospital"] {
+        install_crl(&r, name, &overdue_crl(&r, 2));
+    }
+    let o = ok(renkei!("profile", "show", "--profile", r.p("hospital")));
+    let err = stderr(&o);
+    assert!(err.starts_with("warning: the CRL in "), "{err}");
+    assert!(err.contains("crl.pem (number "), "{err}");
+    assert!(err.contains("was due to be replaced on "), "{err}");
+    assert!(err.contains("renkei crl fetch --profile "), "{err}");
+    let o = ok(renkei!(
+        "open",
+        "--profile",
+        r.p("hospital"),
+        r.p("first.age"),
+        "-o",
+        r.p("opened-1")
+    ));
+    assert!(
+        stderr(&o).contains("warning: the CRL in "),
+        "{}",
+        stderr(&o)
+    );
+    ok(r.seal("second.age", &[]));
+
+    // Ten days past: the revocation status of a facility cannot be
+    // confirmed, so sealing to and opening from one fails, saying which
+    // CRL and how to refresh it.
+    for name in ["clinic", "hospital"] {
+        install_crl(&r, name, &overdue_crl(&r, 10));
+    }
+    let o = fails(r.seal("third.age", &[]), 3);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "cannot confirm that the certificate of {HOSPITAL} is not revoked"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("more than 7 days overdue"), "{err}");
+    assert!(err.contains("renkei crl fetch --profile "), "{err}");
+    assert!(!r.p("third.age").exists());
+    let o = fails(
+        renkei!(
+            "open",
+            "--profile",
+            r.p("hospital"),
+            r.p("second.age"),
+            "-o",
+            r.p("opened-2")
+        ),
+        3,
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "cannot confirm that the certificate of {CLINIC} is not revoked"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&r.p("hospital/crl.pem").display().to_string()),
+        "{err}"
+    );
+    assert!(!r.p("opened-2").exists());
+
+    // A longer grace period in profile.toml accepts it again (with the
+    // warning).
+    let toml = r.p("hospital/profile.toml");
+    let mut text = fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[revocation]\ncrl_grace_days = 30\n");
+    fs::write(&toml, text).unwrap();
+    let o = ok(renkei!(
+        "open",
+        "--profile",
+        r.p("hospital"),
+        r.p("second.age"),
+        "-o",
+        r.p("opened-2")
+    ));
+    assert!(
+        stderr(&o).contains("warning: the CRL in "),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -235,6 +235,10 @@ async fn fill_patient_and_doctor(b: &Browser, patient: (&str, &str, &str, &str))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    renkei_no_chromium,
+    ignore = "needs Chromium and its WebDriver (`/usr/bin/chromium`, `chromedriver`: apt-get install chromium chromium-driver, as scripts/test does); build.rs did not find them"
+)]
 async fn a_referral_reply_and_receipts_through_two_desks_in_the_browser() {
     let w = World::start(Backend::Sqlite).await;
     publish_all(&w).await;
@@ -415,6 +419,10 @@ async fn a_referral_reply_and_receipts_through_two_desks_in_the_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    renkei_no_chromium,
+    ignore = "needs Chromium and its WebDriver (`/usr/bin/chromium`, `chromedriver`: apt-get install chromium chromium-driver, as scripts/test does); build.rs did not find them"
+)]
 async fn a_patient_name_that_is_html_is_shown_as_text() {
     let w = World::start(Backend::Sqlite).await;
     publish_all(&w).await;
@@ -456,6 +464,10 @@ async fn a_patient_name_that_is_html_is_shown_as_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    renkei_no_chromium,
+    ignore = "needs Chromium and its WebDriver (`/usr/bin/chromium`, `chromedriver`: apt-get install chromium chromium-driver, as scripts/test does); build.rs did not find them"
+)]
 async fn a_validation_error_is_shown_beside_its_field_and_nothing_is_sent() {
     let w = World::start(Backend::Sqlite).await;
     publish_all(&w).await;

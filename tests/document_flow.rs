@@ -1163,3 +1163,29 @@ fn a_pdf_letter_travels_with_its_pdf_and_not_without() {
         );
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn opened_packages_and_their_renderings_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (_region, clinic, hospital, _) = pair();
+    let bytes = seal_doc(
+        &clinic,
+        &hospital,
+        PackageKind::Referral,
+        fixture_between(CLINIC, HOSPITAL),
+        vec![],
+    )
+    .unwrap();
+    let (_, attempt) = expect_opened(&hospital, &bytes);
+    assert_eq!(mode(&attempt.out), 0o700);
+    assert_eq!(mode(&attempt.out.join("document.json")), 0o600);
+    for format in [
+        renkei::document::Format::Html,
+        renkei::document::Format::Text,
+    ] {
+        let rendered = renkei::files::render_opened(&attempt.out, format).unwrap();
+        assert_eq!(mode(&rendered), 0o600, "{}", rendered.display());
+    }
+}

@@ -444,6 +444,41 @@ mod documents {
                 id,
             );
         }
+        // only the canonical form (lowercase, hyphenated) at the document
+        // boundary: an upper-case, braced or unhyphenated ID is refused
+        let form = example(DocKind::Reply);
+        let v = build(
+            DocKind::Reply,
+            &form,
+            &BuildOptions {
+                in_reply_to: Some(id.to_uppercase()),
+                ..fixed()
+            },
+        )
+        .unwrap();
+        let comp = &v["entry"][0]["resource"];
+        assert_eq!(
+            comp["relatesTo"][0]["targetIdentifier"]["value"],
+            format!("urn:uuid:{id}"),
+            "built from a user's upper-case ID, written canonical"
+        );
+        for other in [
+            id.to_uppercase(),
+            format!("{{{id}}}"),
+            id.replace('-', ""),
+            "not-a-uuid".to_string(),
+        ] {
+            let mut v = v.clone();
+            v["entry"][0]["resource"]["relatesTo"][0]["targetIdentifier"]["value"] =
+                json!(format!("urn:uuid:{other}"));
+            let mut e = expect_for(DocKind::Reply, &form);
+            e.in_reply_to = None;
+            assert_has(
+                &issues(validate_value(&v, &e)),
+                IssueCode::WrongInReplyTo,
+                "not a package ID",
+            );
+        }
         // a reply without the package it answers is refused at build time
         let mut form = example(DocKind::Reply);
         form.in_reply_to = None;

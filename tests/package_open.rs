@@ -1216,3 +1216,83 @@ fn open_refuses_an_existing_output_folder() {
     assert!(f.to_string().contains("already exists"), "{f}");
     assert_eq!(listing(&out), vec!["keep.txt"]);
 }
+
+#[test]
+fn a_failed_final_rename_leaves_no_staging_folder() {
+    // The output name is too long for the file system: the package opens
+    // and verifies in the staging folder beside it, then the rename fails.
+    let (_region, clinic, hospital) = pair();
+    let bytes = seal_simple(&clinic, &[&hospital]);
+    let work = tempfile::tempdir().unwrap();
+    let pkg = work.path().join("p.age");
+    fs::write(&pkg, &bytes).unwrap();
+    let parent = work.path().join("inbox");
+    fs::create_dir(&parent).unwrap();
+    let out = parent.join("x".repeat(300));
+    let f = renkei::files::open_to_dir(&hospital.profile, std::fs::File::open(&pkg).unwrap(), &out)
+        .unwrap_err();
+    assert!(!f.is_verification_failure(), "{f}");
+    assert!(
+        fs::read_dir(&parent).unwrap().next().is_none(),
+        "nothing may be left beside the output: {:?}",
+        listing(&parent)
+    );
+}
+
+#[test]
+fn package_thread_and_reply_ids_must_be_canonical_uuids() {
+    let (_region, clinic, hospital) = pair();
+    let craft = Craft::new(&clinic, &[&hospital]);
+    let m = craft.manifest();
+    let id = m.package_id.clone();
+    let variants = [
+        id.to_uppercase(),
+        format!("{{{id}}}"),
+        format!("urn:uuid:{id}"),
+        id.replace('-', ""),
+    ];
+    for v in &variants {
+        for field in ["package", "thread", "reply"] {
+            let mut m = m.clone();
+            match field {
+                "package" => m.package_id = v.clone(),
+                "thread" => m.thread_id = v.clone(),
+                _ => m.in_reply_to = Some(v.clone()),
+            }
+            let e = expect_refused(&hospital, &craft.build_with(&m));
+            assert!(matches!(e, OpenError::Malformed(_)), "{field} {v}: {e:?}");
+        }
+    }
+}
+
+#[test]
+fn sealing_writes_a_user_given_thread_id_in_canonical_form() {
+    let (_region, clinic, hospital) = pair();
+    let thread = "3F2C8A4E-0B1D-4C55-9A7E-2D6F1B0C9E41";
+    let doc = document_for(
+        renkei::document::DocKind::Referral,
+        clinic.id.as_str(),
+        hospital.id.as_str(),
+        &[],
+    );
+    let mut out = Vec::new();
+    let sealed = package::seal(
+        package::SealRequest {
+            sender_key: &clinic.key,
+            sender_cert: &clinic.cert,
+            sender_copy: true,
+            recipients: std::slice::from_ref(&hospital.cert),
+            kind: package::PackageKind::Referral,
+            thread_id: Some(thread.into()),
+            in_reply_to: None,
+            document: document(doc),
+            attachments: vec![],
+            limits: Limits::default(),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(sealed.manifest.thread_id, thread.to_lowercase());
+    let (opened, _) = expect_opened(&hospital, &out);
+    assert_eq!(opened.manifest.thread_id, thread.to_lowercase());
+}

@@ -149,6 +149,10 @@ struct Seen {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    renkei_no_pg_restart,
+    ignore = "needs `pg_ctlcluster` on PATH, or RENKEI_TEST_PG_STOP and RENKEI_TEST_PG_START, to stop and start PostgreSQL (build.rs found neither)"
+)]
 async fn postgres_restart_under_load_fails_cleanly_and_recovers() {
     let (stop, start) = pg_commands().unwrap_or_else(|why| panic!("{why}"));
     let region = Region::new();

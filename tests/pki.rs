@@ -595,3 +595,281 @@ fn profile_install_refuses_an_older_crl() {
     let err = f.trust().verify(&other.cert.der, None).unwrap_err();
     assert!(matches!(err, CertError::Revoked { .. }), "{err:?}");
 }
+
+/// A certificate signed by the region's CA key directly (bypassing
+/// `Ca::issue`'s checks): kind `kind`, subjectAltName URIs `uris`.
+fn hand_issued(region: &Region, kind: &str, uris: &[&str], dns: &[&str]) -> Vec<u8> {
+    use rcgen::{CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, SanType};
+    let ca_key = SigningKey::load(&region.ca_dir.join("ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(region.ca_pem(), ca_key.to_rcgen()).unwrap();
+    let subject = SigningKey::generate();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "hand-made");
+    for u in uris {
+        params
+            .subject_alt_names
+            .push(SanType::URI(u.to_string().try_into().unwrap()));
+    }
+    for d in dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(d.to_string().try_into().unwrap()));
+    }
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let mut der_kind = vec![0x0c, kind.len() as u8];
+    der_kind.extend_from_slice(kind.as_bytes());
+    params
+        .custom_extensions
+        .push(CustomExtension::from_oid_content(
+            &renkei::pki::oid_kind(),
+            der_kind,
+        ));
+    let age = renkei::keys::AgeIdentity::generate()
+        .recipient()
+        .to_string();
+    let mut der_age = vec![0x0c, age.len() as u8];
+    der_age.extend_from_slice(age.as_bytes());
+    params
+        .custom_extensions
+        .push(CustomExtension::from_oid_content(
+            &renkei::pki::oid_age_recipient(),
+            der_age,
+        ));
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    params
+        .signed_by(&subject.to_rcgen(), &issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+#[test]
+fn a_certificate_whose_id_disagrees_with_its_kind_is_refused() {
+    let region = Region::new();
+    // The hand-made path itself works: a well-formed relay certificate.
+    let good = hand_issued(
+        &region,
+        "relay",
+        &["urn:renkei:relay:relay-9"],
+        &["localhost"],
+    );
+    let info = CertInfo::parse(&good, "good").unwrap();
+    assert_eq!(
+        (info.kind, info.id.to_string()),
+        (Kind::Relay, "relay-9".into())
+    );
+    let cases: [(&str, &[&str]); 5] = [
+        // A relay certificate that also names a facility.
+        (
+            "relay",
+            &["urn:renkei:relay:relay-9", "urn:renkei:facility:1311234569"],
+        ),
+        // A facility URI under an auditor kind.
+        ("auditor", &["urn:renkei:facility:1311234569"]),
+        // A clinic named with a relay URI.
+        ("clinic", &["urn:renkei:relay:relay-9"]),
+        // A relay that looks like a facility code.
+        ("relay", &["urn:renkei:relay:1311234569"]),
+        // A clinic code without its check digit.
+        ("clinic", &["urn:renkei:facility:1311234568"]),
+    ];
+    for (kind, uris) in cases {
+        let der = hand_issued(&region, kind, uris, &["localhost"]);
+        let e = CertInfo::parse(&der, "hand-made").unwrap_err();
+        assert!(
+            matches!(e, CertError::NotRenkei { .. }),
+            "{kind} {uris:?}: {e:?}"
+        );
+        assert!(
+            region.trust().verify(&der, None).is_err(),
+            "{kind} {uris:?}"
+        );
+    }
+}
+
+#[test]
+fn relay_and_auditor_ids_never_look_like_facility_codes() {
+    let region = Region::new();
+    for (kind, dns) in [
+        (Kind::Relay, vec!["localhost".to_string()]),
+        (Kind::Auditor, vec![]),
+    ] {
+        for id in [CLINIC, "1234", "0"] {
+            let dir = region.path().join(format!("svc-{kind}-{id}"));
+            let e = Profile::create(&dir, id, kind, "service", &dns)
+                .err()
+                .unwrap_or_else(|| panic!("{kind} {id} accepted"));
+            assert!(e.to_string().contains("at least one letter"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn a_receipt_bundle_signed_by_a_non_facility_is_refused() {
+    use renkei::log::{self, Checkpoint, Signer};
+    use renkei::receipt::bundle::{self, ReceiptBundle};
+    use renkei::receipt::{Delivery, LogEntry, Outcome, Purpose, SignedReceipt};
+    let region = Region::new();
+    let relay = Profile::create(
+        &region.path().join("relay"),
+        "relay-1",
+        Kind::Relay,
+        "relay",
+        &["localhost".into()],
+    )
+    .unwrap();
+    let relay_pem = region.issue(&relay, 30);
+    let relay_cert = CertInfo::parse_pem(relay_pem.as_bytes(), "relay").unwrap();
+    let relay_key = relay.signing_key().unwrap();
+    let auditor = region.keygen("audit-1", Kind::Auditor, "監査");
+    let auditor_pem = region.issue(&auditor, 30);
+    let hospital = region.facility(HOSPITAL, Kind::Hospital, "東都中央病院");
+
+    // A delivery receipt, logged and checkpointed by the relay.
+    let make = |signer: &str, key: &SigningKey, cert_pem: &str| {
+        let receipt = SignedReceipt::sign(
+            Purpose::Delivery,
+            &Delivery {
+                envelope_id: "ab".repeat(32),
+                recipient: HOSPITAL.parse().unwrap(),
+                outcome: Outcome::Verified,
+                reason: None,
+                delivered_at: "2026-12-01T00:00:00Z".into(),
+            },
+            key,
+        );
+        let entry = LogEntry::Receipt {
+            signer: signer.to_string(),
+            receipt: receipt.clone(),
+        }
+        .to_text();
+        let origin = bundle::log_origin(&relay_cert);
+        let cp = Checkpoint::new(&origin, 1, log::leaf_hash(entry.as_bytes()))
+            .unwrap()
+            .sign(&[&Signer::ed25519(&origin, &relay_key).unwrap()])
+            .unwrap();
+        ReceiptBundle {
+            log_index: 0,
+            signer: signer.to_string(),
+            receipt,
+            entry,
+            inclusion: vec![],
+            checkpoint: cp,
+            relay_certificate: relay_pem.clone(),
+            signer_certificate: Some(cert_pem.to_string()),
+        }
+    };
+    let trust = region.trust();
+    // Signed by the recipient facility: verifies.
+    let genuine = make(HOSPITAL, &hospital.key, &hospital.cert_pem);
+    bundle::verify(&genuine, &trust, None).unwrap();
+    // Signed by the auditor under its own ID: refused for its kind.
+    let forged = make("audit-1", &auditor.signing_key().unwrap(), &auditor_pem);
+    let e = bundle::verify(&forged, &trust, None).unwrap_err();
+    assert!(e.to_string().contains("not a party that signs it"), "{e}");
+}
+
+#[test]
+fn crl_freshness_follows_next_update_and_the_grace_period() {
+    use renkei::pki::CrlFreshness;
+    let region = Region::new();
+    let f = region.facility(CLINIC, Kind::Clinic, "さくら内科クリニック");
+    // region.crl() is valid for 30 days.
+    let trust = region.trust();
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    assert_eq!(trust.crl_freshness(Some(now)), CrlFreshness::Current);
+    assert!(trust.crl_warning(Some(now)).is_none());
+    trust
+        .verify_peer(&f.cert.der, Some(now + 29 * day))
+        .unwrap();
+    let at = now + 33 * day;
+    assert!(matches!(
+        trust.crl_freshness(Some(at)),
+        CrlFreshness::Overdue { .. }
+    ));
+    assert!(trust.crl_warning(Some(at)).is_some());
+    trust.verify_peer(&f.cert.der, Some(at)).unwrap();
+    let at = now + 38 * day;
+    assert!(matches!(
+        trust.crl_freshness(Some(at)),
+        CrlFreshness::Stale { .. }
+    ));
+    // verify alone still passes (the relay's own certificate, one's own);
+    // a peer's status cannot be confirmed.
+    trust.verify(&f.cert.der, Some(at)).unwrap();
+    let e = trust.verify_peer(&f.cert.der, Some(at)).unwrap_err();
+    assert!(matches!(e, CertError::StaleCrl(_)), "{e:?}");
+    assert!(e.to_string().contains(CLINIC), "{e}");
+    // A longer grace period accepts it.
+    let trust = trust.with_crl_grace_days(30);
+    trust.verify_peer(&f.cert.der, Some(at)).unwrap();
+    // Without a CRL there is nothing to be stale (and no revocation check).
+    let bare = TrustStore::new(region.ca_pem().as_bytes(), None).unwrap();
+    assert_eq!(bare.crl_freshness(Some(at)), CrlFreshness::Missing);
+}
+
+#[test]
+fn a_stale_crl_refuses_opening_with_a_local_reason_code() {
+    let region = Region::new();
+    let clinic = region.facility(CLINIC, Kind::Clinic, "さくら内科クリニック");
+    let mut hospital = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let bytes = seal_simple(&clinic, &[&hospital]);
+    let now = time::OffsetDateTime::now_utc();
+    let stale = region
+        .ca
+        .crl_between(
+            now - time::Duration::days(40),
+            now - time::Duration::days(10),
+        )
+        .unwrap();
+    hospital.install_crl(&stale);
+    let e = expect_refused(&hospital, &bytes);
+    assert_eq!(e.reason_code(), "crl-stale", "{e}");
+}
+
+#[test]
+fn crl_numbers_beyond_64_bits_compare_whole() {
+    // Only the lowest 64-bit digit used to be read: 2^64 + 1 read as 1,
+    // so an older CRL (number 5) looked newer.
+    let region = Region::new();
+    let ca_key = SigningKey::load(&region.ca_dir.join("ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(region.ca_pem(), ca_key.to_rcgen()).unwrap();
+    let crl = |n: &[u8]| {
+        let now = time::OffsetDateTime::now_utc();
+        rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from_slice(n),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    };
+    let big = crl(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0x01]);
+    let small = crl(&[0x05]);
+    assert_eq!(renkei::pki::crl_number(Some(&big)), (1u128 << 64) + 1);
+    assert_eq!(renkei::pki::crl_number(Some(&small)), 5);
+    // A profile holding the big one refuses the small one.
+    let mut f = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let pem_of = |der: &[u8]| pem::encode(&pem::Pem::new("X509 CRL", der.to_vec()));
+    f.install_crl(&pem_of(&big));
+    let e = f
+        .profile
+        .install(None, None, Some(pem_of(&small).as_bytes()), None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("is older than the installed one"),
+        "{e}"
+    );
+}

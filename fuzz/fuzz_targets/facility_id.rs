@@ -58,6 +58,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(p) => {
                 assert_eq!(p.to_string(), s);
                 assert_eq!(p.facility().is_some(), kind.is_facility());
+                if !kind.is_facility() {
+                    // A service ID never looks like a facility code.
+                    assert!(s.bytes().any(|b| b.is_ascii_lowercase()), "{kind} {s:?}");
+                    assert!(!reference(s), "{kind} {s:?}");
+                }
                 let _ = p.uri(kind);
             }
             Err(e) => {

@@ -27,6 +27,14 @@ fn read(rel: &str) -> Vec<u8> {
     fs::read(&p).unwrap_or_else(|e| panic!("fuzz fixture {}: {e}", p.display()))
 }
 
+fn read_text(rel: &str) -> String {
+    String::from_utf8(read(rel)).unwrap_or_else(|_| panic!("fuzz fixture {rel}: not UTF-8"))
+}
+
+fn demo_key(rel: &str) -> SigningKey {
+    SigningKey::from_pkcs8_pem(&read_text(rel), rel).expect("demo signing key")
+}
+
 /// One demo profile.
 pub struct Profile {
     /// Folder name in `keys-example/`.
@@ -102,10 +110,11 @@ pub static REGION: LazyLock<Region> = LazyLock::new(|| {
         .map(|&name| {
             let cert_pem = read(&format!("{name}/cert.pem"));
             let cert = CertInfo::parse_pem(&cert_pem, name).expect("demo certificate");
-            let key = SigningKey::load(&keys_dir().join(name).join("signing.key"))
-                .expect("demo signing key");
-            let age =
-                AgeIdentity::load(&keys_dir().join(name).join("age.key")).expect("demo age key");
+            // Read as text: the demo key files are 0644 in a git checkout,
+            // which `SigningKey::load` (rightly) refuses.
+            let key = demo_key(&format!("{name}/signing.key"));
+            let age = AgeIdentity::from_text(&read_text(&format!("{name}/age.key")), name)
+                .expect("demo age key");
             Profile {
                 name,
                 cert_pem,
@@ -117,7 +126,7 @@ pub static REGION: LazyLock<Region> = LazyLock::new(|| {
         .collect();
     let ca_pem = read("hospital/ca.pem");
     let crl_pem = read("hospital/crl.pem");
-    let ca_key = SigningKey::load(&keys_dir().join("ca/ca.key")).expect("demo CA key");
+    let ca_key = demo_key("ca/ca.key");
     let trust = TrustStore::new(&ca_pem, Some(&crl_pem)).expect("demo trust store");
     let latest_start = profiles
         .iter()

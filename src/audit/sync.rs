@@ -481,7 +481,7 @@ impl Auditor {
                             ))
                         }
                     };
-                    if c.id.to_string() != facility_id {
+                    if !c.kind.is_facility() || c.id.to_string() != facility_id {
                         return Ok((
                             0,
                             Some((idx, "published certificate names another facility".into())),

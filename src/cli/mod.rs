@@ -130,6 +130,29 @@ pub(crate) struct Conn {
     pub(crate) relay: Option<String>,
 }
 
+/// Every command run with a `--profile` whose CRL is past its `nextUpdate`
+/// warns on stderr (within the grace period it still works; beyond it,
+/// sealing to and opening from facilities fails).
+pub fn warn_stale_crl(matches: &clap::ArgMatches) {
+    let mut m = matches;
+    let mut profile = None;
+    loop {
+        if let Ok(Some(p)) = m.try_get_one::<PathBuf>("profile") {
+            profile = Some(p.clone());
+        }
+        match m.subcommand() {
+            Some((_, sub)) => m = sub,
+            None => break,
+        }
+    }
+    let warning = profile
+        .and_then(|dir| renkei::profile::Profile::open(&dir).ok())
+        .and_then(|p| p.crl_warning());
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Run the CLI; returns the exit status.
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {

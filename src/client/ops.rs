@@ -188,13 +188,19 @@ impl Session {
                     e.facility_id
                 ))
             })?;
-        let info = self.trust.verify(&info.der, None).map_err(|err| match err {
+        let info = self.trust.verify_peer(&info.der, None).map_err(|err| match err {
             CertError::UnknownIssuer(_) => OpError::Relay(format!(
                 "the relay served a certificate for {} that this region's CA did not issue (substituted key); it was not used",
                 e.facility_id
             )),
             other => OpError::Cert(other),
         })?;
+        if !info.kind.is_facility() {
+            return Err(OpError::Relay(format!(
+                "the directory entry for {} is the certificate of {} ({}), not of a facility; it was not used",
+                e.facility_id, info.id, info.kind
+            )));
+        }
         if let Some(w) = want {
             if info.id.to_string() != w {
                 return Err(OpError::Relay(format!(

@@ -33,6 +33,7 @@ use super::store::ReceivedRow;
 use super::threads::{DocFields, ThreadPackage};
 use crate::identity::FacilityId;
 use crate::package::{self, Limits, OpenError};
+use crate::pki::CertError;
 use crate::receipt::{self, Delivery, Outcome, Purpose, SignedReceipt};
 
 /// What happened to one received envelope.
@@ -153,6 +154,13 @@ impl Session {
             Err(OpenError::Io(e)) => {
                 let _ = fs::remove_file(&part);
                 Err(OpError::Io(e))
+            }
+            // A stale CRL here is this facility's own condition, not the
+            // package's fault: no rejection receipt, receive it again once
+            // the CRL is current.
+            Err(OpenError::Sender(e @ CertError::StaleCrl(_))) => {
+                let _ = fs::remove_file(&part);
+                Err(OpError::Cert(e))
             }
             Err(error) => {
                 drop(staging);

@@ -82,7 +82,7 @@ impl Session {
                     .await?
                     .ok_or(OpError::Client(e))?;
                 let c = CertInfo::parse_pem(pem.as_bytes(), "kept directory entry")?;
-                Ok(self.trust.verify(&c.der, None)?)
+                Ok(self.trust.verify_peer(&c.der, None)?)
             }
             Err(e) => Err(e),
         }

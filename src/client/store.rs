@@ -24,6 +24,14 @@ pub enum LocalStoreError {
     /// Migration failure.
     #[error("local store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store file could not be created or made private.
+    #[error("local store {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// A sent package.
@@ -83,8 +91,28 @@ pub struct LocalStore {
 impl LocalStore {
     /// Open (create, migrate) `PROFILE/store.db`.
     pub async fn open(profile_dir: &Path) -> Result<LocalStore, LocalStoreError> {
+        // The store holds patient names and document summaries: create it
+        // 0600 before SQLite does (SQLite gives its WAL and shared-memory
+        // files the database file's mode), and tighten an older one.
+        let path = profile_dir.join("store.db");
+        let private = |e: std::io::Error| LocalStoreError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        crate::files::private_file_options()
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(private)?;
+        for p in [
+            path.clone(),
+            profile_dir.join("store.db-wal"),
+            profile_dir.join("store.db-shm"),
+        ] {
+            crate::files::make_private(&p).map_err(private)?;
+        }
         let opts = SqliteConnectOptions::new()
-            .filename(profile_dir.join("store.db"))
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
@@ -554,5 +582,35 @@ fn received_row(r: &sqlx::sqlite::SqliteRow) -> ReceivedRow {
         reason: r.get(8),
         location: r.get(9),
         received_at: r.get(10),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_store_is_created_private_and_an_old_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).await.unwrap();
+        store.pool().close().await;
+        assert_eq!(mode(&dir.path().join("store.db")), 0o600);
+        for f in ["store.db", "store.db-wal", "store.db-shm"] {
+            let p = dir.path().join(f);
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let store = LocalStore::open(dir.path()).await.unwrap();
+        for f in ["store.db", "store.db-wal", "store.db-shm"] {
+            let p = dir.path().join(f);
+            if p.exists() {
+                assert_eq!(mode(&p), 0o600, "{f}");
+            }
+        }
+        store.pool().close().await;
     }
 }

@@ -632,19 +632,49 @@ impl Thread {
 /// package's thread (so a reply sealed with a fresh thread ID still lands
 /// in its referral's thread). Keys are thread IDs; each thread keeps the
 /// order recorded.
+///
+/// Only the thread's participants move it: a package this facility sent
+/// joins the thread it names, but a received package joins an existing
+/// thread only if its sender is already a counterpart there (a recipient
+/// of this facility's packages in the thread, or the sender of one it
+/// received). A package from any other facility that names the thread
+/// (by thread ID or in-reply-to) cannot change its state: it stands as a
+/// thread of its own, keyed by its envelope ID (64 hex digits, which no
+/// thread or package ID can equal).
 pub fn group(packages: Vec<ThreadPackage>) -> BTreeMap<String, Vec<ThreadPackage>> {
     let mut thread_of: HashMap<String, String> = HashMap::new();
+    let mut participants: HashMap<String, Vec<String>> = HashMap::new();
     let mut out: BTreeMap<String, Vec<ThreadPackage>> = BTreeMap::new();
     for p in packages {
-        let key = p
+        let named = p
             .in_reply_to
             .as_ref()
             .and_then(|r| thread_of.get(r))
-            .cloned()
-            .or_else(|| thread_of.get(&p.thread_id).cloned())
-            .unwrap_or_else(|| p.thread_id.clone());
-        thread_of.insert(p.package_id.clone(), key.clone());
+            .or_else(|| thread_of.get(&p.thread_id))
+            .cloned();
+        let key = match named {
+            None => p.thread_id.clone(),
+            Some(k)
+                if p.direction == Direction::Sent
+                    || p.counterparts.iter().any(|c| {
+                        participants
+                            .get(&k)
+                            .is_some_and(|ps| ps.contains(&c.facility_id))
+                    }) =>
+            {
+                k
+            }
+            Some(_) => p.envelope_id.clone(),
+        };
+        // First come, first kept: a later package cannot re-point an ID.
+        thread_of.entry(p.package_id.clone()).or_insert(key.clone());
         thread_of.entry(p.thread_id.clone()).or_insert(key.clone());
+        let ps = participants.entry(key.clone()).or_default();
+        for c in &p.counterparts {
+            if !ps.contains(&c.facility_id) {
+                ps.push(c.facility_id.clone());
+            }
+        }
         out.entry(key).or_default().push(p);
     }
     out
@@ -1244,6 +1274,110 @@ mod tests {
         assert_eq!(g.len(), 2);
         assert_eq!(g[T].len(), 2);
         assert_eq!(g[BACK].len(), 1);
+    }
+
+    #[test]
+    fn only_participants_change_a_thread() {
+        const OTHER: &str = "1312222225";
+        const STRANGER: &str = "44444444-4444-4444-8444-444444444444";
+        let referral = pkg(
+            REF,
+            Direction::Sent,
+            PackageKind::Referral,
+            None,
+            "2026-05-12T01:00:00Z",
+            HOSPITAL,
+        );
+        // A facility that is not part of the thread answers the referral
+        // with a discharge summary naming the thread.
+        let stranger = pkg(
+            STRANGER,
+            Direction::Received,
+            PackageKind::DischargeSummary,
+            Some(REF),
+            "2026-05-13T01:00:00Z",
+            OTHER,
+        );
+        // The hospital, a participant, replies.
+        let reply = pkg(
+            REPLY,
+            Direction::Received,
+            PackageKind::Reply,
+            Some(REF),
+            "2026-05-14T01:00:00Z",
+            HOSPITAL,
+        );
+        let g = group(vec![referral, stranger.clone(), reply]);
+        assert_eq!(g.len(), 2, "{:?}", g.keys().collect::<Vec<_>>());
+        let ids: Vec<&str> = g[T].iter().map(|p| p.package_id.as_str()).collect();
+        assert_eq!(ids, vec![REF, REPLY]);
+        assert_eq!(g[&stranger.envelope_id].len(), 1);
+        let t = Thread::derive(T, g[T].clone(), &HashMap::new(), None).unwrap();
+        assert_eq!(t.status, ThreadStatus::Replied);
+        assert!(t.counterparts.iter().all(|c| c.facility_id == HOSPITAL));
+
+        // A stranger whose package ID is the referral's cannot re-point
+        // the replies that follow.
+        let referral = pkg(
+            REF,
+            Direction::Sent,
+            PackageKind::Referral,
+            None,
+            "2026-05-12T01:00:00Z",
+            HOSPITAL,
+        );
+        let mut squatter = pkg(
+            REF,
+            Direction::Received,
+            PackageKind::Transfer,
+            None,
+            "2026-05-13T01:00:00Z",
+            OTHER,
+        );
+        squatter.envelope_id = "ab".repeat(32);
+        let reply = pkg(
+            REPLY,
+            Direction::Received,
+            PackageKind::Reply,
+            Some(REF),
+            "2026-05-14T01:00:00Z",
+            HOSPITAL,
+        );
+        let g = group(vec![referral, squatter, reply]);
+        let ids: Vec<&str> = g[T].iter().map(|p| p.package_id.as_str()).collect();
+        assert_eq!(ids, vec![REF, REPLY]);
+        assert_eq!(g[&"ab".repeat(32)][0].kind, PackageKind::Transfer);
+
+        // This facility's own packages join the thread they name, and a
+        // new addressee becomes a participant (a transfer, then its
+        // discharge summary).
+        let referral = pkg(
+            REF,
+            Direction::Received,
+            PackageKind::Referral,
+            None,
+            "2026-05-12T01:00:00Z",
+            CLINIC,
+        );
+        let transfer = pkg(
+            BACK,
+            Direction::Sent,
+            PackageKind::Transfer,
+            Some(REF),
+            "2026-05-13T01:00:00Z",
+            OTHER,
+        );
+        let summary = pkg(
+            STRANGER,
+            Direction::Received,
+            PackageKind::DischargeSummary,
+            Some(BACK),
+            "2026-05-20T01:00:00Z",
+            OTHER,
+        );
+        let g = group(vec![referral, transfer, summary]);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[T].len(), 3);
     }
 
     #[test]

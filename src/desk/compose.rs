@@ -694,7 +694,9 @@ async fn read_form(
                 ));
             }
             let dest = dir.join(format!("{}-{}", files.len() + 1, uuid::Uuid::new_v4()));
-            let mut f = fs::File::create(&dest)?;
+            let mut f = crate::files::private_file_options()
+                .create_new(true)
+                .open(&dest)?;
             while let Some(chunk) = field.chunk().await.map_err(bad)? {
                 f.write_all(&chunk)?;
             }
@@ -768,7 +770,7 @@ pub(crate) async fn check(
         Some(id) => match desk.store().cached_certificate(id.as_str()).await? {
             Some(pem) => {
                 let c = CertInfo::parse_pem(pem.as_bytes(), "directory")?;
-                match desk.profile.trust()?.verify(&c.der, None) {
+                match desk.profile.trust()?.verify_peer(&c.der, None) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         p.add(

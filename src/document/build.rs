@@ -629,7 +629,7 @@ impl Builder {
                 "relatesTo".into(),
                 json!([{
                     "code": codes::RELATES_TO_CODE,
-                    "targetIdentifier": { "system": codes::URI_SYSTEM, "value": format!("urn:uuid:{}", id.to_ascii_lowercase()) }
+                    "targetIdentifier": { "system": codes::URI_SYSTEM, "value": format!("urn:uuid:{}", crate::package::canonical_id(id).unwrap_or_else(|| id.to_ascii_lowercase())) }
                 }]),
             );
         }

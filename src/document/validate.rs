@@ -841,9 +841,28 @@ impl Checker {
             .filter(|t| str_at(t, "system") == Some(codes::URI_SYSTEM))
             .filter_map(|t| str_at(t, "value"))
             .find_map(|v| v.strip_prefix("urn:uuid:"))
-            .map(str::to_ascii_lowercase);
+            .map(str::to_string);
+        // Only the canonical form (lowercase, hyphenated): one package never
+        // goes by two IDs.
+        if let Some(a) = answers
+            .as_deref()
+            .filter(|a| !crate::package::is_canonical_id(a))
+        {
+            self.issues.push(
+                Issue::new(
+                    IssueCode::WrongInReplyTo,
+                    format!(
+                        "the document answers {:?}, which is not a package ID (a lowercase UUID such as 436e6f94-befd-4747-a67f-621e0a45bacb)",
+                        a.chars().take(80).collect::<String>()
+                    ),
+                )
+                .with_field("in_reply_to"),
+            );
+            return None;
+        }
         if let (Some(a), Some(want)) = (&answers, &expect.in_reply_to) {
-            if !a.eq_ignore_ascii_case(want) {
+            // `want` may be typed by a user: compare canonical forms.
+            if Some(a) != crate::package::canonical_id(want).as_ref() {
                 self.issues.push(
                     Issue::new(
                         IssueCode::WrongInReplyTo,

@@ -84,14 +84,12 @@ impl Manifest {
         if m.format != super::FORMAT {
             return Err(format!("format {:?} is not {}", m.format, super::FORMAT));
         }
-        if uuid::Uuid::parse_str(&m.package_id).is_err()
-            || uuid::Uuid::parse_str(&m.thread_id).is_err()
-        {
-            return Err("package or thread ID is not a UUID".into());
+        if !super::is_canonical_id(&m.package_id) || !super::is_canonical_id(&m.thread_id) {
+            return Err("package or thread ID is not a lowercase hyphenated UUID".into());
         }
         if let Some(r) = &m.in_reply_to {
-            if uuid::Uuid::parse_str(r).is_err() {
-                return Err("in_reply_to is not a UUID".into());
+            if !super::is_canonical_id(r) {
+                return Err("in_reply_to is not a lowercase hyphenated UUID".into());
             }
         }
         if m.recipients.is_empty() {

@@ -20,6 +20,23 @@ pub use manifest::{Manifest, MemberEntry, RecipientEntry, SenderEntry};
 pub use open::{open_into, OpenError, Opened};
 pub use seal::{seal, MemberSource, SealError, SealRequest, Sealed};
 
+/// The canonical form of a package, thread or reply ID given by a user:
+/// any form the `uuid` crate reads (upper case, braces, `urn:uuid:`, no
+/// hyphens) parsed and written back lowercase and hyphenated. `None` when
+/// `s` is not a UUID.
+pub fn canonical_id(s: &str) -> Option<String> {
+    uuid::Uuid::try_parse(s)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+/// Whether `s` is a package ID in its canonical form (lowercase,
+/// hyphenated UUID): the only form manifests and documents may carry, so
+/// that one package or thread never goes by two names.
+pub fn is_canonical_id(s: &str) -> bool {
+    canonical_id(s).as_deref() == Some(s)
+}
+
 /// The format identifier written into every manifest.
 pub const FORMAT: &str = "renkei-package/1";
 /// Path of the clinical document inside a package.

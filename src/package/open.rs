@@ -108,6 +108,7 @@ impl OpenError {
             OpenError::Sender(CertError::Revoked { .. }) => "sender-revoked",
             OpenError::Sender(CertError::Expired { .. }) => "sender-expired",
             OpenError::Sender(CertError::UnknownIssuer(_)) => "sender-unknown-ca",
+            OpenError::Sender(CertError::StaleCrl(_)) => "crl-stale",
             OpenError::Sender(_) => "sender-certificate",
             OpenError::BadSignature => "bad-signature",
             OpenError::MemberMismatch { .. } => "member-mismatch",
@@ -325,7 +326,8 @@ pub fn open_into<R: Read>(
         Manifest::parse(&manifest_bytes).map_err(|e| malformed(format!("manifest: {e}")))?;
 
     let cert = CertInfo::parse_pem(&cert_pem, "sender certificate")?;
-    let sender = trust.verify(&cert.der, at)?;
+    // The sender's revocation status must be known: a stale CRL refuses.
+    let sender = trust.verify_peer(&cert.der, at)?;
     let sender_id = sender.facility_id()?.clone();
     if manifest.sender.facility_id != sender_id || manifest.sender.cert_sha256 != sender.fingerprint
     {

@@ -102,23 +102,22 @@ pub struct Sealed {
 }
 
 /// Seal a package into `out`.
-pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError> {
+pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealError> {
     let sender_id = req.sender_cert.facility_id()?.clone();
     if req.sender_cert.signing_key != req.sender_key.public_key() {
         return Err(SealError::Encrypt(
             "the profile's certificate does not match its signing key; install the certificate issued for this key".into(),
         ));
     }
+    // Thread and reply IDs are written in their one canonical form.
     for (what, v) in [
-        ("thread", &req.thread_id),
-        ("in-reply-to", &req.in_reply_to),
+        ("thread", &mut req.thread_id),
+        ("in-reply-to", &mut req.in_reply_to),
     ] {
-        if let Some(v) = v {
-            if uuid::Uuid::parse_str(v).is_err() {
-                return Err(SealError::Encrypt(format!(
-                    "the {what} ID {v:?} is not a package ID (a UUID)"
-                )));
-            }
+        if let Some(id) = v {
+            *id = super::canonical_id(id).ok_or_else(|| {
+                SealError::Encrypt(format!("the {what} ID {id:?} is not a package ID (a UUID)"))
+            })?;
         }
     }
     if req.document.size > req.limits.max_member_bytes {

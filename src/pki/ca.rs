@@ -336,6 +336,20 @@ impl Ca {
 
     /// Make a CRL listing every revoked certificate; valid for `days`.
     pub fn crl(&self, days: u32) -> Result<String, CaError> {
+        self.crl_between(
+            now() - time::Duration::minutes(5),
+            now() + time::Duration::days(i64::from(days.max(1))),
+        )
+    }
+
+    /// Make a CRL listing every revoked certificate with the given
+    /// `thisUpdate` and `nextUpdate` (a CRL already overdue, for tests and
+    /// drills of an expired CRL, has `next_update` in the past).
+    pub fn crl_between(
+        &self,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, CaError> {
         let mut index = self.index()?;
         index.crl_number += 1;
         let revoked_certs = index
@@ -352,8 +366,8 @@ impl Ca {
             })
             .collect();
         let params = CertificateRevocationListParams {
-            this_update: now() - time::Duration::minutes(5),
-            next_update: now() + time::Duration::days(i64::from(days.max(1))),
+            this_update,
+            next_update,
             crl_number: SerialNumber::from(index.crl_number),
             issuing_distribution_point: None,
             revoked_certs,

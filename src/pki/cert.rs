@@ -57,6 +57,10 @@ pub enum CertError {
         /// webpki's reason.
         why: String,
     },
+    /// The CRL is past its `nextUpdate` by more than the grace period, so
+    /// whether a certificate is revoked cannot be confirmed.
+    #[error(transparent)]
+    StaleCrl(Box<StaleCrl>),
     /// A certificate of the wrong kind for the purpose.
     #[error("{id} is a {kind}, not a {want}")]
     WrongKind {
@@ -67,6 +71,23 @@ pub enum CertError {
         /// What was expected.
         want: String,
     },
+}
+
+/// Why the revocation status of a certificate cannot be confirmed: the
+/// CRL is stale ([`CertError::StaleCrl`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot confirm that the certificate of {id} is not revoked: {crl} was due to be replaced on {next_update} and is more than {grace_days} days overdue; refresh it: {refresh}")]
+pub struct StaleCrl {
+    /// Holder of the certificate being checked.
+    pub id: String,
+    /// Which CRL (its file and number).
+    pub crl: String,
+    /// The CRL's `nextUpdate`.
+    pub next_update: String,
+    /// The grace period in days.
+    pub grace_days: u32,
+    /// How to get a current CRL.
+    pub refresh: String,
 }
 
 /// What a renkei certificate says.
@@ -195,6 +216,13 @@ impl CertInfo {
                                 PrincipalId::parse(kind, rest)
                                     .map_err(|e| not_renkei(&e.to_string()))?,
                             );
+                        } else if u.starts_with(super::ID_URI_PREFIX) {
+                            // A renkei ID of another kind (a facility URI
+                            // in a relay certificate, say): kind and ID
+                            // must agree.
+                            return Err(not_renkei(
+                                "a renkei ID URI that does not agree with the kind",
+                            ));
                         }
                     }
                     GeneralName::DNSName(d) => dns_names.push(d.to_string()),
@@ -269,11 +297,39 @@ impl CertInfo {
     }
 }
 
+/// Days past a CRL's `nextUpdate` during which it is still used (with a
+/// warning) before the revocation status it gives counts as unknown.
+pub const DEFAULT_CRL_GRACE_DAYS: u32 = 7;
+
+/// How current the trust store's CRL is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrlFreshness {
+    /// No CRL is installed (no revocation checking at all).
+    Missing,
+    /// Before its `nextUpdate` (or it has none).
+    Current,
+    /// Past its `nextUpdate`, within the grace period: used, with a warning.
+    Overdue {
+        /// The CRL's `nextUpdate` (RFC 3339).
+        next_update: String,
+    },
+    /// Past its `nextUpdate` by more than the grace period: revocation
+    /// status cannot be confirmed.
+    Stale {
+        /// The CRL's `nextUpdate` (RFC 3339).
+        next_update: String,
+    },
+}
+
 /// The trust anchor (region CA) and, if known, the current CRL.
 #[derive(Clone)]
 pub struct TrustStore {
     ca_der: Vec<u8>,
     crl_der: Option<Vec<u8>>,
+    crl_next_update: Option<i64>,
+    crl_grace_days: u32,
+    crl_source: Option<String>,
+    crl_refresh: Option<String>,
     /// The CA's name.
     pub ca_name: String,
 }
@@ -294,6 +350,7 @@ impl TrustStore {
             .to_string();
         webpki::anchor_from_trusted_cert(&CertificateDer::from(ca_der.as_slice()))
             .map_err(|_| CertError::Malformed("CA certificate".into()))?;
+        let mut crl_next_update = None;
         let crl_der = match crl {
             None => None,
             Some(b) => {
@@ -310,14 +367,124 @@ impl TrustStore {
                 parsed
                     .verify_signature(c.public_key())
                     .map_err(|_| CertError::BadCrl("not signed by this region's CA".into()))?;
+                crl_next_update = parsed.next_update().map(|t| t.timestamp());
                 Some(der)
             }
         };
         Ok(TrustStore {
             ca_der,
             crl_der,
+            crl_next_update,
+            crl_grace_days: DEFAULT_CRL_GRACE_DAYS,
+            crl_source: None,
+            crl_refresh: None,
             ca_name,
         })
+    }
+
+    /// Set the grace period after the CRL's `nextUpdate` (days).
+    pub fn with_crl_grace_days(mut self, days: u32) -> Self {
+        self.crl_grace_days = days;
+        self
+    }
+
+    /// Name the CRL (e.g. `the CRL in PROFILE/crl.pem`) and say how to refresh it, for
+    /// the messages of [`CertError::StaleCrl`] and [`Self::crl_warning`].
+    pub fn with_crl_source(mut self, source: String, refresh: String) -> Self {
+        self.crl_source = Some(source);
+        self.crl_refresh = Some(refresh);
+        self
+    }
+
+    /// The grace period after the CRL's `nextUpdate` (days).
+    pub fn crl_grace_days(&self) -> u32 {
+        self.crl_grace_days
+    }
+
+    /// The CRL's `nextUpdate` (Unix seconds), if it has a CRL with one.
+    pub fn crl_next_update(&self) -> Option<i64> {
+        self.crl_next_update
+    }
+
+    /// How current the CRL is at `at` (now if `None`).
+    pub fn crl_freshness(&self, at: Option<SystemTime>) -> CrlFreshness {
+        if self.crl_der.is_none() {
+            return CrlFreshness::Missing;
+        }
+        let Some(next) = self.crl_next_update else {
+            return CrlFreshness::Current;
+        };
+        let now = at
+            .unwrap_or_else(SystemTime::now)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let next_update = rfc3339(next);
+        if now <= next {
+            CrlFreshness::Current
+        } else if now - next <= i64::from(self.crl_grace_days) * 86_400 {
+            CrlFreshness::Overdue { next_update }
+        } else {
+            CrlFreshness::Stale { next_update }
+        }
+    }
+
+    fn crl_label(&self) -> String {
+        let n = super::crl_number(self.crl_der());
+        match &self.crl_source {
+            Some(s) => format!("{s} (number {n})"),
+            None => format!("the region's CRL (number {n})"),
+        }
+    }
+
+    fn crl_refresh_hint(&self) -> String {
+        self.crl_refresh.clone().unwrap_or_else(|| {
+            "fetch the current CRL from the relay (`renkei crl fetch --profile PROFILE`) or install the CA's (`renkei profile install --profile PROFILE --crl FILE`)".into()
+        })
+    }
+
+    /// A warning for the user when the CRL is past its `nextUpdate` (within
+    /// the grace period or beyond); `None` when it is current or missing.
+    pub fn crl_warning(&self, at: Option<SystemTime>) -> Option<String> {
+        match self.crl_freshness(at) {
+            CrlFreshness::Missing | CrlFreshness::Current => None,
+            CrlFreshness::Overdue { next_update } => Some(format!(
+                "{} was due to be replaced on {next_update}; after {} days past that date, documents to and from facilities can no longer be checked against it. Refresh it: {}",
+                self.crl_label(),
+                self.crl_grace_days,
+                self.crl_refresh_hint()
+            )),
+            CrlFreshness::Stale { next_update } => Some(format!(
+                "{} was due to be replaced on {next_update} and is more than {} days overdue: sealing to and opening from facilities fails until it is refreshed: {}",
+                self.crl_label(),
+                self.crl_grace_days,
+                self.crl_refresh_hint()
+            )),
+        }
+    }
+
+    /// Fail with [`CertError::StaleCrl`] when the CRL is stale at `at`:
+    /// the revocation status of `id` cannot be confirmed.
+    pub fn require_fresh_crl(&self, id: &str, at: Option<SystemTime>) -> Result<(), CertError> {
+        match self.crl_freshness(at) {
+            CrlFreshness::Stale { next_update } => Err(CertError::StaleCrl(Box::new(StaleCrl {
+                id: id.to_string(),
+                crl: self.crl_label(),
+                next_update,
+                grace_days: self.crl_grace_days,
+                refresh: self.crl_refresh_hint(),
+            }))),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Self::verify`] a peer facility's certificate (an addressee, a
+    /// sender), and require that its revocation status can be confirmed:
+    /// the CRL must not be stale ([`Self::require_fresh_crl`]).
+    pub fn verify_peer(&self, der: &[u8], at: Option<SystemTime>) -> Result<CertInfo, CertError> {
+        let info = self.verify(der, at)?;
+        self.require_fresh_crl(&info.id.to_string(), at)?;
+        Ok(info)
     }
 
     /// The CA certificate, DER.

@@ -8,13 +8,18 @@ pub mod ca;
 pub mod cert;
 pub mod request;
 
-pub use cert::{CertError, CertInfo, TrustStore};
+pub use cert::{CertError, CertInfo, CrlFreshness, TrustStore, DEFAULT_CRL_GRACE_DAYS};
 
 /// The renkei object-identifier arc: `2.25.7046431728351929657`, an arc of
 /// the ITU-T X.667 UUID branch chosen at random (see docs/FORMAT.md).
 pub const OID_ARC: [u64; 2] = [2, 25];
 /// The random component of the renkei arc.
 pub const OID_ARC_ID: u64 = 7_046_431_728_351_929_657;
+
+/// Every renkei ID URI in a subjectAltName starts with this:
+/// `urn:renkei:facility:<code>` for the facility kinds,
+/// `urn:renkei:<kind>:<slug>` for the relay and auditors.
+pub const ID_URI_PREFIX: &str = "urn:renkei:";
 
 /// Extension holding the facility's age X25519 recipient (UTF8String).
 pub fn oid_age_recipient() -> Vec<u64> {
@@ -74,13 +79,23 @@ pub fn crl_number(der: Option<&[u8]>) -> u128 {
     use x509_parser::prelude::FromDer;
     der.and_then(|d| x509_parser::revocation_list::CertificateRevocationList::from_der(d).ok())
         .and_then(|(_, c)| {
-            c.crl_number()
-                .map(|n| n.to_u64_digits().first().copied().unwrap_or(0) as u128)
+            // The whole number (little-endian 64-bit digits), not only its
+            // lowest digit; numbers beyond 128 bits saturate.
+            c.crl_number().map(|n| {
+                let digits = n.to_u64_digits();
+                match digits.as_slice() {
+                    [] => 0,
+                    [lo] => u128::from(*lo),
+                    [lo, hi] => (u128::from(*hi) << 64) | u128::from(*lo),
+                    _ => u128::MAX,
+                }
+            })
         })
         .unwrap_or(0)
 }
 
 /// The TLS crypto provider used by the relay and every client (ring).
+#[cfg(feature = "net")]
 pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -144,6 +144,20 @@ pub fn verify(
             ))
         }
     };
+    // An identity is its kind and its ID: only a facility signs
+    // submissions and deliveries, only the relay acceptances and expiries.
+    let signer_kind_ok = match b.receipt.purpose {
+        Purpose::Acceptance | Purpose::Expiry => signer.kind == Kind::Relay,
+        Purpose::Submission | Purpose::Delivery => signer.kind.is_facility(),
+    };
+    if !signer_kind_ok {
+        return Err(BundleError::Malformed(format!(
+            "a {} receipt signed by {} ({}), which is not a party that signs it",
+            b.receipt.purpose.as_str(),
+            signer.id,
+            signer.kind
+        )));
+    }
     if signer.id.to_string() != b.signer {
         return Err(BundleError::Malformed(format!(
             "the bundle names {} as signer, the certificate is {}",

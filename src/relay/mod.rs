@@ -149,10 +149,22 @@ pub struct RelayState {
     /// Uploads in progress per facility (this instance).
     uploads: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     profile_dir: PathBuf,
+    /// The profile's `[revocation] crl_grace_days`.
+    crl_grace_days: u32,
 }
 
 /// Shared handle.
 pub type AppState = Arc<RelayState>;
+
+/// A trust store with the relay's grace period and, for messages, where a
+/// current CRL comes from.
+fn relay_trust(trust: TrustStore, grace_days: u32) -> TrustStore {
+    trust.with_crl_grace_days(grace_days).with_crl_source(
+        "the relay's CRL".into(),
+        "the network operator publishes a current CRL (`renkei ca crl`, then `renkei crl publish`)"
+            .into(),
+    )
+}
 
 impl RelayState {
     /// Open the relay's profile and storage.
@@ -185,12 +197,13 @@ impl RelayState {
         let store = Store::open_with(data, database_url, blobs)
             .await?
             .start_log(store_log_config(&cert, &origin, &key, &config));
-        let mut trust = p.trust()?;
+        let crl_grace_days = p.config.revocation.crl_grace_days;
+        let mut trust = relay_trust(p.trust()?, crl_grace_days);
         // A CRL published through the relay replaces the profile's if newer.
         if let Some((_, pem)) = store.crl_get().await? {
             if let Ok(t) = TrustStore::new(trust.ca_der(), Some(pem.as_bytes())) {
                 if crl_number(t.crl_der()) >= crl_number(trust.crl_der()) {
-                    trust = t;
+                    trust = relay_trust(t, crl_grace_days);
                 }
             }
         }
@@ -208,11 +221,13 @@ impl RelayState {
             revoked: RwLock::new(revoked),
             uploads: Default::default(),
             profile_dir: profile.to_path_buf(),
+            crl_grace_days,
         }))
     }
 
     /// Install a newer CRL: trust store and TLS client verification.
     pub fn install_crl(&self, trust: TrustStore) -> Result<(), RelayError> {
+        let trust = relay_trust(trust, self.crl_grace_days);
         let p = Profile::open(&self.profile_dir)?;
         let cfg = tls::server_config(&p, &trust)?;
         *self.tls.write().expect("lock") = Arc::new(cfg);
@@ -337,10 +352,26 @@ async fn check_revocation(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let revoked = req
-        .extensions()
-        .get::<Caller>()
-        .and_then(|c| st.revoked_on(&c.0.serial).map(|d| (c.0.id.to_string(), d)));
+    let caller = req.extensions().get::<Caller>();
+    let revoked = caller.and_then(|c| st.revoked_on(&c.0.serial).map(|d| (c.0.id.to_string(), d)));
+    // A facility whose revocation status cannot be confirmed (the relay's
+    // CRL is stale beyond its grace period) is not served, except to fetch
+    // or publish a CRL, which is how the staleness ends.
+    let crl_route = req.uri().path() == "/v1/crl";
+    let stale = match caller {
+        Some(c) if revoked.is_none() && !crl_route && c.0.kind.is_facility() => st
+            .trust
+            .read()
+            .expect("lock")
+            .require_fresh_crl(&c.0.id.to_string(), None)
+            .err(),
+        _ => None,
+    };
+    if let Some(e) = stale {
+        tracing::warn!(error = %e, "request refused: stale CRL");
+        return error::ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            .into_response();
+    }
     match revoked {
         None => next.run(req).await,
         Some((id, date)) => {
