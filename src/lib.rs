@@ -21,3 +21,4 @@ pub mod pki;
 pub mod profile;
 pub mod receipt;
 pub mod relay;
+pub mod witness;
