@@ -503,7 +503,7 @@ mod tests {
         #[test]
         fn lines_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Ok(l) = parse_signature_lines(&bytes) {
-                prop_assert_eq!(encode_signature_lines(&l).into_bytes(), bytes);
+                prop_assert_eq!(encode_signature_lines(&l).into_bytes(), bytes.clone());
             }
             if let Ok(s) = std::str::from_utf8(&bytes) {
                 if let Ok(k) = WitnessKey::parse(s) {

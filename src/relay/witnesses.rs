@@ -221,7 +221,7 @@ impl Witnesses {
 async fn consistency_proof(pool: &AnyPool, size1: u64, size2: u64) -> Result<Vec<Hash>, String> {
     let plan = merkle::consistency_plan(size1, size2).map_err(|e| e.to_string())?;
     let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-    let hashes = super::store::read_nodes(&mut *conn, plan.nodes())
+    let hashes = super::store::read_nodes(&mut conn, plan.nodes())
         .await
         .map_err(|e| e.to_string())?;
     plan.assemble(&hashes).map_err(|e| e.to_string())
