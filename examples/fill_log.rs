@@ -101,6 +101,7 @@ async fn main() {
             expiry_after_secs: 14 * 24 * 3600,
             batch_max_jobs: 256,
             batch_wait: std::time::Duration::ZERO,
+            witnesses: None,
         });
 
     let clinic_cert = clinic.certificate().expect("cert");

@@ -63,6 +63,25 @@ pub struct Health {
     pub quota_bytes_per_day: u64,
     /// Most uploads in progress per facility and relay instance (0: no limit).
     pub quota_concurrent_uploads: usize,
+    /// The witnesses' cosignatures on the newest checkpoint, when the
+    /// relay has witnesses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<WitnessHealth>,
+}
+
+/// Whether the newest checkpoint has the witness quorum (`GET /v1/health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessHealth {
+    /// Witnesses configured.
+    pub configured: usize,
+    /// Cosignatures the relay aims at.
+    pub quorum: usize,
+    /// Tree size of the newest checkpoint (0 when the log is empty).
+    pub size: u64,
+    /// Valid cosignatures of configured witnesses on it.
+    pub cosignatures: usize,
+    /// `cosignatures >= quorum`.
+    pub quorum_met: bool,
 }
 
 /// Receipts of one envelope, each as a self-contained bundle

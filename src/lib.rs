@@ -28,3 +28,5 @@ pub mod profile;
 pub mod receipt;
 #[cfg(feature = "net")]
 pub mod relay;
+#[cfg(feature = "net")]
+pub mod witness;

@@ -2,7 +2,7 @@
 //! region's CA certificate and CRL.
 //!
 //! ```text
-//! PROFILE/profile.toml   id, kind, name, relay URL
+//! PROFILE/profile.toml   id, kind, name, relay URL, [witnesses] keys and quorum
 //! PROFILE/signing.key    Ed25519 PKCS#8 PEM, mode 0600
 //! PROFILE/age.key        age X25519 identity, mode 0600
 //! PROFILE/request.csr    the certificate request for the CA
@@ -82,6 +82,9 @@ pub struct Config {
     /// Revocation checking (`[revocation]`).
     #[serde(default, skip_serializing_if = "RevocationSettings::is_default")]
     pub revocation: RevocationSettings,
+    /// The witnesses whose cosignatures a checkpoint needs (`[witnesses]`).
+    #[serde(default, skip_serializing_if = "WitnessPolicy::is_default")]
+    pub witnesses: WitnessPolicy,
 }
 
 /// The `[revocation]` section of profile.toml; every field has a default.
@@ -105,6 +108,52 @@ impl Default for RevocationSettings {
 impl RevocationSettings {
     fn is_default(&self) -> bool {
         *self == RevocationSettings::default()
+    }
+}
+
+/// The `[witnesses]` section of profile.toml: the witnesses this facility
+/// knows and how many of them must have cosigned a checkpoint before the
+/// client accepts it (and anything proved through it). Empty: the relay's
+/// signature alone is accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WitnessPolicy {
+    /// Witness verifier keys (`name+keyid+base64(0x04 || key)`).
+    pub keys: Vec<String>,
+    /// Valid cosignatures of distinct known witnesses required.
+    pub quorum: usize,
+}
+
+impl WitnessPolicy {
+    fn is_default(&self) -> bool {
+        *self == WitnessPolicy::default()
+    }
+
+    /// The parsed keys and the quorum; a quorum over the number of keys,
+    /// or a malformed key, is a configuration error.
+    pub fn parsed(
+        &self,
+    ) -> Result<(Vec<crate::log::cosignature::WitnessKey>, usize), ProfileError> {
+        let bad = |why: String| ProfileError::Config {
+            path: "profile.toml [witnesses]".into(),
+            why,
+        };
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| {
+                crate::log::cosignature::WitnessKey::parse(k)
+                    .map_err(|e| bad(format!("{k:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.quorum > keys.len() {
+            return Err(bad(format!(
+                "a quorum of {} needs at least as many witness keys (there are {})",
+                self.quorum,
+                keys.len()
+            )));
+        }
+        Ok((keys, self.quorum))
     }
 }
 
@@ -258,6 +307,7 @@ impl Profile {
             client: ClientSettings::default(),
             desk: DeskSettings::default(),
             revocation: RevocationSettings::default(),
+            witnesses: WitnessPolicy::default(),
         };
         write(&dir.join(Self::REQUEST), csr.as_bytes())?;
         let profile = Profile {
@@ -467,6 +517,38 @@ impl Profile {
             self.save_config()?;
             done.push(format!("relay {r}"));
         }
+        Ok(done)
+    }
+}
+
+impl Profile {
+    /// Add witness keys (already known ones are kept once) and set the
+    /// quorum; the result must be a usable policy.
+    pub fn install_witnesses(
+        &mut self,
+        keys: &[String],
+        quorum: Option<usize>,
+    ) -> Result<Vec<String>, ProfileError> {
+        let mut policy = self.config.witnesses.clone();
+        let mut done = Vec::new();
+        for k in keys {
+            let parsed = crate::log::cosignature::WitnessKey::parse(k)
+                .map_err(|e| ProfileError::NotReady(format!("--witness {k:?}: {e}")))?;
+            let enc = parsed.encode();
+            if !policy.keys.contains(&enc) {
+                policy.keys.push(enc);
+                done.push(format!("witness {}", parsed.name()));
+            }
+        }
+        if let Some(q) = quorum {
+            policy.quorum = q;
+            done.push(format!("witness quorum {q}"));
+        }
+        policy
+            .parsed()
+            .map_err(|e| ProfileError::NotReady(e.to_string()))?;
+        self.config.witnesses = policy;
+        self.save_config()?;
         Ok(done)
     }
 }

@@ -285,6 +285,7 @@ async fn kill9_during_200_concurrent_uploads_loses_nothing_acknowledged() {
             expiry_after_secs: 3600,
             batch_max_jobs: 4,
             batch_wait: Duration::ZERO,
+            witnesses: None,
         });
     let reclaimed = collector
         .reclaim_orphans(Duration::ZERO)

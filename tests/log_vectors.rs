@@ -1,7 +1,8 @@
 //! Published vectors for the transparency log formats, kept as data files
 //! under `tests/data/`: transparency-dev/merkle (RFC 6962/9162 hashing,
 //! inclusion and consistency proofs), golang.org/x/mod/sumdb/note and
-//! C2SP signed-note examples, C2SP tlog-checkpoint and tlog-tiles examples.
+//! C2SP signed-note examples, C2SP tlog-checkpoint, tlog-tiles,
+//! tlog-witness and tlog-cosignature examples.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -984,4 +985,65 @@ fn auditor_recomputes_a_checkpoint_from_tiles() {
     let p = TilePath::at_size(TileKind::Hashes { level: 1 }, 0, size).unwrap();
     let served = tiles::parse_tile(&serve(p), p.width).unwrap();
     assert_eq!(served, mine.level(8));
+}
+
+// C2SP tlog-witness and tlog-cosignature examples (tests/data/c2sp) ------
+
+#[test]
+fn c2sp_witness_vectors() {
+    use renkei::log::cosignature::{self, COSIGNATURE_LEN};
+    use renkei::log::witness::AddCheckpoint;
+
+    // The add-checkpoint request parses and re-encodes byte for byte.
+    let body = read("c2sp/tlog-witness-add-checkpoint-request.txt");
+    let req = AddCheckpoint::parse(&body).expect("the spec's request parses");
+    assert_eq!(req.old_size, 20852014);
+    assert_eq!(req.proof.len(), 4);
+    assert_eq!(
+        B64.encode(req.proof[0]),
+        "PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw="
+    );
+    assert_eq!(req.encode().unwrap().as_bytes(), &body[..]);
+    let note = Note::parse(req.checkpoint.as_bytes()).expect("its checkpoint is a note");
+    assert_eq!(note.signatures.len(), 2);
+    let cp = Checkpoint::parse(note.text.as_bytes()).unwrap();
+    assert_eq!(cp.origin, "example.com/behind-the-sofa");
+    assert_eq!(cp.size, 20852163);
+
+    // The response: three Ed25519 cosignature lines of two witnesses.
+    let resp = read("c2sp/tlog-witness-add-checkpoint-response.txt");
+    let lines = cosignature::parse_signature_lines(&resp).expect("the spec's answer parses");
+    assert_eq!(
+        lines.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        [
+            "witness.example/w1",
+            "witness.example/w1",
+            "witness.example/w2"
+        ]
+    );
+    assert!(lines.iter().all(|l| l.signature.len() == COSIGNATURE_LEN));
+    assert_eq!(
+        cosignature::encode_signature_lines(&lines).as_bytes(),
+        &resp[..]
+    );
+
+    // The cosigned checkpoint: the witness line carries key ID 8d66cf3f
+    // and timestamp 1679315147, and the signed message is exactly the
+    // spec's example.
+    let signed = read_str("c2sp/tlog-cosignature-checkpoint.txt");
+    let n = Note::parse(signed.as_bytes()).unwrap();
+    let w = &n.signatures[1];
+    assert_eq!(w.name, "witness.example.com/w1");
+    assert_eq!(w.key_id, 0x8d66cf3f);
+    assert_eq!(w.signature.len(), COSIGNATURE_LEN);
+    let ts = u64::from_be_bytes(w.signature[..8].try_into().unwrap());
+    assert_eq!(ts, 1679315147);
+    assert_eq!(
+        cosignature::message(&n.text, ts),
+        read_str("c2sp/tlog-cosignature-message.txt")
+    );
+    // The type byte 0x04 enters the key ID: another key under the same
+    // name has another ID, so its lines are ignored rather than checked.
+    let unknown = cosignature::WitnessKey::new("witness.example.com/w1", [0; 32]).unwrap();
+    assert_ne!(unknown.key_id(), 0x8d66cf3f);
 }

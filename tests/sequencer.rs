@@ -479,6 +479,7 @@ async fn stores_racing_to_sequence_keep_one_tree() {
         expiry_after_secs: 3600,
         batch_max_jobs: 8,
         batch_wait: Duration::from_millis(1),
+        witnesses: None,
     };
     let stores = [
         p.a.state.store.clone(),

@@ -11,6 +11,7 @@ mod package;
 mod pki;
 mod referrals;
 mod relay;
+mod witness;
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +119,9 @@ enum Command {
     Referrals(ReferralsArgs),
     /// The liaison office's desk: a web app in the browser, served on loopback.
     Desk(desk::DeskArgs),
+    /// Run a transparency-log witness (C2SP tlog-witness) or print its key.
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -181,6 +185,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(a) => demo::run(&a),
         Command::Referrals(a) => net(|| referrals::referrals(a)),
         Command::Desk(a) => desk::desk(a),
+        Command::Witness(c) => witness::witness(c),
     }
 }
 

@@ -100,6 +100,12 @@ pub(crate) enum ProfileCommand {
         /// The relay URL (https://HOST:PORT).
         #[arg(long)]
         relay: Option<String>,
+        /// A witness's verifier key (name+keyid+base64(0x04||key)) whose cosignatures count; repeatable.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Valid cosignatures of known witnesses a checkpoint needs before this profile accepts it.
+        #[arg(long = "witness-quorum")]
+        witness_quorum: Option<usize>,
     },
     /// Show the profile.
     Show {
@@ -241,23 +247,34 @@ pub(crate) fn profile(c: ProfileCommand) -> Result<(), Failure> {
             ca,
             crl,
             relay,
+            witnesses,
+            witness_quorum,
         } => {
             let mut p = Profile::open(&profile)?;
             let cert = cert.map(|c| read(&c)).transpose()?;
             let ca = ca.map(|c| read(&c)).transpose()?;
             let crl = crl.map(|c| read(&c)).transpose()?;
-            if cert.is_none() && ca.is_none() && crl.is_none() && relay.is_none() {
+            let pki_items = cert.is_some() || ca.is_some() || crl.is_some() || relay.is_some();
+            if !pki_items && witnesses.is_empty() && witness_quorum.is_none() {
                 return Err(Failure {
                     code: EXIT_USAGE,
-                    error: anyhow!("nothing to install: give --cert, --ca, --crl or --relay"),
+                    error: anyhow!(
+                        "nothing to install: give --cert, --ca, --crl, --relay, --witness or --witness-quorum"
+                    ),
                 });
             }
-            let done = p.install(
-                cert.as_deref(),
-                ca.as_deref(),
-                crl.as_deref(),
-                relay.as_deref(),
-            )?;
+            let mut done = Vec::new();
+            if pki_items {
+                done = p.install(
+                    cert.as_deref(),
+                    ca.as_deref(),
+                    crl.as_deref(),
+                    relay.as_deref(),
+                )?;
+            }
+            if !witnesses.is_empty() || witness_quorum.is_some() {
+                done.extend(p.install_witnesses(&witnesses, witness_quorum)?);
+            }
             println!("installed into {}: {}", profile.display(), done.join(", "));
         }
         ProfileCommand::Show { profile, json } => {

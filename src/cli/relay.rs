@@ -37,6 +37,12 @@ pub(crate) enum RelayCommand {
         /// Database URL instead of the embedded SQLite (postgres://...).
         #[arg(long = "database-url")]
         database_url: Option<String>,
+        /// A witness that cosigns every checkpoint, VKEY@http://HOST:PORT (repeatable; added to the config file's `witnesses`).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Cosignatures to aim at per checkpoint (health reports whether the newest has them).
+        #[arg(long = "witness-quorum")]
+        witness_quorum: Option<usize>,
     },
 }
 
@@ -74,6 +80,8 @@ pub(crate) fn relay(c: RelayCommand) -> Result<(), Failure> {
             listen,
             config,
             database_url,
+            witnesses,
+            witness_quorum,
         } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
@@ -82,11 +90,15 @@ pub(crate) fn relay(c: RelayCommand) -> Result<(), Failure> {
                 )
                 .with_writer(io::stderr)
                 .try_init();
-            let config = match config {
+            let mut config: renkei::relay::RelayConfig = match config {
                 Some(p) => toml::from_str(&String::from_utf8(read(&p)?)?)
                     .with_context(|| format!("{}", p.display()))?,
                 None => renkei::relay::RelayConfig::default(),
             };
+            config.witnesses.extend(witnesses);
+            if let Some(k) = witness_quorum {
+                config.witness_quorum = k;
+            }
             runtime()?.block_on(async move {
                 let state = renkei::relay::RelayState::open(
                     &profile,

@@ -262,9 +262,12 @@ impl Session {
 }
 
 impl Session {
-    /// Verify a checkpoint from the relay and prove it consistent with the
-    /// newest one this profile kept; keep it if newer. Two inconsistent
-    /// checkpoints are kept as evidence and reported as relay misbehaviour.
+    /// Verify a checkpoint from the relay — its signature, and the
+    /// cosignatures of the profile's witness quorum (`[witnesses]`) — and
+    /// prove it consistent with the newest one this profile kept; keep it
+    /// if newer. A checkpoint without the quorum, and two inconsistent
+    /// checkpoints, are kept as evidence and reported as relay
+    /// misbehaviour.
     pub async fn check_checkpoint(
         &self,
         note: &str,
@@ -277,7 +280,30 @@ impl Session {
                 .map_err(|e| {
                     OpError::Relay(format!("the relay's checkpoint does not verify: {e}"))
                 })?;
-        if let Some((old_size, old_note)) = self.store.latest_checkpoint(vkey.name()).await? {
+        let kept = self.store.latest_checkpoint(vkey.name()).await?;
+        // The witnesses this profile requires must have cosigned it: a
+        // relay showing this facility a tree no one else sees cannot get
+        // their cosignatures.
+        let (witnesses, quorum) = self.profile.config.witnesses.parsed()?;
+        if quorum > 0 || !witnesses.is_empty() {
+            if let Err(e) = crate::log::cosignature::open(
+                note.as_bytes(),
+                vkey.name(),
+                &vkey,
+                &witnesses,
+                quorum,
+            ) {
+                let other = kept.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+                self.store
+                    .add_evidence("checkpoint without the witness quorum", note, other)
+                    .await?;
+                return Err(OpError::Relay(format!(
+                    "the relay's checkpoint of size {} is not accepted: {e} (kept as evidence)",
+                    cp.size
+                )));
+            }
+        }
+        if let Some((old_size, old_note)) = kept {
             let (old, _) = crate::log::Checkpoint::open(
                 old_note.as_bytes(),
                 vkey.name(),

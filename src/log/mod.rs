@@ -6,6 +6,9 @@
 //! * [`note`]: C2SP signed notes with Ed25519 and verifier keys.
 //! * [`checkpoint`]: the C2SP tlog-checkpoint body.
 //! * [`tiles`]: C2SP tlog-tiles paths, hash tiles and entry bundles.
+//! * [`cosignature`]: C2SP tlog-cosignature (Ed25519 cosignature/v1),
+//!   witness keys, quorum verification.
+//! * [`witness`]: C2SP tlog-witness messages (add-checkpoint, size body).
 //! * [`fuzzing`]: panic-free entry points over every parser, for fuzzers.
 //!
 //! The relay stores, for every append, the nodes [`merkle::CompactTree::append`]
@@ -13,9 +16,11 @@
 //! proofs, tiles) is read back from those nodes.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod merkle;
 pub mod note;
 pub mod tiles;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use merkle::{
@@ -145,8 +150,39 @@ pub mod fuzzing {
         }
     }
 
+    /// The witness protocol: an add-checkpoint request (and the
+    /// checkpoint inside it through [`cosignature::open`]), a 409 size
+    /// body, a block of cosignature lines, a witness verifier key.
+    pub fn witness(data: &[u8]) {
+        if let Ok(r) = witness::AddCheckpoint::parse(data) {
+            assert_eq!(
+                r.encode().expect("re-encodes").as_bytes(),
+                data,
+                "add-checkpoint encoding is not canonical"
+            );
+            let log = Verifier::ed25519("fuzz.example/log", [0x5a; 32]).expect("valid name");
+            let w = cosignature::WitnessKey::new("fuzz.example/w", [0x5b; 32]).expect("valid");
+            let _ = cosignature::open(r.checkpoint.as_bytes(), "fuzz.example/log", &log, &[w], 1);
+        }
+        if let Ok(n) = witness::parse_size_body(data) {
+            assert_eq!(witness::encode_size_body(n).as_bytes(), data);
+        }
+        if let Ok(lines) = cosignature::parse_signature_lines(data) {
+            assert_eq!(cosignature::encode_signature_lines(&lines).as_bytes(), data);
+        }
+        if let Ok(s) = std::str::from_utf8(data) {
+            if let Ok(k) = cosignature::WitnessKey::parse(s) {
+                assert_eq!(
+                    cosignature::WitnessKey::parse(&k.encode()).expect("re-parses"),
+                    k
+                );
+            }
+        }
+    }
+
     /// Every parser above on the same input.
     pub fn all(data: &[u8]) {
+        witness(data);
         note(data);
         verifier_key(data);
         checkpoint(data);

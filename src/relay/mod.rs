@@ -10,6 +10,7 @@ pub mod routes;
 pub mod sequencer;
 pub mod store;
 pub mod tls;
+pub mod witnesses;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,14 @@ pub struct RelayConfig {
     /// Most uploads one facility may have in progress at once on one
     /// relay instance (0: no limit).
     pub quota_concurrent_uploads: usize,
+    /// Witnesses asked to cosign every checkpoint, each `VKEY@URL`
+    /// (`--witness`; see [`witnesses`]).
+    pub witnesses: Vec<String>,
+    /// Cosignatures the relay aims at per checkpoint (health reports
+    /// whether the newest checkpoint has them); 0: as many as answer.
+    pub witness_quorum: usize,
+    /// Milliseconds one witness may take to cosign (one exchange).
+    pub witness_timeout_ms: u64,
     /// Where ciphertext is kept (`[blob_store]`; default: `DATA/blobs`).
     pub blob_store: object_blobs::BlobStoreConfig,
 }
@@ -94,6 +103,9 @@ impl Default for RelayConfig {
             quota_uploads_per_day: 5_000,
             quota_bytes_per_day: 50 << 30,
             quota_concurrent_uploads: 8,
+            witnesses: Vec::new(),
+            witness_quorum: 0,
+            witness_timeout_ms: 3000,
             blob_store: Default::default(),
         }
     }
@@ -138,6 +150,8 @@ pub struct RelayState {
     pub origin: String,
     /// Settings.
     pub config: RelayConfig,
+    /// The witnesses that cosign checkpoints, if any.
+    pub witnesses: Option<Arc<witnesses::Witnesses>>,
     /// The CA and current CRL.
     pub trust: RwLock<TrustStore>,
     /// The current TLS configuration (rebuilt when a new CRL arrives).
@@ -185,6 +199,7 @@ impl RelayState {
         let cert = p.certificate()?;
         let key = Arc::new(p.signing_key()?);
         let origin = log_origin(&cert);
+        let witnesses = witnesses_of(&config)?;
         let blobs: Arc<dyn blobs::BlobStore> = match config.blob_store.kind {
             object_blobs::BlobStoreKind::Fs => Arc::new(
                 blobs::FsBlobStore::open(&data.join("blobs")).map_err(store::StoreError::from)?,
@@ -196,7 +211,13 @@ impl RelayState {
         };
         let store = Store::open_with(data, database_url, blobs)
             .await?
-            .start_log(store_log_config(&cert, &origin, &key, &config));
+            .start_log(store_log_config(
+                &cert,
+                &origin,
+                &key,
+                &config,
+                witnesses.clone(),
+            ));
         let crl_grace_days = p.config.revocation.crl_grace_days;
         let mut trust = relay_trust(p.trust()?, crl_grace_days);
         // A CRL published through the relay replaces the profile's if newer.
@@ -216,6 +237,7 @@ impl RelayState {
             id: cert.id.to_string(),
             cert,
             config,
+            witnesses,
             trust: RwLock::new(trust),
             tls: RwLock::new(Arc::new(tls)),
             revoked: RwLock::new(revoked),
@@ -307,12 +329,43 @@ impl Drop for UploadSlot {
     }
 }
 
+/// The witnesses of the configuration (`None` when there are none).
+fn witnesses_of(config: &RelayConfig) -> Result<Option<Arc<witnesses::Witnesses>>, RelayError> {
+    if config.witnesses.is_empty() {
+        if config.witness_quorum > 0 {
+            return Err(RelayError::Config(format!(
+                "a witness quorum of {} needs witnesses (--witness VKEY@URL)",
+                config.witness_quorum
+            )));
+        }
+        return Ok(None);
+    }
+    let endpoints = config
+        .witnesses
+        .iter()
+        .map(|w| witnesses::WitnessEndpoint::parse(w).map_err(RelayError::Config))
+        .collect::<Result<Vec<_>, _>>()?;
+    if config.witness_quorum > endpoints.len() {
+        return Err(RelayError::Config(format!(
+            "a witness quorum of {} is more than the {} witnesses configured",
+            config.witness_quorum,
+            endpoints.len()
+        )));
+    }
+    Ok(Some(Arc::new(witnesses::Witnesses::new(
+        endpoints,
+        config.witness_quorum,
+        Duration::from_millis(config.witness_timeout_ms.max(1)),
+    ))))
+}
+
 /// How the relay's store writes its log.
 fn store_log_config(
     cert: &CertInfo,
     origin: &str,
     key: &Arc<SigningKey>,
     config: &RelayConfig,
+    witnesses: Option<Arc<witnesses::Witnesses>>,
 ) -> sequencer::LogConfig {
     sequencer::LogConfig {
         relay_id: cert.id.to_string(),
@@ -321,6 +374,7 @@ fn store_log_config(
         expiry_after_secs: config.expiry_after_secs,
         batch_max_jobs: config.batch_max_jobs.max(1),
         batch_wait: Duration::from_millis(config.batch_wait_ms),
+        witnesses,
     }
 }
 

@@ -66,6 +66,8 @@ pub struct LogConfig {
     pub batch_max_jobs: usize,
     /// How long a batch waits for more jobs after its first.
     pub batch_wait: Duration,
+    /// Witnesses asked to cosign each batch's checkpoint after commit.
+    pub witnesses: Option<Arc<super::witnesses::Witnesses>>,
 }
 
 /// Where a leaf is and how to prove it: its index, the exact entry text,
@@ -361,7 +363,7 @@ impl Sequencer {
         };
         let result = self.batch_in(&mut tx, requests).await;
         match result {
-            Ok((answers, tree, leaves)) => {
+            Ok((answers, tree, leaves, checkpoint)) => {
                 sqlx::Executor::execute(&mut *tx.conn, "COMMIT")
                     .await
                     .map_err(|e| {
@@ -385,7 +387,12 @@ impl Sequencer {
                     round_trips = tx.round_trips,
                     "batch committed"
                 );
-                self.finish_proofs(&mut tx, answers).await
+                let out = self.finish_proofs(&mut tx, answers).await;
+                drop(tx);
+                match (checkpoint, &self.config.witnesses) {
+                    (Some(note), Some(w)) => Ok(self.witness(w.clone(), note, out?).await),
+                    _ => out,
+                }
             }
             Err(e) => {
                 self.tree = None;
@@ -835,8 +842,51 @@ impl Sequencer {
                 }
             }
             let count = leaves.len() as u64;
-            Ok((with_leaves, Some(tree), count))
+            let made = (!checkpoint.is_empty()).then_some(checkpoint);
+            Ok((with_leaves, Some(tree), count, made))
         })
+    }
+
+    /// After commit: have the batch's checkpoint `note` cosigned by the
+    /// witnesses, store the cosigned note in its place, and hand it out
+    /// in the answers instead of the bare one. Witness trouble only costs
+    /// cosignatures, never the batch.
+    async fn witness(
+        &self,
+        w: Arc<super::witnesses::Witnesses>,
+        note: String,
+        mut out: Vec<Result<Response, StoreError>>,
+    ) -> Vec<Result<Response, StoreError>> {
+        let Ok(n) = crate::log::note::Note::parse(note.as_bytes()) else {
+            return out;
+        };
+        let Ok(cp) = crate::log::Checkpoint::parse(n.text.as_bytes()) else {
+            return out;
+        };
+        let cosigned = w.cosign(&note, &cp, &self.pool).await;
+        if cosigned == note {
+            return out;
+        }
+        if let Err(e) = sqlx::query("UPDATE log_checkpoints SET note = $1 WHERE size = $2")
+            .bind(cosigned.clone())
+            .bind(cp.size as i64)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, size = cp.size, "cannot store the cosigned checkpoint");
+            return out;
+        }
+        for r in out.iter_mut().flatten() {
+            let leaf = match r {
+                Response::Accepted(Accepted::New { leaf, .. }) => leaf,
+                Response::Appended(Some(leaf)) => leaf,
+                _ => continue,
+            };
+            if leaf.checkpoint == note {
+                leaf.checkpoint = cosigned.clone();
+            }
+        }
+        out
     }
 
     /// Fill in the proofs that needed stored nodes, and turn the pending
@@ -894,11 +944,19 @@ impl Sequencer {
     }
 }
 
-/// What [`Sequencer::batch_in`] gives: the answers, the new tree, and
-/// how many leaves were appended.
+/// What [`Sequencer::batch_in`] gives: the answers, the new tree, how
+/// many leaves were appended, and the batch's signed checkpoint (if any).
 type BatchFuture<'a> = futures_util::future::BoxFuture<
     'a,
-    Result<(Vec<Result<Pending, StoreError>>, Option<CompactTree>, u64), StoreError>,
+    Result<
+        (
+            Vec<Result<Pending, StoreError>>,
+            Option<CompactTree>,
+            u64,
+            Option<String>,
+        ),
+        StoreError,
+    >,
 >;
 
 /// A job's answer before its proof is complete.
