@@ -6,6 +6,7 @@
 //! signature `manifest.sig`. The outer layer is a standard age v1 file.
 
 mod hash;
+pub mod header;
 pub mod manifest;
 pub mod open;
 pub mod path;

@@ -21,8 +21,8 @@ pub enum SealError {
     /// A member's name is not allowed.
     #[error("attachment name {0:?} is not allowed ({1})")]
     BadName(String, &'static str),
-    /// Two members with one name.
-    #[error("two members are named {0:?}; rename one attachment")]
+    /// Two members with one name (compared ignoring case).
+    #[error("two members are named {0:?} (names are compared ignoring upper and lower case); rename one attachment")]
     Duplicate(String),
     /// A member changed size while it was being read.
     #[error("{0} changed while it was being sealed (expected {1} bytes, read {2}); try again")]
@@ -158,14 +158,17 @@ pub fn seal<W: Write>(req: SealRequest<'_>, out: W) -> Result<Sealed, SealError>
             req.limits.max_members - 4
         )));
     }
-    let mut names = vec![DOCUMENT_PATH.to_string(), SENDER_CERT_PATH.to_string()];
+    // Names are compared case-folded: two names that one desk's file
+    // system would take for one file are one name.
+    let mut names = vec![path::fold(DOCUMENT_PATH), path::fold(SENDER_CERT_PATH)];
     let mut total = req.document.size;
     for a in &req.attachments {
         path::check(&a.path).map_err(|why| SealError::BadName(a.path.clone(), why))?;
-        if names.contains(&a.path) {
+        let folded = path::fold(&a.path);
+        if names.contains(&folded) {
             return Err(SealError::Duplicate(a.path.clone()));
         }
-        names.push(a.path.clone());
+        names.push(folded);
         if a.size > req.limits.max_member_bytes {
             return Err(SealError::TooLarge(format!(
                 "{} is larger than {} bytes",
