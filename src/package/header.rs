@@ -13,7 +13,9 @@
 //! [`parse`] then reads the bounded header into stanzas with the age-core
 //! stanza parser (linear), so that the opener can count them.
 
-use age_core::format::{read, Stanza};
+use age::secrecy::ExposeSecret as _;
+use age_core::format::{read, FileKey, Stanza};
+use ring::{hkdf, hmac};
 
 /// Longest age header accepted, MAC line included: 64 KiB.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -130,6 +132,100 @@ pub fn parse(bytes: &[u8]) -> Result<Header, HeaderError> {
         mac_input_len,
         len,
     })
+}
+
+/// Why a file key could not be had from a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwrapError {
+    /// No stanza opens with the identity.
+    NoMatchingKey,
+    /// A stanza for the identity is malformed, or the header MAC does not
+    /// verify (the header was altered).
+    Damaged,
+}
+
+/// The HMAC-SHA-256 key of the header MAC:
+/// HKDF-SHA-256(ikm = file key, salt = empty, info = "header").
+fn mac_key(file_key: &FileKey) -> hmac::Key {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(file_key.expose_secret());
+    let okm = prk
+        .expand(&[b"header"], hmac::HMAC_SHA256)
+        .expect("32 bytes is a valid HKDF-SHA-256 length");
+    hmac::Key::from(okm)
+}
+
+impl Header {
+    /// Find the file key: the first stanza `identity` opens, then the
+    /// header MAC over the header's exact bytes (`bytes` is the file's
+    /// start, as given to [`parse`]), in constant time.
+    pub fn unwrap(
+        &self,
+        bytes: &[u8],
+        identity: &dyn age::Identity,
+    ) -> Result<FileKey, UnwrapError> {
+        let file_key = match identity.unwrap_stanzas(&self.stanzas) {
+            None => return Err(UnwrapError::NoMatchingKey),
+            Some(Err(_)) => return Err(UnwrapError::Damaged),
+            Some(Ok(k)) => k,
+        };
+        hmac::verify(&mac_key(&file_key), &bytes[..self.mac_input_len], &self.mac)
+            .map_err(|_| UnwrapError::Damaged)?;
+        Ok(file_key)
+    }
+}
+
+/// A fresh random file key (16 bytes from the system's CSPRNG).
+pub fn new_file_key() -> FileKey {
+    use ring::rand::SecureRandom as _;
+    FileKey::init_with_mut(|k| {
+        ring::rand::SystemRandom::new()
+            .fill(k)
+            .expect("the system random generator works")
+    })
+}
+
+/// Write an age v1 header wrapping `file_key` to every recipient, in
+/// order: the version line, one canonical stanza per wrapped key (body in
+/// unpadded base64 wrapped at 64 columns, the last line short), and the
+/// MAC line (C2SP age.md). No grease stanza is added.
+pub fn write(file_key: &FileKey, recipients: &[&dyn age::Recipient]) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let mut out = INTRO.to_vec();
+    for r in recipients {
+        let (stanzas, _labels) = r.wrap_file_key(file_key).map_err(|e| e.to_string())?;
+        for s in stanzas {
+            out.extend_from_slice(b"-> ");
+            out.extend_from_slice(s.tag.as_bytes());
+            for a in &s.args {
+                out.push(b' ');
+                out.extend_from_slice(a.as_bytes());
+            }
+            out.push(b'\n');
+            let body = b64.encode(&s.body);
+            let mut rest = body.as_bytes();
+            loop {
+                let n = rest.len().min(64);
+                out.extend_from_slice(&rest[..n]);
+                out.push(b'\n');
+                rest = &rest[n..];
+                if n < 64 {
+                    break;
+                }
+            }
+        }
+    }
+    out.extend_from_slice(b"---");
+    let mac = hmac::sign(&mac_key(file_key), &out);
+    out.push(b' ');
+    out.extend_from_slice(b64.encode(mac.as_ref()).as_bytes());
+    out.push(b'\n');
+    if out.len() > MAX_HEADER_BYTES {
+        return Err(format!(
+            "too many recipients: the age header would exceed {MAX_HEADER_BYTES} bytes"
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

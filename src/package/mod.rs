@@ -10,6 +10,7 @@ pub mod header;
 pub mod manifest;
 pub mod open;
 pub mod path;
+pub mod payload;
 pub mod seal;
 
 use std::fmt;

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use super::hash::HashingReader;
 use super::header::{self, HeaderError};
 use super::manifest::Manifest;
+use super::payload;
 use super::{path, Limits, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH};
 use crate::document::{self, Expect, Issue, Summary};
 use crate::identity::FacilityId;
@@ -202,13 +203,14 @@ pub fn open_into<R: Read>(
         Err(_) => return Err(OpenError::Damaged),
     };
     let readers = Readers::of(&parsed);
-    let input = io::Cursor::new(head).chain(input);
-    let decryptor = age::Decryptor::new(input).map_err(|_| OpenError::Damaged)?;
-    let stream = match decryptor.decrypt(std::iter::once(identity.inner() as &dyn age::Identity)) {
-        Ok(s) => s,
-        Err(age::DecryptError::NoMatchingKeys) => return Err(OpenError::NotEncryptedForUs),
-        Err(_) => return Err(OpenError::Damaged),
+    let file_key = match parsed.unwrap(&head, identity.inner()) {
+        Ok(k) => k,
+        Err(header::UnwrapError::NoMatchingKey) => return Err(OpenError::NotEncryptedForUs),
+        Err(header::UnwrapError::Damaged) => return Err(OpenError::Damaged),
     };
+    let mut rest = io::Cursor::new(head);
+    rest.set_position(parsed.len as u64);
+    let stream = payload::Decryptor::new(rest.chain(input), file_key);
     let mut archive = tar::Archive::new(stream);
     let mut seen: HashMap<String, (u64, [u8; 32])> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
