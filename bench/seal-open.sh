@@ -25,7 +25,8 @@ trap 'rm -rf "$work"' EXIT
 cp -r keys-example/clinic keys-example/hospital "$work/"
 chmod 600 "$work"/*/*.key
 head -c $((size * 1024 * 1024)) /dev/urandom > "$work/scan.dcm"
-echo '{"resourceType":"Bundle","type":"document"}' > "$work/doc.json"
+# The demo referral, naming the attachment (seal validates the document).
+sed 's/検査結果\.csv/scan.dcm/g' examples/demo/referral.json > "$work/doc.json"
 recipient=$(grep -o 'age1[0-9a-z]*' "$work/hospital/age.key" | head -1)
 
 echo "== seal ${size} MiB: renkei seal vs age -e (same recipient set size: hospital + sender copy)"
