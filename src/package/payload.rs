@@ -301,7 +301,7 @@ pub struct Decryptor<R: Read> {
     /// Buffers to read the next batches into.
     spare: Vec<Vec<u8>>,
     /// The batch being consumed: plaintext ranges not yet returned.
-    current: Option<(Vec<u8>, Vec<(usize, usize)>, usize)>,
+    current: Option<Plain>,
     /// A byte read ahead of the last batch read (to learn it was not last).
     carry: Option<u8>,
     counter: u64,
@@ -311,6 +311,10 @@ pub struct Decryptor<R: Read> {
     done: bool,
     failed: bool,
 }
+
+/// An opened batch being read: its buffer, the plaintext ranges in it,
+/// and the index of the next range to read.
+type Plain = (Vec<u8>, Vec<(usize, usize)>, usize);
 
 fn damaged() -> io::Error {
     io::Error::new(
