@@ -254,6 +254,33 @@ fn a_package_encrypted_by_stock_age_is_verified_by_renkei() {
 }
 
 #[test]
+fn stock_age_with_a_hidden_extra_recipient_is_refused() {
+    // The signed inner tar encrypted by Go age to the hospital and to a
+    // facility the manifest does not name: every signature verifies, the
+    // extra stanza is refused.
+    let region = Region::new();
+    let clinic = region.facility(CLINIC, Kind::Clinic, "さくら内科クリニック");
+    let hospital = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let hidden = region.facility(OTHER, Kind::Clinic, "かもめ診療所");
+    let craft = Craft::new(&clinic, &[&hospital]);
+    let plain = craft.plaintext_with(&craft.manifest());
+    let (a, b) = (
+        hospital.recipient().to_string(),
+        hidden.recipient().to_string(),
+    );
+    let o = tool("age", &[&"-r", &a, &"-r", &b], Some(&plain));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = expect_refused(&hospital, &o.stdout);
+    assert!(
+        matches!(
+            e,
+            renkei::package::OpenError::UnexpectedRecipients { signed: 1, .. }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn renkei_demo_runs() {
     let o = Command::new(BIN)
         .arg("demo")

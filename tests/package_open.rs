@@ -369,6 +369,38 @@ fn any_changed_byte_is_refused() {
     }
 }
 
+/// Issue #11: the age crate parses a header in time quadratic in its
+/// length; a megabyte of junk stanzas is refused by the 64 KiB bound
+/// before age sees it.
+#[test]
+fn a_megabyte_of_junk_header_stanzas_is_refused_unread() {
+    let (_region, clinic, hospital) = pair();
+    let bytes = seal_simple(&clinic, &[&hospital]);
+    let intro = package::header::INTRO;
+    let mut junk = intro.to_vec();
+    while junk.len() < 1 << 20 {
+        junk.extend_from_slice(b"-> junk-stanza AAAA\nAAAA\n");
+    }
+    junk.extend_from_slice(&bytes[intro.len()..]);
+    let e = expect_refused(&hospital, &junk);
+    assert!(matches!(e, OpenError::HeaderTooLong), "{e:?}");
+    assert!(e.is_verification_failure());
+    assert_eq!(e.reason_code(), "damaged");
+    assert!(e.to_string().contains("longer than 65536 bytes"), "{e}");
+    // Junk that keeps the header inside the bound is left to age (whose
+    // MAC check fails).
+    let mut small = intro.to_vec();
+    for _ in 0..100 {
+        small.extend_from_slice(b"-> junk-stanza AAAA\nAAAA\n");
+    }
+    small.extend_from_slice(&bytes[intro.len()..]);
+    let e = expect_refused(&hospital, &small);
+    assert!(
+        matches!(e, OpenError::Damaged | OpenError::NotEncryptedForUs),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn truncation_is_refused() {
     let (_region, clinic, hospital) = pair();
@@ -456,6 +488,56 @@ fn surreptitious_forwarding_is_refused() {
     }
     assert!(e.to_string().contains("forwarded"), "{e}");
     assert_eq!(e.reason_code(), "not-addressed-to-recipient");
+}
+
+/// Issue #11 item 9: the very same signed inner tar, re-encrypted with one
+/// more X25519 stanza than the manifest accounts for (a hidden reader), is
+/// refused although every signature verifies; so is a header with fewer.
+#[test]
+fn a_hidden_reader_in_the_age_header_is_refused() {
+    let region = Region::new();
+    let clinic = region.facility(CLINIC, Kind::Clinic, "さくら内科クリニック");
+    let hospital = region.facility(HOSPITAL, Kind::Hospital, "みなと総合病院");
+    let hidden = region.facility(OTHER, Kind::Clinic, "かもめ診療所");
+    let mut craft = Craft::new(&clinic, &[&hospital]);
+    let plain = craft.plaintext_with(&craft.manifest());
+    craft.encrypt_to = Some(vec![hospital.recipient(), hidden.recipient()]);
+    let e = expect_refused(&hospital, &craft.encrypt(&plain));
+    match &e {
+        OpenError::UnexpectedRecipients { found, signed } => {
+            assert_eq!(*signed, 1);
+            assert!(found.starts_with("2 X25519"), "{found}");
+        }
+        other => panic!("expected UnexpectedRecipients, got {other:?}"),
+    }
+    assert_eq!(e.reason_code(), "unexpected-recipients");
+    assert!(e.is_verification_failure());
+    // The same tar to the hospital alone opens (control).
+    craft.encrypt_to = None;
+    expect_opened(&hospital, &craft.encrypt(&plain));
+
+    // A genuine sealed package's inner tar (recipient + sender copy: two
+    // readers signed) re-encrypted with a third reader.
+    let bytes = seal_simple(&clinic, &[&hospital]);
+    let inner = decrypt(&bytes, &hospital);
+    let three = encrypt(
+        &inner,
+        &[hospital.recipient(), clinic.recipient(), hidden.recipient()],
+    );
+    let e = expect_refused(&hospital, &three);
+    assert!(
+        matches!(e, OpenError::UnexpectedRecipients { signed: 2, .. }),
+        "{e:?}"
+    );
+    // The manifest claims a sender copy the header does not carry.
+    let craft = Craft::new(&clinic, &[&hospital]);
+    let mut m = craft.manifest();
+    m.sender_copy = true;
+    let e = expect_refused(&hospital, &craft.build_with(&m));
+    assert!(
+        matches!(e, OpenError::UnexpectedRecipients { signed: 2, .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -728,6 +810,105 @@ fn other_unsafe_member_paths_are_refused() {
     }
 }
 
+/// Issue #11 item 13: names that hide what they are or mean another file
+/// on some desk are refused at seal and at open, one of each class.
+const DECEPTIVE_NAMES: &[&str] = &[
+    "attachments/請求書\u{202E}fdp.exe", // bidi override
+    "attachments/a\u{2067}b.pdf",        // bidi isolate
+    "attachments/a\u{200B}.pdf",         // zero-width space
+    "attachments/\u{FEFF}a.pdf",         // BOM (Cf)
+    "attachments/a\u{0085}.pdf",         // C1 control (Cc)
+    "attachments/a\u{FE0F}.pdf",         // variation selector
+    "attachments/a:b.pdf",               // NTFS stream / drive separator
+    "attachments/a\\b.pdf",              // Windows separator
+    "attachments/CON.pdf",               // Windows device name
+    "attachments/lpt1",                  // Windows device name, any case
+    "attachments/Com9.tar.gz",           // any extension
+    "attachments/report.pdf.",           // trailing dot
+    "attachments/report.pdf ",           // trailing space
+];
+
+#[test]
+fn deceptive_attachment_names_are_refused_at_seal() {
+    let (_region, clinic, hospital) = pair();
+    for name in DECEPTIVE_NAMES {
+        let r = renkei::package::seal(
+            renkei::package::SealRequest {
+                sender_key: &clinic.key,
+                sender_cert: &clinic.cert,
+                sender_copy: false,
+                recipients: std::slice::from_ref(&hospital.cert),
+                kind: renkei::package::PackageKind::Referral,
+                thread_id: None,
+                in_reply_to: None,
+                document: document(document_for(
+                    renkei::document::DocKind::Referral,
+                    CLINIC,
+                    HOSPITAL,
+                    &[],
+                )),
+                attachments: vec![mem(name, "x")],
+                limits: Limits::default(),
+            },
+            io::sink(),
+        );
+        assert!(
+            matches!(r, Err(renkei::package::SealError::BadName(..))),
+            "{name:?}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn deceptive_attachment_names_are_refused_at_open() {
+    let (_region, clinic, hospital) = pair();
+    for name in DECEPTIVE_NAMES {
+        let bad = RawEntry::file(name, "x");
+        let e = expect_refused(&hospital, &with_member(&clinic, &hospital, bad));
+        assert_malformed(&e, "unsafe member path");
+    }
+}
+
+#[test]
+fn names_equal_ignoring_case_are_refused_at_seal_and_at_open() {
+    let (_region, clinic, hospital) = pair();
+    for (a, b) in [
+        ("attachments/Report.PDF", "attachments/report.pdf"),
+        ("attachments/Maße.txt", "attachments/MASSE.txt"),
+        ("attachments/ＡＢＣ.txt", "attachments/ａｂｃ.txt"),
+    ] {
+        let r = renkei::package::seal(
+            renkei::package::SealRequest {
+                sender_key: &clinic.key,
+                sender_cert: &clinic.cert,
+                sender_copy: false,
+                recipients: std::slice::from_ref(&hospital.cert),
+                kind: renkei::package::PackageKind::Referral,
+                thread_id: None,
+                in_reply_to: None,
+                document: document(document_for(
+                    renkei::document::DocKind::Referral,
+                    CLINIC,
+                    HOSPITAL,
+                    &[],
+                )),
+                attachments: vec![mem(a, "1"), mem(b, "2")],
+                limits: Limits::default(),
+            },
+            io::sink(),
+        );
+        assert!(
+            matches!(&r, Err(renkei::package::SealError::Duplicate(n)) if n == b),
+            "{a} {b}: {r:?}"
+        );
+        let mut craft = Craft::new(&clinic, &[&hospital]);
+        craft.entries.insert(1, RawEntry::file(a, "1"));
+        craft.entries.insert(2, RawEntry::file(b, "2"));
+        let e = expect_refused(&hospital, &craft.build());
+        assert_malformed(&e, "duplicate member");
+    }
+}
+
 #[test]
 fn a_symlink_entry_is_refused() {
     let (_region, clinic, hospital) = pair();
@@ -921,6 +1102,74 @@ fn a_member_after_the_signature_is_refused() {
         matches!(&e, OpenError::ExtraMember(p) if p == "attachments/後から.txt"),
         "{e:?}"
     );
+}
+
+/// Issue #11 item 10: no tar record of any type may follow
+/// `manifest.sig`, not even one that names no member by itself (a dangling
+/// GNU long-name record, a PAX header).
+#[test]
+fn no_tar_record_of_any_type_may_follow_the_signature() {
+    let (_region, clinic, hospital) = pair();
+    let pax = |kind| RawEntry {
+        name: b"PaxHeaders/x".to_vec(),
+        kind,
+        data: b"30 path=attachments/pax.txt\n".to_vec(),
+        link: Vec::new(),
+    };
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
+        (
+            "GNU long name alone",
+            vec![long_name_record(b"attachments/late.txt")],
+        ),
+        (
+            "GNU long name and a member",
+            vec![
+                long_name_record(b"attachments/late.txt"),
+                RawEntry::file("attachments/x.txt", "late"),
+            ],
+        ),
+        ("PAX x alone", vec![pax(tar::EntryType::XHeader)]),
+        ("PAX g alone", vec![pax(tar::EntryType::XGlobalHeader)]),
+        (
+            "PAX x and a member",
+            vec![
+                pax(tar::EntryType::XHeader),
+                RawEntry::file("attachments/x.txt", "late"),
+            ],
+        ),
+        (
+            "a member with an unsafe path",
+            vec![RawEntry::file("../late.txt", "late")],
+        ),
+        (
+            "a symlink",
+            vec![RawEntry::special(
+                "attachments/l",
+                tar::EntryType::Symlink,
+                "/etc/passwd",
+            )],
+        ),
+        (
+            "an empty regular file",
+            vec![RawEntry::file("attachments/e", "")],
+        ),
+    ];
+    for (what, after) in cases {
+        let mut craft = Craft::new(&clinic, &[&hospital]);
+        craft.after = after;
+        let e = expect_refused(&hospital, &craft.build());
+        assert!(matches!(e, OpenError::ExtraMember(_)), "{what}: {e:?}");
+        assert_eq!(e.reason_code(), "extra-member", "{what}");
+    }
+    // A long-name record that names nothing (the archive ends after it) is
+    // refused too.
+    let mut entries = standard_entries(&clinic, &hospital);
+    entries.push(long_name_record(b"attachments/dangling.txt"));
+    let e = expect_refused(
+        &hospital,
+        &encrypt(&tar_bytes(&entries), &[hospital.recipient()]),
+    );
+    assert_malformed(&e, "names no member");
 }
 
 #[test]

@@ -459,6 +459,147 @@ async fn upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored(
     assert!(files_under(&w.data.join("tmp")).is_empty());
 }
 
+/// An envelope whose first bytes are not a bounded age header (issue #11:
+/// a megabyte of junk stanzas, which the age crate parses in quadratic
+/// time) is refused at upload, with or without Content-Length, even when
+/// its signed submission matches it exactly.
+async fn envelope_without_a_bounded_age_header_is_400_and_nothing_is_stored(backend: Backend) {
+    let w = World::start(backend).await;
+    let file = w.region.dir().join("sealed.age");
+    seal_to_file(&w.clinic, &[cert_of(&w.hospital)], &file);
+    let genuine = fs::read(&file).unwrap();
+    let intro = renkei::package::header::INTRO;
+    let mut junk = intro.to_vec();
+    while junk.len() < 1 << 20 {
+        junk.extend_from_slice(b"-> junk-stanza AAAA\nAAAA\n");
+    }
+    junk.extend_from_slice(&genuine[intro.len()..]);
+    let fp = cert_of(&w.clinic).fingerprint;
+    let c = w.client(&w.clinic);
+    for (what, body) in [
+        ("a 1 MiB header", junk),
+        ("not age", b"just some bytes, not an age file".to_vec()),
+        (
+            "armored",
+            b"-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n".to_vec(),
+        ),
+        ("header cut before its MAC line", genuine[..60].to_vec()),
+    ] {
+        let len = body.len() as u64;
+        let eid = renkei::pki::sha256_hex(&body);
+        let s = submission(&w.clinic, &eid, len, CLINIC, &fp, &[HOSPITAL]);
+        let (status, h, resp) = raw(
+            &c,
+            Method::POST,
+            "/v1/envelopes",
+            &[submission_header(&s)],
+            body.clone(),
+        )
+        .await;
+        let detail = assert_problem(status, 400, &h, &resp);
+        assert!(detail.contains("not a renkei package"), "{what}: {detail}");
+        assert!(w.stored_files().is_empty(), "{what}");
+        let (status, h, resp) = raw_body(
+            &c,
+            Method::POST,
+            "/v1/envelopes",
+            &[submission_header(&s)],
+            chunked(body, 4093),
+        )
+        .await;
+        let detail = assert_problem(status, 400, &h, &resp);
+        assert!(detail.contains("not a renkei package"), "{what}: {detail}");
+        assert!(w.stored_files().is_empty(), "{what}");
+    }
+    assert!(w.log().await.is_empty());
+    // Control: the genuine envelope, streamed in small pieces, is accepted.
+    let eid = renkei::pki::sha256_hex(&genuine);
+    let s = submission(
+        &w.clinic,
+        &eid,
+        genuine.len() as u64,
+        CLINIC,
+        &fp,
+        &[HOSPITAL],
+    );
+    let (status, _, resp) = raw_body(
+        &c,
+        Method::POST,
+        "/v1/envelopes",
+        &[submission_header(&s)],
+        chunked(genuine, 7),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", text(&resp));
+}
+
+/// `receive --all`: an envelope that fails to open is rejected with its
+/// receipt and does not stop the envelopes after it.
+async fn receive_all_goes_on_after_an_envelope_that_fails(backend: Backend) {
+    let w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    for s in [&clinic, &hospital] {
+        bounded(s.publish()).await.unwrap();
+    }
+    let fp = cert_of(&w.clinic).fingerprint;
+    let c = w.client(&w.clinic);
+    let upload = |name: &str, damage: bool| {
+        let file = w.region.dir().join(name);
+        seal_to_file(&w.clinic, &[cert_of(&w.hospital)], &file);
+        let mut bytes = fs::read(&file).unwrap();
+        if damage {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+        }
+        let eid = renkei::pki::sha256_hex(&bytes);
+        let s = submission(
+            &w.clinic,
+            &eid,
+            bytes.len() as u64,
+            CLINIC,
+            &fp,
+            &[HOSPITAL],
+        );
+        (eid, s, bytes)
+    };
+    let mut good = Vec::new();
+    let mut bad = String::new();
+    for (i, damage) in [false, true, false].into_iter().enumerate() {
+        let (eid, s, bytes) = upload(&format!("p{i}.age"), damage);
+        let (status, _, resp) = raw(
+            &c,
+            Method::POST,
+            "/v1/envelopes",
+            &[submission_header(&s)],
+            bytes,
+        )
+        .await;
+        assert_eq!(status, 201, "{}", text(&resp));
+        if damage {
+            bad = eid;
+        } else {
+            good.push(eid);
+        }
+    }
+    let got = bounded(hospital.receive_all(&w.out_dir())).await.unwrap();
+    assert_eq!(got.len(), 3);
+    for (eid, r) in &got {
+        if *eid == bad {
+            match r {
+                Err(OpError::Rejected { error, .. }) => {
+                    assert!(matches!(**error, OpenError::Damaged), "{error:?}")
+                }
+                other => panic!("expected a rejection, got {:?}", other.as_ref().err()),
+            }
+        } else {
+            assert!(good.contains(eid));
+            assert!(r.is_ok(), "{eid}: {:?}", r.as_ref().err());
+        }
+    }
+    assert!(bounded(hospital.inbox()).await.unwrap().is_empty());
+}
+
 // 5 ---------------------------------------------------------------------
 
 async fn submission_by_another_key_or_naming_another_sender_is_403(backend: Backend) {
@@ -2682,6 +2823,8 @@ on_both_backends!(
     resubmitting_the_same_sealed_file_is_idempotent,
     upload_over_the_size_limit_is_413_and_nothing_is_stored,
     upload_not_matching_the_signed_submission_is_400_and_nothing_is_stored,
+    envelope_without_a_bounded_age_header_is_400_and_nothing_is_stored,
+    receive_all_goes_on_after_an_envelope_that_fails,
     submission_by_another_key_or_naming_another_sender_is_403,
     access_control_of_inbox_downloads_and_receipts,
     handshake_refuses_no_certificate_revoked_and_foreign_certificates,

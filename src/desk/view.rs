@@ -57,6 +57,7 @@ pub(crate) fn reason_ja(code: &str) -> String {
         "damaged" => "途中で壊れたか改ざんされたため、開けませんでした。送信元に再送を依頼してください。",
         "not-encrypted-for-recipient" => "この施設あてに暗号化されていませんでした。",
         "not-addressed-to-recipient" => "署名された宛先にこの施設が含まれていません（転送された可能性があります）。使用せず、送信元に連絡してください。",
+        "unexpected-recipients" => "署名された宛先以外にも読める人がいるように暗号化されていました。使用せず、送信元に連絡してください。",
         "malformed" => "パッケージの形式が正しくありません。",
         "sender-revoked" => "送信元の証明書が失効しています。",
         "sender-expired" => "送信元の証明書の有効期限が切れています。",

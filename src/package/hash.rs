@@ -1,6 +1,6 @@
-//! Readers and writers that hash and count what passes through them.
+//! A reader that hashes and counts what passes through it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use ring::digest::{Context, SHA256};
 
@@ -34,41 +34,5 @@ impl<R: Read> Read for HashingReader<R> {
         self.ctx.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
-    }
-}
-
-/// Hashes and counts bytes written.
-pub(crate) struct HashingWriter<W> {
-    inner: W,
-    ctx: Context,
-    count: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            ctx: Context::new(&SHA256),
-            count: 0,
-        }
-    }
-
-    pub(crate) fn finish(self) -> (W, u64, [u8; 32]) {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.ctx.finish().as_ref());
-        (self.inner, self.count, out)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.ctx.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }

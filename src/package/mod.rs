@@ -6,9 +6,11 @@
 //! signature `manifest.sig`. The outer layer is a standard age v1 file.
 
 mod hash;
+pub mod header;
 pub mod manifest;
 pub mod open;
 pub mod path;
+pub mod payload;
 pub mod seal;
 
 use std::fmt;

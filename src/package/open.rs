@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::hash::HashingReader;
+use super::header::{self, HeaderError};
 use super::manifest::Manifest;
+use super::payload;
 use super::{path, Limits, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH};
 use crate::document::{self, Expect, Issue, Summary};
 use crate::identity::FacilityId;
@@ -26,6 +28,11 @@ pub enum OpenError {
     /// not an age file. One opaque variant for all such failures.
     #[error("the package is damaged or was altered in transit (decryption failed); ask the sender to send it again")]
     Damaged,
+    /// The age header is longer than [`header::MAX_HEADER_BYTES`]: refused
+    /// before any parsing or decryption (an honest sealer writes a few
+    /// hundred bytes per recipient).
+    #[error("the package's age header is longer than {} bytes; it was refused unread. It was not made by renkei or age: do not use it, and ask the sender to send it again", header::MAX_HEADER_BYTES)]
+    HeaderTooLong,
     /// None of this facility's keys can decrypt it.
     #[error("this package was not encrypted for this facility")]
     NotEncryptedForUs,
@@ -38,6 +45,16 @@ pub enum OpenError {
         addressed: String,
         /// The sender.
         sender: String,
+    },
+    /// The age header carries more (or fewer) ways to the file key than the
+    /// sender signed for: someone the manifest does not name may be able to
+    /// read the package.
+    #[error("the package is encrypted for {found} but the sender signed for {signed} (its recipients and its own copy); a reader not named in the manifest may be able to read it. Do not use it; report it to the sender")]
+    UnexpectedRecipients {
+        /// What the age header holds, in words.
+        found: String,
+        /// How many readers the manifest accounts for.
+        signed: usize,
     },
     /// The inner structure is wrong (unsafe path, wrong entry type, order,
     /// duplicates, limits, missing manifest).
@@ -101,9 +118,10 @@ impl OpenError {
     pub fn reason_code(&self) -> &'static str {
         match self {
             OpenError::Io(_) => "local-io",
-            OpenError::Damaged => "damaged",
+            OpenError::Damaged | OpenError::HeaderTooLong => "damaged",
             OpenError::NotEncryptedForUs => "not-encrypted-for-recipient",
             OpenError::NotAddressedToUs { .. } => "not-addressed-to-recipient",
+            OpenError::UnexpectedRecipients { .. } => "unexpected-recipients",
             OpenError::Malformed(_) => "malformed",
             OpenError::Sender(CertError::Revoked { .. }) => "sender-revoked",
             OpenError::Sender(CertError::Expired { .. }) => "sender-expired",
@@ -160,7 +178,7 @@ fn stream_err(_e: io::Error) -> OpenError {
 /// writing members under `staging` (an empty folder the caller owns and
 /// deletes on error). `at` is the verification time (now if `None`).
 pub fn open_into<R: Read>(
-    input: R,
+    mut input: R,
     identity: &AgeIdentity,
     trust: &TrustStore,
     me: &FacilityId,
@@ -171,12 +189,29 @@ pub fn open_into<R: Read>(
     // Released plaintext is clinical data: the folder is private to this
     // user (0700) and every file in it 0600, whatever the umask.
     private_dir(staging)?;
-    let decryptor = age::Decryptor::new(input).map_err(|_| OpenError::Damaged)?;
-    let stream = match decryptor.decrypt(std::iter::once(identity.inner() as &dyn age::Identity)) {
-        Ok(s) => s,
-        Err(age::DecryptError::NoMatchingKeys) => return Err(OpenError::NotEncryptedForUs),
+    // Bound the age header before the age crate sees it: at most 64 KiB,
+    // read once, up to its MAC line (the age crate's own header reader is
+    // quadratic in the header's length).
+    let mut head = Vec::with_capacity(8 * 1024);
+    input
+        .by_ref()
+        .take(header::MAX_HEADER_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(OpenError::Io)?;
+    let parsed = match header::parse(&head) {
+        Ok(h) => h,
+        Err(HeaderError::TooLong) => return Err(OpenError::HeaderTooLong),
         Err(_) => return Err(OpenError::Damaged),
     };
+    let readers = Readers::of(&parsed);
+    let file_key = match parsed.unwrap(&head, identity.inner()) {
+        Ok(k) => k,
+        Err(header::UnwrapError::NoMatchingKey) => return Err(OpenError::NotEncryptedForUs),
+        Err(header::UnwrapError::Damaged) => return Err(OpenError::Damaged),
+    };
+    let mut rest = io::Cursor::new(head);
+    rest.set_position(parsed.len as u64);
+    let stream = payload::Decryptor::new(rest.chain(input), file_key);
     let mut archive = tar::Archive::new(stream);
     let mut seen: HashMap<String, (u64, [u8; 32])> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -194,6 +229,21 @@ pub fn open_into<R: Read>(
         for entry in entries {
             let mut entry = entry.map_err(stream_err)?;
             let etype = entry.header().entry_type();
+            // Nothing at all may follow the signature: no member, and no
+            // record of any other type (GNU long name, PAX, ...).
+            if signature.is_some() {
+                let name: String = String::from_utf8_lossy(&entry.header().path_bytes())
+                    .chars()
+                    .take(80)
+                    .collect();
+                return Err(OpenError::ExtraMember(
+                    if etype == tar::EntryType::Regular {
+                        name
+                    } else {
+                        format!("(a tar record of type {etype:?} after the signature: {name:?})")
+                    },
+                ));
+            }
             if etype == tar::EntryType::GNULongName {
                 if long_name.is_some() || entry.size() > MAX_LONG_NAME {
                     return Err(malformed("a member path is too long"));
@@ -227,11 +277,10 @@ pub fn open_into<R: Read>(
             }
             path::check(&p)
                 .map_err(|why| malformed(format!("unsafe member path {shown:?}: {why}")))?;
-            if !names.insert(p.clone()) {
-                return Err(malformed(format!("duplicate member {shown:?}")));
-            }
-            if signature.is_some() {
-                return Err(OpenError::ExtraMember(p));
+            if !names.insert(path::fold(&p)) {
+                return Err(malformed(format!(
+                    "duplicate member {shown:?} (names are compared ignoring case)"
+                )));
             }
             let size = entry.size();
             match p.as_str() {
@@ -302,6 +351,9 @@ pub fn open_into<R: Read>(
                 }
             }
         }
+    }
+    if long_name.is_some() {
+        return Err(malformed("a long-name record names no member"));
     }
     // Drain what follows the tar end: zero padding only, then the age
     // stream's authenticated end (a truncated stream fails here).
@@ -394,6 +446,24 @@ pub fn open_into<R: Read>(
             sender: format!("{} ({})", sender.name, sender_id),
         });
     }
+    // Hidden readers: the header must hold exactly one X25519 stanza per
+    // signed reader (each addressed facility, plus the sender's own copy
+    // when it is not itself addressed), nothing else but at most one grease
+    // stanza (the age crate writes one).
+    let signed = manifest.recipients.len()
+        + usize::from(
+            manifest.sender_copy
+                && !manifest
+                    .recipients
+                    .iter()
+                    .any(|r| r.facility_id == sender_id),
+        );
+    if readers.x25519 != signed || readers.other > 0 || readers.grease > 1 {
+        return Err(OpenError::UnexpectedRecipients {
+            found: readers.describe(),
+            signed,
+        });
+    }
     // The document must be a valid JP-CLINS document for this very package
     // (sender, recipients, attachments, kind, in-reply-to).
     let summary = check_document(&staging.join(DOCUMENT_PATH), doc_size, &manifest)?;
@@ -412,6 +482,47 @@ pub fn open_into<R: Read>(
         sender,
         summary,
     })
+}
+
+/// The stanzas of an age header, by kind.
+struct Readers {
+    /// X25519 stanzas: one per reader.
+    x25519: usize,
+    /// age "grease" stanzas (tag ending in `-grease`).
+    grease: usize,
+    /// Any other stanza (scrypt, ssh, plugins, unknown).
+    other: usize,
+}
+
+impl Readers {
+    fn of(h: &header::Header) -> Readers {
+        let mut r = Readers {
+            x25519: 0,
+            grease: 0,
+            other: 0,
+        };
+        for s in &h.stanzas {
+            if s.tag == "X25519" {
+                r.x25519 += 1;
+            } else if s.tag.ends_with("-grease") {
+                r.grease += 1;
+            } else {
+                r.other += 1;
+            }
+        }
+        r
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("{} X25519 reader(s)", self.x25519);
+        if self.other > 0 {
+            s.push_str(&format!(" and {} stanza(s) of other kinds", self.other));
+        }
+        if self.grease > 1 {
+            s.push_str(&format!(" and {} grease stanzas", self.grease));
+        }
+        s
+    }
 }
 
 /// Validate the staged `document.json` (of verified `size`) against the

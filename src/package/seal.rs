@@ -2,8 +2,9 @@
 
 use std::io::{self, Read, Write};
 
-use super::hash::{HashingReader, HashingWriter};
+use super::hash::HashingReader;
 use super::manifest::{Manifest, MemberEntry, RecipientEntry, SenderEntry};
+use super::{header, payload};
 use super::{
     path, Limits, PackageKind, DOCUMENT_PATH, MANIFEST_PATH, SENDER_CERT_PATH, SIGNATURE_PATH,
 };
@@ -21,8 +22,8 @@ pub enum SealError {
     /// A member's name is not allowed.
     #[error("attachment name {0:?} is not allowed ({1})")]
     BadName(String, &'static str),
-    /// Two members with one name.
-    #[error("two members are named {0:?}; rename one attachment")]
+    /// Two members with one name (compared ignoring case).
+    #[error("two members are named {0:?} (names are compared ignoring upper and lower case); rename one attachment")]
     Duplicate(String),
     /// A member changed size while it was being read.
     #[error("{0} changed while it was being sealed (expected {1} bytes, read {2}); try again")]
@@ -157,14 +158,17 @@ pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealEr
             req.limits.max_members - 4
         )));
     }
-    let mut names = vec![DOCUMENT_PATH.to_string(), SENDER_CERT_PATH.to_string()];
+    // Names are compared case-folded: two names that one desk's file
+    // system would take for one file are one name.
+    let mut names = vec![path::fold(DOCUMENT_PATH), path::fold(SENDER_CERT_PATH)];
     let mut total = req.document.size;
     for a in &req.attachments {
         path::check(&a.path).map_err(|why| SealError::BadName(a.path.clone(), why))?;
-        if names.contains(&a.path) {
+        let folded = path::fold(&a.path);
+        if names.contains(&folded) {
             return Err(SealError::Duplicate(a.path.clone()));
         }
-        names.push(a.path.clone());
+        names.push(folded);
         if a.size > req.limits.max_member_bytes {
             return Err(SealError::TooLarge(format!(
                 "{} is larger than {} bytes",
@@ -203,11 +207,17 @@ pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealEr
         .replace_nanosecond(0)
         .expect("0 is valid");
     let mtime = created.unix_timestamp().max(0) as u64;
-    let encryptor =
-        age::Encryptor::with_recipients(age_recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| SealError::Encrypt(e.to_string()))?;
-    let hashing_out = HashingWriter::new(out);
-    let stream = encryptor.wrap_output(hashing_out)?;
+    // age v1: our own header (the age crate wraps the file key for each
+    // recipient) and our own STREAM payload, sealed on a second thread.
+    let file_key = header::new_file_key();
+    let to: Vec<&dyn age::Recipient> = age_recipients
+        .iter()
+        .map(|r| r as &dyn age::Recipient)
+        .collect();
+    let head = header::write(&file_key, &to).map_err(SealError::Encrypt)?;
+    // The encryptor hashes everything it writes: the envelope ID.
+    let stream = payload::Encryptor::new(out, &file_key, &head)?;
+    drop(file_key);
     let mut tar = tar::Builder::new(stream);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut members = Vec::new();
@@ -219,7 +229,9 @@ pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealEr
             header.set_mode(0o644);
             header.set_mtime(mtime);
             header.set_entry_type(tar::EntryType::Regular);
-            let mut reader = HashingReader::new(m.reader.take(m.size));
+            // Large reads from the member (tar copies 8 KiB at a time).
+            let mut reader =
+                HashingReader::new(io::BufReader::with_capacity(1 << 20, m.reader.take(m.size)));
             tar.append_data(&mut header, &m.path, &mut reader)
                 .map_err(|e| {
                     if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -289,8 +301,7 @@ pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealEr
         tar.append_data(&mut header, p, bytes)?;
     }
     let stream = tar.into_inner()?;
-    let hashing_out = stream.finish()?;
-    let (mut out, size, digest) = hashing_out.finish();
+    let (mut out, size, digest) = stream.finish()?;
     out.flush()?;
     Ok(Sealed {
         manifest,

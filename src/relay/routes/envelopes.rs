@@ -27,6 +27,7 @@ use crate::api::{
     MAX_RECIPIENTS, SUBMISSION_HEADER,
 };
 use crate::identity::Kind;
+use crate::package::header::{check_prefix, HeaderError, MAX_HEADER_BYTES};
 use crate::receipt::{self, Delivery, Outcome, Purpose, SignedReceipt, Submission};
 use crate::relay::blobs::BlobError;
 use crate::relay::error::ApiError;
@@ -75,6 +76,19 @@ async fn submit(
         drain(rest, st.config.max_upload_bytes);
     }
     result
+}
+
+/// Whether `head`, the first bytes of an upload, hold a whole age header
+/// within [`MAX_HEADER_BYTES`]: `Ok(false)` while more bytes may still
+/// complete it (unless `at_end`), 400 when it cannot.
+fn check_envelope_head(head: &[u8], at_end: bool) -> Result<bool, ApiError> {
+    match check_prefix(head) {
+        Ok(_) => Ok(true),
+        Err(HeaderError::Truncated) if !at_end => Ok(false),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the envelope is not a renkei package: {e}; nothing was stored"
+        ))),
+    }
 }
 
 /// Read and discard the rest of a refused upload in the background (bounded
@@ -187,6 +201,11 @@ async fn submit_inner(
         .stage(&sub.envelope_id, sub.size)
         .await
         .map_err(blob_error)?;
+    // The first bytes must hold a bounded age header (see
+    // package::header): a ciphertext that no renkei opener would read is
+    // refused before it is stored.
+    let mut head: Vec<u8> = Vec::new();
+    let mut head_ok = false;
     {
         let stream = body
             .as_mut()
@@ -213,10 +232,18 @@ async fn submit_inner(
                     ApiError::bad_request("the upload is longer than the signed size")
                 });
             }
+            if !head_ok {
+                let want = MAX_HEADER_BYTES - head.len().min(MAX_HEADER_BYTES);
+                head.extend_from_slice(&chunk[..chunk.len().min(want)]);
+                head_ok = check_envelope_head(&head, false)?;
+            }
             staged.write(&chunk).await.map_err(blob_error)?;
         }
     }
     *body = None;
+    if !head_ok {
+        check_envelope_head(&head, true)?;
+    }
     if staged.len() != sub.size || staged.sha256_hex() != sub.envelope_id {
         return Err(ApiError::bad_request(
             "the uploaded bytes do not match the signed submission (size or SHA-256)",

@@ -1,0 +1,679 @@
+//! The age v1 payload (C2SP age.md, "Payload"): a 16-byte nonce, then the
+//! plaintext in 64 KiB chunks, each sealed with ChaCha20-Poly1305 under
+//! the payload key HKDF-SHA-256(ikm = file key, salt = nonce,
+//! info = "payload") and the 12-byte nonce `counter (11 bytes, big endian)
+//! || last flag (0x00, or 0x01 on the final chunk)`. The final chunk may be
+//! full; it is empty only when the whole plaintext is empty.
+//!
+//! The AEAD is ring's; chunks are sealed and opened in batches of
+//! [`BATCH`] (2 MiB) by a second thread, pipelined with the caller's own
+//! work (reading and hashing members when sealing, parsing the tar, hashing
+//! and writing members when opening), so that both cores work; at most
+//! three batch buffers exist per stream (about 6 MiB). A batch's plaintext
+//! is released to the reader only after every chunk of the batch
+//! authenticated; the end of the stream (the final flag) is authenticated
+//! before [`Decryptor`] reports the end.
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+
+use age_core::format::FileKey;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::digest::{Context, SHA256};
+use ring::hkdf;
+
+use age::secrecy::ExposeSecret as _;
+
+/// Plaintext bytes per chunk.
+pub const CHUNK: usize = 64 * 1024;
+/// Poly1305 tag bytes per chunk.
+pub const TAG: usize = 16;
+/// Ciphertext bytes per full chunk.
+pub const SLOT: usize = CHUNK + TAG;
+/// Bytes of the payload nonce at the start of the payload.
+pub const NONCE: usize = 16;
+/// Chunks per batch (2 MiB of plaintext).
+pub const BATCH: usize = 32;
+
+/// The payload key. Opaque: ring keeps the key bytes and exposes nothing;
+/// no `Debug`.
+pub struct PayloadKey(LessSafeKey);
+
+impl PayloadKey {
+    /// HKDF-SHA-256(ikm = file key, salt = nonce, info = "payload").
+    pub fn derive(file_key: &FileKey, nonce: &[u8; NONCE]) -> PayloadKey {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, nonce).extract(file_key.expose_secret());
+        let okm = prk
+            .expand(&[b"payload"], &CHACHA20_POLY1305)
+            .expect("32 bytes is a valid HKDF-SHA-256 length");
+        PayloadKey(LessSafeKey::new(UnboundKey::from(okm)))
+    }
+}
+
+fn chunk_nonce(counter: u64, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[3..11].copy_from_slice(&counter.to_be_bytes());
+    n[11] = u8::from(last);
+    Nonce::assume_unique_for_key(n)
+}
+
+/// Seal the `n` chunks staged in `buf` (slot layout, `filled` plaintext
+/// bytes), the last one final if `last`; return the ciphertext length
+/// (the ciphertext is `buf[..len]`: full slots, then the last chunk).
+fn seal_batch(
+    key: &LessSafeKey,
+    buf: &mut [u8],
+    filled: usize,
+    counter: u64,
+    last: bool,
+) -> Option<usize> {
+    let n = filled.div_ceil(CHUNK).max(1);
+    let mut len = 0;
+    for (i, slot) in buf.chunks_mut(SLOT).take(n).enumerate() {
+        let plain = (filled - i * CHUNK).min(CHUNK);
+        let nonce = chunk_nonce(counter.checked_add(i as u64)?, last && i == n - 1);
+        let (data, rest) = slot.split_at_mut(plain);
+        let tag = key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), data)
+            .ok()?;
+        rest[..TAG].copy_from_slice(tag.as_ref());
+        len = i * SLOT + plain + TAG;
+    }
+    Some(len)
+}
+
+/// One batch for the sealing thread.
+struct SealJob {
+    buf: Vec<u8>,
+    filled: usize,
+    counter: u64,
+    last: bool,
+}
+
+/// A sealed batch: the ciphertext is `buf[..len]` (`None`: the counter
+/// overflowed).
+struct Sealed {
+    buf: Vec<u8>,
+    len: Option<usize>,
+}
+
+fn worker_gone() -> io::Error {
+    io::Error::other("the payload encryption thread stopped")
+}
+
+/// Encrypts a payload into `out`, hashing everything written (the header
+/// given to [`Encryptor::new`], the nonce and the payload: the envelope
+/// ID). Write the plaintext, then [`finish`].
+///
+/// The main thread stages plaintext; a second thread seals each batch and
+/// hashes its ciphertext while the main thread reads and stages the next
+/// one; the main thread writes sealed batches out in order. At most three
+/// batch buffers exist (one staging, two in flight).
+///
+/// [`finish`]: Encryptor::finish
+pub struct Encryptor<W: Write> {
+    out: W,
+    /// BATCH slots of SLOT bytes; plaintext is staged at the start of
+    /// each slot, the tag goes after it.
+    buf: Vec<u8>,
+    /// Plaintext bytes staged in the current batch.
+    filled: usize,
+    /// Index of the first chunk of the current batch.
+    counter: u64,
+    jobs: Option<mpsc::SyncSender<SealJob>>,
+    sealed: mpsc::Receiver<Sealed>,
+    in_flight: usize,
+    worker: Option<std::thread::JoinHandle<Context>>,
+    size: u64,
+}
+
+impl<W: Write> Encryptor<W> {
+    /// Write `header` and the payload nonce to `out` and start the stream.
+    pub fn new(mut out: W, file_key: &FileKey, header: &[u8]) -> io::Result<Self> {
+        use ring::rand::SecureRandom as _;
+        let mut nonce = [0u8; NONCE];
+        ring::rand::SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| io::Error::other("the system random generator failed"))?;
+        out.write_all(header)?;
+        out.write_all(&nonce)?;
+        let mut hash = Context::new(&SHA256);
+        hash.update(header);
+        hash.update(&nonce);
+        let key = PayloadKey::derive(file_key, &nonce).0;
+        let (jobs, rx) = mpsc::sync_channel::<SealJob>(1);
+        let (tx, sealed) = mpsc::sync_channel::<Sealed>(2);
+        let worker = std::thread::Builder::new()
+            .name("renkei-seal".into())
+            .spawn(move || {
+                for mut job in rx {
+                    let len = seal_batch(&key, &mut job.buf, job.filled, job.counter, job.last);
+                    if let Some(len) = len {
+                        hash.update(&job.buf[..len]);
+                    }
+                    if tx.send(Sealed { buf: job.buf, len }).is_err() {
+                        break;
+                    }
+                }
+                hash
+            })?;
+        Ok(Encryptor {
+            out,
+            buf: vec![0u8; BATCH * SLOT],
+            filled: 0,
+            counter: 0,
+            jobs: Some(jobs),
+            sealed,
+            in_flight: 0,
+            worker: Some(worker),
+            size: (header.len() + NONCE) as u64,
+        })
+    }
+
+    /// Write out the oldest sealed batch; return its buffer.
+    fn collect(&mut self) -> io::Result<Vec<u8>> {
+        let s = self.sealed.recv().map_err(|_| worker_gone())?;
+        self.in_flight -= 1;
+        let len = s
+            .len
+            .ok_or_else(|| io::Error::other("the payload is too long (chunk counter overflow)"))?;
+        self.out.write_all(&s.buf[..len])?;
+        self.size += len as u64;
+        Ok(s.buf)
+    }
+
+    /// Hand the staged batch to the sealing thread.
+    fn submit(&mut self, last: bool) -> io::Result<()> {
+        let n = self.filled.div_ceil(CHUNK).max(1) as u64;
+        let job = SealJob {
+            buf: std::mem::take(&mut self.buf),
+            filled: self.filled,
+            counter: self.counter,
+            last,
+        };
+        self.jobs
+            .as_ref()
+            .expect("not finished")
+            .send(job)
+            .map_err(|_| worker_gone())?;
+        self.in_flight += 1;
+        self.counter += n;
+        self.filled = 0;
+        if !last {
+            self.buf = if self.in_flight >= 2 {
+                self.collect()?
+            } else {
+                vec![0u8; BATCH * SLOT]
+            };
+        }
+        Ok(())
+    }
+
+    /// Seal the final chunk, write everything out and return the output,
+    /// the number of bytes written (header included) and their SHA-256.
+    pub fn finish(mut self) -> io::Result<(W, u64, [u8; 32])> {
+        self.submit(true)?;
+        self.jobs = None;
+        while self.in_flight > 0 {
+            self.collect()?;
+        }
+        let hash = self
+            .worker
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| worker_gone())?;
+        self.out.flush()?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(hash.finish().as_ref());
+        let size = self.size;
+        // Move the writer out; the channels are dropped with `self`.
+        let Encryptor { out, .. } = self;
+        Ok((out, size, digest))
+    }
+}
+
+impl<W: Write> Write for Encryptor<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        // A full batch is sealed only once more data arrives: the last
+        // chunk of the stream must carry the final flag.
+        if self.filled == BATCH * CHUNK {
+            self.submit(false)?;
+        }
+        let slot = self.filled / CHUNK;
+        let at = self.filled % CHUNK;
+        let n = data.len().min(CHUNK - at);
+        let start = slot * SLOT + at;
+        self.buf[start..start + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// One batch of ciphertext for the opening thread: `buf[..body]`.
+struct OpenJob {
+    buf: Vec<u8>,
+    body: usize,
+    counter: u64,
+    last: bool,
+}
+
+/// An opened batch: plaintext ranges in `buf`, or `None` if a chunk
+/// failed.
+struct OpenedBatch {
+    buf: Vec<u8>,
+    ranges: Option<Vec<(usize, usize)>>,
+    last: bool,
+}
+
+fn open_batch(key: &LessSafeKey, job: &mut OpenJob) -> Option<Vec<(usize, usize)>> {
+    let n = job.body.div_ceil(SLOT);
+    let mut ranges = Vec::with_capacity(n);
+    for (i, slot) in job.buf[..job.body].chunks_mut(SLOT).enumerate() {
+        let nonce = chunk_nonce(job.counter.checked_add(i as u64)?, job.last && i == n - 1);
+        let len = key.open_in_place(nonce, Aad::empty(), slot).ok()?.len();
+        ranges.push((i * SLOT, i * SLOT + len));
+    }
+    Some(ranges)
+}
+
+/// Decrypts a payload read from `input` (positioned after the header).
+/// Reads return plaintext only from batches whose every chunk
+/// authenticated; a damaged, truncated or extended payload is an
+/// [`io::ErrorKind::InvalidData`] error, and end of stream (`Ok(0)`) is
+/// reported only after the final chunk authenticated.
+///
+/// The main thread reads ciphertext (up to two batches ahead); a second
+/// thread opens each batch while the caller consumes the one before.
+pub struct Decryptor<R: Read> {
+    input: R,
+    file_key: Option<FileKey>,
+    jobs: Option<mpsc::SyncSender<OpenJob>>,
+    opened: Option<mpsc::Receiver<OpenedBatch>>,
+    in_flight: usize,
+    /// Buffers to read the next batches into.
+    spare: Vec<Vec<u8>>,
+    /// The batch being consumed: plaintext ranges not yet returned.
+    current: Option<Plain>,
+    /// A byte read ahead of the last batch read (to learn it was not last).
+    carry: Option<u8>,
+    counter: u64,
+    /// The last batch was read (and sent).
+    read_all: bool,
+    /// The final chunk authenticated and was returned.
+    done: bool,
+    failed: bool,
+}
+
+/// An opened batch being read: its buffer, the plaintext ranges in it,
+/// and the index of the next range to read.
+type Plain = (Vec<u8>, Vec<(usize, usize)>, usize);
+
+fn damaged() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the age payload failed authentication",
+    )
+}
+
+impl<R: Read> Decryptor<R> {
+    /// Start decrypting; the payload nonce is read with the first batch.
+    pub fn new(input: R, file_key: FileKey) -> Self {
+        Decryptor {
+            input,
+            file_key: Some(file_key),
+            jobs: None,
+            opened: None,
+            in_flight: 0,
+            spare: Vec::new(),
+            current: None,
+            carry: None,
+            counter: 0,
+            read_all: false,
+            done: false,
+            failed: false,
+        }
+    }
+
+    /// Read the nonce, derive the key, start the opening thread.
+    fn start(&mut self) -> io::Result<()> {
+        let mut nonce = [0u8; NONCE];
+        let mut got = 0;
+        while got < NONCE {
+            match self.input.read(&mut nonce[got..]) {
+                Ok(0) => return Err(damaged()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let fk = self.file_key.take().expect("started once");
+        let key = PayloadKey::derive(&fk, &nonce).0;
+        let (jobs, rx) = mpsc::sync_channel::<OpenJob>(2);
+        let (tx, opened) = mpsc::sync_channel::<OpenedBatch>(2);
+        std::thread::Builder::new()
+            .name("renkei-open".into())
+            .spawn(move || {
+                for mut job in rx {
+                    let ranges = open_batch(&key, &mut job);
+                    let last = job.last;
+                    if tx
+                        .send(OpenedBatch {
+                            buf: job.buf,
+                            ranges,
+                            last,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })?;
+        self.jobs = Some(jobs);
+        self.opened = Some(opened);
+        Ok(())
+    }
+
+    /// Read the next batch of ciphertext and hand it to the opening thread.
+    fn send_next(&mut self) -> io::Result<()> {
+        let mut buf = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| vec![0u8; BATCH * SLOT + 1]);
+        let mut at = 0;
+        if let Some(b) = self.carry.take() {
+            buf[0] = b;
+            at = 1;
+        }
+        while at < buf.len() {
+            match self.input.read(&mut buf[at..]) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let last = at <= BATCH * SLOT;
+        let body = if last {
+            at
+        } else {
+            self.carry = Some(buf[BATCH * SLOT]);
+            BATCH * SLOT
+        };
+        // Chunk boundaries: full slots, then (if last) a final chunk of at
+        // least a tag; an empty final chunk only as the very first chunk.
+        let n = body.div_ceil(SLOT);
+        if last {
+            if n == 0 {
+                return Err(damaged());
+            }
+            let tail = body - (n - 1) * SLOT;
+            if tail < TAG || (tail == TAG && (self.counter > 0 || n > 1)) {
+                return Err(damaged());
+            }
+        }
+        let job = OpenJob {
+            buf,
+            body,
+            counter: self.counter,
+            last,
+        };
+        self.jobs
+            .as_ref()
+            .expect("started")
+            .send(job)
+            .map_err(|_| worker_gone())?;
+        self.counter += n as u64;
+        self.in_flight += 1;
+        self.read_all = last;
+        Ok(())
+    }
+
+    /// Make the next opened batch current.
+    fn next_batch(&mut self) -> io::Result<()> {
+        if self.file_key.is_some() {
+            self.start()?;
+        }
+        while self.in_flight < 2 && !self.read_all {
+            self.send_next()?;
+        }
+        let b = self
+            .opened
+            .as_ref()
+            .expect("started")
+            .recv()
+            .map_err(|_| worker_gone())?;
+        self.in_flight -= 1;
+        let ranges = b.ranges.ok_or_else(damaged)?;
+        if let Some((old, _, _)) = self.current.take() {
+            self.spare.push(old);
+        }
+        self.current = Some((b.buf, ranges, 0));
+        if b.last {
+            self.done = true;
+            self.jobs = None;
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Decryptor<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(damaged());
+        }
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some((buf, ranges, pos)) = self.current.as_mut() {
+                while let Some(&(s, e)) = ranges.get(*pos) {
+                    if s == e {
+                        *pos += 1;
+                        continue;
+                    }
+                    let n = out.len().min(e - s);
+                    out[..n].copy_from_slice(&buf[s..s + n]);
+                    ranges[*pos].0 += n;
+                    return Ok(n);
+                }
+                if self.done {
+                    return Ok(0);
+                }
+            }
+            if let Err(e) = self.next_batch() {
+                self.failed = e.kind() == io::ErrorKind::InvalidData;
+                self.current = None;
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> FileKey {
+        FileKey::new(Box::new([7u8; 16]))
+    }
+
+    fn seal(plain: &[u8], pieces: usize) -> Vec<u8> {
+        let mut e = Encryptor::new(Vec::new(), &key(), b"").unwrap();
+        for p in plain.chunks(pieces.max(1)) {
+            e.write_all(p).unwrap();
+        }
+        let (out, size, digest) = e.finish().unwrap();
+        assert_eq!(size, out.len() as u64);
+        assert_eq!(digest[..], ring::digest::digest(&SHA256, &out).as_ref()[..]);
+        out
+    }
+
+    fn open(ct: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Decryptor::new(ct, key()).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn round_trips_at_chunk_and_batch_boundaries() {
+        for n in [
+            0,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK,
+            BATCH * CHUNK - 1,
+            BATCH * CHUNK,
+            BATCH * CHUNK + 1,
+            2 * BATCH * CHUNK,
+            2 * BATCH * CHUNK + 5,
+        ] {
+            let p = data(n);
+            for pieces in [1000, 65536, 1 << 20] {
+                let ct = seal(&p, pieces);
+                let chunks = n.div_ceil(CHUNK).max(1);
+                assert_eq!(ct.len(), NONCE + n + chunks * TAG, "{n}");
+                assert_eq!(open(&ct).unwrap(), p, "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_age_crate_reads_what_we_write_and_we_read_what_it_writes() {
+        // Through whole age files: our header and payload against the age
+        // crate's decryptor, and the age crate's encryptor against ours.
+        let id = age::x25519::Identity::generate();
+        let r = id.to_public();
+        for n in [0, 5, CHUNK, CHUNK + 1, BATCH * CHUNK + 3] {
+            let p = data(n);
+            let fk = crate::package::header::new_file_key();
+            let head = crate::package::header::write(&fk, &[&r]).unwrap();
+            let mut e = Encryptor::new(Vec::new(), &fk, &head).unwrap();
+            e.write_all(&p).unwrap();
+            let (file, size, digest) = e.finish().unwrap();
+            assert_eq!(size, file.len() as u64);
+            assert_eq!(
+                digest[..],
+                ring::digest::digest(&SHA256, &file).as_ref()[..]
+            );
+            let d = age::Decryptor::new(&file[..]).unwrap();
+            let mut got = Vec::new();
+            d.decrypt(std::iter::once(&id as &dyn age::Identity))
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            assert_eq!(got, p, "{n}");
+
+            let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+                .unwrap();
+            let mut theirs = Vec::new();
+            let mut w = enc.wrap_output(&mut theirs).unwrap();
+            w.write_all(&p).unwrap();
+            w.finish().unwrap();
+            let h = crate::package::header::parse(&theirs).unwrap();
+            let fk = h.unwrap(&theirs, &id).ok().unwrap();
+            let mut got = Vec::new();
+            Decryptor::new(&theirs[h.len..], fk)
+                .read_to_end(&mut got)
+                .unwrap();
+            assert_eq!(got, p, "{n}");
+        }
+    }
+
+    #[test]
+    fn damage_truncation_and_extension_are_refused() {
+        let n = 2 * BATCH * CHUNK + 100;
+        let ct = seal(&data(n), 1 << 16);
+        let chunks = n.div_ceil(CHUNK);
+        // A flipped bit in the nonce, the first, a middle and the last chunk.
+        for at in [0, NONCE, NONCE + SLOT * 40 + 7, ct.len() - 1] {
+            let mut t = ct.clone();
+            t[at] ^= 0x20;
+            assert!(open(&t).is_err(), "flip at {at}");
+        }
+        // Cut anywhere, including at every chunk boundary.
+        for k in 0..chunks {
+            assert!(
+                open(&ct[..NONCE + k * SLOT]).is_err(),
+                "cut after {k} chunks"
+            );
+        }
+        for cut in [0, 3, NONCE + 1, NONCE + TAG, ct.len() - 1] {
+            assert!(open(&ct[..cut]).is_err(), "cut at {cut}");
+        }
+        // Appended bytes (a partial chunk after the final one).
+        for extra in [1usize, TAG, TAG + 1, SLOT] {
+            let mut t = ct.clone();
+            t.extend(std::iter::repeat_n(0u8, extra));
+            assert!(open(&t).is_err(), "{extra} bytes appended");
+        }
+    }
+
+    /// Seal chunks by hand with chosen flags.
+    fn hand_sealed(chunks: &[(&[u8], bool)]) -> Vec<u8> {
+        let nonce = [9u8; NONCE];
+        let k = PayloadKey::derive(&key(), &nonce);
+        let mut out = nonce.to_vec();
+        for (i, (p, last)) in chunks.iter().enumerate() {
+            let mut b = p.to_vec();
+            k.0.seal_in_place_append_tag(chunk_nonce(i as u64, *last), Aad::empty(), &mut b)
+                .unwrap();
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn final_flag_misuse_and_empty_last_chunks_are_refused() {
+        let full = data(CHUNK);
+        // Control: one full final chunk; one empty final chunk alone.
+        assert_eq!(open(&hand_sealed(&[(&full, true)])).unwrap(), full);
+        assert!(open(&hand_sealed(&[(b"", true)])).unwrap().is_empty());
+        // No final flag anywhere (truncated at a chunk boundary).
+        assert!(open(&hand_sealed(&[(&full, false)])).is_err());
+        assert!(open(&hand_sealed(&[(&full, false), (&full, false)])).is_err());
+        // The final flag on a chunk that is not last.
+        assert!(open(&hand_sealed(&[(&full, true), (b"x", true)])).is_err());
+        assert!(open(&hand_sealed(&[(&full, true), (&full, false)])).is_err());
+        // An empty final chunk after a full one.
+        assert!(open(&hand_sealed(&[(&full, false), (b"", true)])).is_err());
+        // A short chunk that is not last.
+        assert!(open(&hand_sealed(&[(b"short", false), (b"x", true)])).is_err());
+        // Chunks swapped.
+        let a = hand_sealed(&[(&full, false), (b"end", true)]);
+        let mut swapped = a[..NONCE].to_vec();
+        swapped.extend_from_slice(&a[NONCE + SLOT..]);
+        swapped.extend_from_slice(&a[NONCE..NONCE + SLOT]);
+        assert!(open(&swapped).is_err());
+    }
+
+    #[test]
+    fn nothing_from_a_damaged_batch_is_released() {
+        // The damage is in the batch's last chunk: not one byte of the
+        // batch's earlier, intact chunks may come out.
+        let n = BATCH * CHUNK / 2;
+        let mut ct = seal(&data(n), 1 << 16);
+        let last = ct.len() - 1;
+        ct[last] ^= 1;
+        let mut d = Decryptor::new(&ct[..], key());
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(
+            d.read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(d.read(&mut buf).is_err());
+    }
+}
