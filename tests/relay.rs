@@ -1680,9 +1680,19 @@ async fn a_replayed_package_is_rejected_with_a_receipt(backend: Backend) {
     let second = w.region.dir().join("second.age");
     {
         use std::io::Write;
+        // To the same readers as the original (the hospital and the
+        // sender's own copy), so only the replay itself is wrong.
         let to = hosp.recipient().unwrap();
-        let e =
-            age::Encryptor::with_recipients(std::iter::once(&to as &dyn age::Recipient)).unwrap();
+        let own = Profile::open(&w.clinic)
+            .unwrap()
+            .age_identity()
+            .unwrap()
+            .inner()
+            .to_public();
+        let e = age::Encryptor::with_recipients(
+            [&to as &dyn age::Recipient, &own as &dyn age::Recipient].into_iter(),
+        )
+        .unwrap();
         let mut wr = e.wrap_output(fs::File::create(&second).unwrap()).unwrap();
         wr.write_all(&plain).unwrap();
         wr.finish().unwrap();

@@ -580,9 +580,9 @@ impl TrustStore {
                 let at_secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
                 match self.revocation_time(&info) {
                     Some(revoked) if revoked > at_secs => TrustStore {
-                        ca_der: self.ca_der.clone(),
                         crl_der: None,
-                        ca_name: self.ca_name.clone(),
+                        crl_next_update: None,
+                        ..self.clone()
                     }
                     .verify(der, Some(at)),
                     _ => Err(CertError::Revoked { id, date }),
