@@ -740,7 +740,7 @@ fn a_receipt_bundle_signed_by_a_non_facility_is_refused() {
                 recipient: HOSPITAL.parse().unwrap(),
                 outcome: Outcome::Verified,
                 reason: None,
-                delivered_at: "2026-12-01T00:00:00Z".into(),
+                delivered_at: renkei::receipt::now_rfc3339(),
             },
             key,
         );
