@@ -716,17 +716,7 @@ struct EnvelopeState {
     outcomes: Vec<String>,
 }
 
-/// An RFC 3339 time as unix seconds.
-fn unix(t: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
-/// When an envelope accepted by `a` may expire, at the earliest.
-fn may_expire_at(a: &Acceptance) -> Option<i64> {
-    unix(&a.accepted_at)?.checked_add(i64::try_from(a.expiry_after_secs).ok()?)
-}
+use crate::receipt::unix_seconds as unix;
 
 impl EnvelopeState {
     fn note(&mut self, idx: u64, purpose: &str, body: &str) {
@@ -745,7 +735,7 @@ impl EnvelopeState {
                 self.accepted = true;
                 self.expires_at = serde_json::from_str::<Acceptance>(body)
                     .ok()
-                    .and_then(|a| may_expire_at(&a));
+                    .and_then(|a| a.earliest_expiry());
             }
             "delivery" => {
                 if let Ok(d) = serde_json::from_str::<Delivery>(body) {
@@ -800,7 +790,7 @@ impl EnvelopeState {
                     return Some("a second acceptance of one envelope".into());
                 }
                 self.accepted = true;
-                self.expires_at = match may_expire_at(&a) {
+                self.expires_at = match a.earliest_expiry() {
                     Some(t) => Some(t),
                     None => {
                         return Some(

@@ -189,10 +189,8 @@ impl Session {
                 .receipt
                 .parse(Purpose::Expiry)
                 .map_err(|e| OpError::Relay(e.to_string()))?;
-            let earliest = accepted.as_ref().and_then(|a| {
-                unix(&a.accepted_at)?.checked_add(i64::try_from(a.expiry_after_secs).ok()?)
-            });
-            match (unix(&x.expired_at), earliest) {
+            let earliest = accepted.as_ref().and_then(Acceptance::earliest_expiry);
+            match (receipt::unix_seconds(&x.expired_at), earliest) {
                 (Some(at), Some(earliest)) if at >= earliest => {}
                 _ => {
                     return Err(OpError::Relay(format!(
@@ -307,10 +305,4 @@ fn sent_status(sent: SentRow, v: &VerifiedReceipts) -> SentStatus {
         accepted_at: r.accepted_at,
         recipients,
     }
-}
-
-fn unix(t: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
 }

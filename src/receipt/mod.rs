@@ -250,6 +250,21 @@ pub struct Expiry {
     pub fetched_at: Option<String>,
 }
 
+/// An RFC 3339 time as Unix seconds (`None` if it is not one).
+pub fn unix_seconds(t: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+impl Acceptance {
+    /// The earliest time (Unix seconds) an expiry of this envelope may be
+    /// signed: `accepted_at` plus the announced `expiry_after_secs`.
+    pub fn earliest_expiry(&self) -> Option<i64> {
+        unix_seconds(&self.accepted_at)?.checked_add(i64::try_from(self.expiry_after_secs).ok()?)
+    }
+}
+
 /// Now, RFC 3339 UTC, whole seconds.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
