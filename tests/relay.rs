@@ -1665,38 +1665,16 @@ async fn a_replayed_package_is_rejected_with_a_receipt(backend: Backend) {
         .unwrap_err();
     assert!(matches!(again, OpError::Usage(_)), "{again}");
 
-    // The same plaintext (same signed manifest), encrypted again.
-    let plain = {
-        use std::io::Read;
-        let me = Profile::open(&w.clinic).unwrap().age_identity().unwrap();
-        let d = age::Decryptor::new(fs::File::open(&first).unwrap()).unwrap();
-        let mut r = d
-            .decrypt(std::iter::once(me.inner() as &dyn age::Identity))
-            .unwrap();
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).unwrap();
-        v
-    };
+    // The same plaintext (same signed manifest), encrypted again to the
+    // same readers (the hospital and the sender's own copy), so only the
+    // replay itself is wrong.
     let second = w.region.dir().join("second.age");
-    {
-        use std::io::Write;
-        // To the same readers as the original (the hospital and the
-        // sender's own copy), so only the replay itself is wrong.
-        let to = hosp.recipient().unwrap();
-        let own = Profile::open(&w.clinic)
-            .unwrap()
-            .age_identity()
-            .unwrap()
-            .inner()
-            .to_public();
-        let e = age::Encryptor::with_recipients(
-            [&to as &dyn age::Recipient, &own as &dyn age::Recipient].into_iter(),
-        )
-        .unwrap();
-        let mut wr = e.wrap_output(fs::File::create(&second).unwrap()).unwrap();
-        wr.write_all(&plain).unwrap();
-        wr.finish().unwrap();
-    }
+    reencrypt(
+        &w.clinic,
+        &first,
+        &[hosp.clone(), cert_of(&w.clinic)],
+        &second,
+    );
     let bytes = fs::read(&second).unwrap();
     let second_id = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
     assert_ne!(second_id, first_id);
@@ -1756,31 +1734,13 @@ async fn a_package_resent_by_a_co_recipient_is_refused_and_the_genuine_one_deliv
 
     // The hospital reads it with stock age and encrypts it again to the
     // same three readers (both recipients and the sender's copy).
-    let plain = {
-        use std::io::Read;
-        let me = Profile::open(&w.hospital).unwrap().age_identity().unwrap();
-        let d = age::Decryptor::new(fs::File::open(&genuine).unwrap()).unwrap();
-        let mut r = d
-            .decrypt(std::iter::once(me.inner() as &dyn age::Identity))
-            .unwrap();
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).unwrap();
-        v
-    };
     let forged = w.region.dir().join("forged.age");
-    {
-        use std::io::Write;
-        let readers = [
-            hosp.recipient().unwrap(),
-            reco.recipient().unwrap(),
-            cert_of(&w.clinic).recipient().unwrap(),
-        ];
-        let e = age::Encryptor::with_recipients(readers.iter().map(|r| r as &dyn age::Recipient))
-            .unwrap();
-        let mut wr = e.wrap_output(fs::File::create(&forged).unwrap()).unwrap();
-        wr.write_all(&plain).unwrap();
-        wr.finish().unwrap();
-    }
+    reencrypt(
+        &w.hospital,
+        &genuine,
+        &[hosp.clone(), reco.clone(), cert_of(&w.clinic)],
+        &forged,
+    );
     let bytes = fs::read(&forged).unwrap();
     let forged_id = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
     let mut routed = sealed.manifest.clone();

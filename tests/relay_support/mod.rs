@@ -606,3 +606,22 @@ pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
     .await;
     r.ok().map(|_| t0.elapsed())
 }
+
+/// Decrypt `sealed` with stock age as the reader `reader` (a profile) and
+/// encrypt the same plaintext again to `readers`, into `out`: what an
+/// insider who can read a package can do with it.
+pub fn reencrypt(reader: &Path, sealed: &Path, readers: &[CertInfo], out: &Path) {
+    use std::io::{Read, Write};
+    let me = Profile::open(reader).unwrap().age_identity().unwrap();
+    let d = age::Decryptor::new(fs::File::open(sealed).unwrap()).unwrap();
+    let mut r = d
+        .decrypt(std::iter::once(me.inner() as &dyn age::Identity))
+        .unwrap();
+    let mut plain = Vec::new();
+    r.read_to_end(&mut plain).unwrap();
+    let to: Vec<_> = readers.iter().map(|c| c.recipient().unwrap()).collect();
+    let e = age::Encryptor::with_recipients(to.iter().map(|r| r as &dyn age::Recipient)).unwrap();
+    let mut w = e.wrap_output(fs::File::create(out).unwrap()).unwrap();
+    w.write_all(&plain).unwrap();
+    w.finish().unwrap();
+}
