@@ -10,8 +10,10 @@
 #   fuzz/smoke.sh          # 10 s per target
 #   fuzz/smoke.sh 60       # 60 s per target
 #
-# Only a stable toolchain is needed: cargo-fuzz's nightly flags are enabled
-# with RUSTC_BOOTSTRAP=1.
+# Only a stable toolchain is needed, and no cargo-fuzz: the targets are
+# built with cargo directly, with the flags `cargo fuzz build` uses
+# (libFuzzer coverage instrumentation, AddressSanitizer, debug assertions,
+# `--cfg fuzzing`); the nightly-only ones are enabled with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,25 +23,29 @@ case $secs in
 esac
 export RUSTC_BOOTSTRAP=1
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "== installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
-fi
-
-mapfile -t targets < <(cargo fuzz list)
+# Every [[bin]] of fuzz/Cargo.toml is a target.
+mapfile -t targets < <(awk '/^\[\[bin\]\]/ { bin = 1; next }
+  bin && /^name *=/ { gsub(/[" ]/, "", $0); sub(/^name=/, "", $0); print; bin = 0 }' fuzz/Cargo.toml)
 if [ ${#targets[@]} -eq 0 ]; then
   echo "no fuzz targets found" >&2
   exit 1
 fi
 
+# The flags of `cargo fuzz build` (release, debug assertions, ASan). The
+# explicit --target keeps them off build scripts and proc macros.
+triple=$(rustc -vV | sed -n 's/^host: //p')
+export RUSTFLAGS="-Cpasses=sancov-module \
+ -Cllvm-args=-sanitizer-coverage-level=4 \
+ -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+ -Cllvm-args=-sanitizer-coverage-pc-table \
+ -Cllvm-args=-sanitizer-coverage-trace-compares \
+ -Cllvm-args=-sanitizer-coverage-stack-depth \
+ --cfg fuzzing -Cdebug-assertions -Coverflow-checks -Zsanitizer=address"
+export CARGO_TARGET_DIR=fuzz/target
 echo "== building ${#targets[@]} fuzz targets: ${targets[*]}"
 start=$SECONDS
-cargo fuzz build
+cargo build --manifest-path fuzz/Cargo.toml --release --bins --target "$triple"
 echo "== built in $((SECONDS - start)) s"
-
-# Run the binaries just built (not `cargo fuzz run`, which would rebuild if
-# a source file changed meanwhile and eat into the time budget).
-triple=$(rustc -vV | sed -n 's/^host: //p')
 bin=fuzz/target/$triple/release
 
 scratch=fuzz/corpus/smoke

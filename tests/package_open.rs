@@ -870,12 +870,19 @@ fn deceptive_attachment_names_are_refused_at_open() {
 }
 
 #[test]
-fn names_equal_ignoring_case_are_refused_at_seal_and_at_open() {
+fn names_equal_ignoring_case_or_normalization_are_refused_at_seal_and_at_open() {
     let (_region, clinic, hospital) = pair();
     for (a, b) in [
         ("attachments/Report.PDF", "attachments/report.pdf"),
         ("attachments/Maße.txt", "attachments/MASSE.txt"),
         ("attachments/ＡＢＣ.txt", "attachments/ａｂｃ.txt"),
+        // One name in NFC and in NFD (as macOS writes names): one file on
+        // a normalization-insensitive file system.
+        (
+            "attachments/検査データ.csv",
+            "attachments/検査テ\u{3099}ータ.csv",
+        ),
+        ("attachments/Café.pdf", "attachments/CAFE\u{301}.pdf"),
     ] {
         let r = renkei::package::seal(
             renkei::package::SealRequest {

@@ -2136,6 +2136,55 @@ async fn a_facility_revoked_while_connected_loses_access_on_its_open_connection(
     assert!(bounded(clinic.inbox()).await.unwrap().is_empty());
 }
 
+/// Issue #11, item 16: once the relay's CRL is more than the grace period
+/// past its `nextUpdate`, no facility's revocation status can be
+/// confirmed: facilities are answered 503 with a message naming the stale
+/// CRL and how to refresh it, except on the CRL route, through which a
+/// current CRL ends the refusal.
+async fn a_relay_whose_crl_is_stale_serves_facilities_nothing_but_the_crl(backend: Backend) {
+    let w = World::start(backend).await;
+    let hospital = w.client(&w.hospital);
+    let (status, ..) = raw(&hospital, Method::GET, "/v1/inbox", &[], Vec::new()).await;
+    assert_eq!(status, 200);
+
+    // A CRL that is newer by number but ten days past its nextUpdate
+    // (the default grace period is seven days).
+    let now = time::OffsetDateTime::now_utc();
+    let stale = w
+        .region
+        .ca
+        .crl_between(
+            now - time::Duration::days(40),
+            now - time::Duration::days(10),
+        )
+        .unwrap();
+    let (status, _, body) = raw(&hospital, Method::PUT, "/v1/crl", &[], stale.into_bytes()).await;
+    assert_eq!(status, 201, "{}", text(&body));
+
+    for (path, method) in [
+        ("/v1/inbox", Method::GET),
+        ("/v1/sent", Method::GET),
+        ("/v1/directory", Method::GET),
+    ] {
+        let (status, headers, body) = raw(&hospital, method, path, &[], Vec::new()).await;
+        let detail = assert_problem(status, 503, &headers, &body);
+        assert!(detail.contains("cannot confirm"), "{path}: {detail}");
+        assert!(
+            detail.contains("more than 7 days overdue"),
+            "{path}: {detail}"
+        );
+        assert!(detail.contains("renkei crl publish"), "{path}: {detail}");
+    }
+    // The CRL itself is still served, and a current one is accepted.
+    let (status, _, body) = raw(&hospital, Method::GET, "/v1/crl", &[], Vec::new()).await;
+    assert_eq!(status, 200, "{}", text(&body));
+    let fresh = w.region.crl();
+    let (status, _, body) = raw(&hospital, Method::PUT, "/v1/crl", &[], fresh.into_bytes()).await;
+    assert_eq!(status, 201, "{}", text(&body));
+    let (status, _, body) = raw(&hospital, Method::GET, "/v1/inbox", &[], Vec::new()).await;
+    assert_eq!(status, 200, "{}", text(&body));
+}
+
 // Quotas (issue #11, item 4) --------------------------------------------
 
 /// Seal a package from `from` to `to` with an attachment of `n` random
@@ -2813,6 +2862,7 @@ on_both_backends!(
     a_new_relay_key_is_a_new_relay_and_old_receipts_still_verify,
     framework_errors_are_problem_details_too,
     a_facility_revoked_while_connected_loses_access_on_its_open_connection,
+    a_relay_whose_crl_is_stale_serves_facilities_nothing_but_the_crl,
     upload_quotas_answer_429_with_retry_after_and_store_nothing,
     republishing_an_unchanged_certificate_logs_nothing,
     expiry_states_the_fetch_and_no_download_after_an_outcome,

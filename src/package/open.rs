@@ -279,7 +279,7 @@ pub fn open_into<R: Read>(
                 .map_err(|why| malformed(format!("unsafe member path {shown:?}: {why}")))?;
             if !names.insert(path::fold(&p)) {
                 return Err(malformed(format!(
-                    "duplicate member {shown:?} (names are compared ignoring case)"
+                    "duplicate member {shown:?} (names are compared ignoring case and Unicode normalization)"
                 )));
             }
             let size = entry.size();

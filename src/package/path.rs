@@ -116,13 +116,20 @@ fn windows_device(name: &str) -> bool {
     }
 }
 
-/// The key under which two member paths are "the same name": full Unicode
-/// case folding (CaseFolding.txt, C + F) of the whole path, so that
-/// `attachments/A.pdf`, `attachments/a.PDF` and `attachments/ß.txt` /
-/// `attachments/SS.txt` collide as they would on a case-insensitive file
-/// system.
+/// The key under which two member paths are "the same name": Unicode
+/// canonical caseless matching (The Unicode Standard §3.13, D145:
+/// `NFD(casefold(NFD(X)))`, full case folding C + F), so that
+/// `attachments/A.pdf` and `attachments/a.PDF`, `attachments/ß.txt` and
+/// `attachments/SS.txt`, and one name spelled in NFC and in NFD (`デ` as
+/// U+30C7 or as U+30C6 U+3099, the form macOS writes) collide as they would
+/// on a case- and normalization-insensitive file system.
 pub fn fold(path: &str) -> String {
-    unicase::UniCase::new(path).to_folded_case()
+    use unicode_normalization::UnicodeNormalization as _;
+    let nfd: String = path.nfd().collect();
+    unicase::UniCase::new(nfd.as_str())
+        .to_folded_case()
+        .nfd()
+        .collect()
 }
 
 #[cfg(test)]
@@ -256,6 +263,16 @@ mod tests {
         ] {
             assert_eq!(fold(a), fold(b), "{a} {b}");
         }
+        assert_eq!(
+            fold("attachments/データ.csv"),
+            fold("attachments/テ\u{3099}ータ.csv")
+        );
+        assert_eq!(fold("Å.txt"), fold("A\u{30a}.TXT"));
+        assert_eq!(
+            fold("Å.txt"),
+            fold("\u{212b}.txt"),
+            "ANGSTROM SIGN is canonically Å"
+        );
         assert_ne!(fold("attachments/a.pdf"), fold("attachments/b.pdf"));
         assert_ne!(fold("attachments/が.pdf"), fold("attachments/か.pdf"));
     }

@@ -22,7 +22,7 @@ pub enum SealError {
     /// A member's name is not allowed.
     #[error("attachment name {0:?} is not allowed ({1})")]
     BadName(String, &'static str),
-    /// Two members with one name (compared ignoring case).
+    /// Two members with one name (compared ignoring case and Unicode normalization).
     #[error("two members are named {0:?} (names are compared ignoring upper and lower case); rename one attachment")]
     Duplicate(String),
     /// A member changed size while it was being read.
