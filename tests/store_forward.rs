@@ -386,6 +386,65 @@ async fn a_delivery_receipt_that_cannot_be_posted_is_kept_and_posted_on_the_next
     assert!(p.confirmed.is_empty() && p.pending.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_interrupted_by_a_crash_is_finished_beside_a_folder_that_took_its_name() {
+    let region = Region::new();
+    let db = TestDb::new("release").await;
+    let data = region.dir().join("relay-data");
+    let logs = region.folder("logs");
+    let relay = RelayProcess::start(&region.relay, &data, &db.url, &logs);
+    publish(&region, &relay.url).await;
+    let clinic = session(&region.clinic, &relay.url).await;
+    let package_id = bounded("send", send_referral(&clinic, 4096))
+        .await
+        .expect("send");
+    let hospital = session(&region.hospital, &relay.url).await;
+    let out = region.folder("received");
+    let got = bounded("receive all", hospital.receive_all(&out))
+        .await
+        .expect("receive all");
+    let (envelope, r) = &got[0];
+    let dest = r.as_ref().expect("received").folder.clone();
+    assert_eq!(dest, out.join(&package_id));
+
+    // The state a crash between recording the arrival and the final rename
+    // leaves: the verified package still in its staging folder, the record
+    // pointing at both. Meanwhile someone made a folder of that name.
+    let staging = out.join(".renkei-open-crashed");
+    std::fs::rename(&dest, &staging).unwrap();
+    let store = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        region.hospital.join("store.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE received SET staging = ? WHERE envelope_id = ?")
+        .bind(staging.display().to_string())
+        .bind(envelope)
+        .execute(&store)
+        .await
+        .unwrap();
+    store.close().await;
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("memo.txt"), "someone else's").unwrap();
+
+    // The next run releases it beside that folder, records where, and
+    // leaves no staging folder behind; the other folder is untouched.
+    assert_eq!(hospital.recover_arrivals().await.unwrap(), 1);
+    let beside = out.join(format!("{package_id}-2"));
+    assert!(beside.join("document.json").is_file());
+    assert!(beside.join("attachments/scan.dcm").is_file());
+    assert!(!staging.exists(), "the staging folder is left behind");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("memo.txt")).unwrap(),
+        "someone else's"
+    );
+    let a = hospital.store.arrival(envelope).await.unwrap().unwrap();
+    assert_eq!(a.row.location, beside.display().to_string());
+    // Finished once: nothing left to recover.
+    assert_eq!(hospital.recover_arrivals().await.unwrap(), 0);
+}
+
 /// How the lying front end treats downloads.
 #[derive(Clone, Copy)]
 enum Lie {

@@ -383,12 +383,24 @@ impl Session {
     }
 
     /// Finish releases a crash interrupted: a recorded arrival whose
-    /// staging folder still exists is renamed into place.
+    /// staging folder still exists is renamed into place (beside it, when
+    /// its folder name was taken meanwhile: see
+    /// [`relocate`](super::store::LocalStore::relocate)).
     pub async fn recover_arrivals(&self) -> Result<usize, OpError> {
         let mut n = 0;
         for (envelope_id, staging, dest) in self.store.unreleased().await? {
-            let (staging, dest) = (PathBuf::from(staging), PathBuf::from(dest));
-            if staging.is_dir() && !dest.exists() {
+            let (staging, mut dest) = (PathBuf::from(staging), PathBuf::from(dest));
+            if staging.is_dir() {
+                // Something else took the package's folder name meanwhile:
+                // the verified package goes beside it (`<package>-2`, ...),
+                // recorded there before the rename, rather than staying in
+                // a hidden staging folder no one looks at.
+                if dest.exists() {
+                    dest = free_name(&dest)?;
+                    self.store
+                        .relocate(&envelope_id, &dest.display().to_string())
+                        .await?;
+                }
                 release(&staging, &dest)?;
                 n += 1;
             }
@@ -416,6 +428,23 @@ impl Session {
         }
         Ok(out)
     }
+}
+
+/// The first of `<dest>-2`, `<dest>-3`, ... that does not exist.
+fn free_name(dest: &Path) -> Result<PathBuf, OpError> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (2..1000)
+        .map(|i| dest.with_file_name(format!("{name}-{i}")))
+        .find(|p| !p.exists())
+        .ok_or_else(|| {
+            OpError::Usage(format!(
+                "{} and 998 numbered folders beside it exist; move them away and receive again",
+                dest.display()
+            ))
+        })
 }
 
 /// Rename the verified staging folder into place.

@@ -219,6 +219,19 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Point an unreleased arrival at another destination (its own was
+    /// taken meanwhile), before the staging folder is renamed there.
+    pub async fn relocate(&self, envelope_id: &str, location: &str) -> Result<(), LocalStoreError> {
+        sqlx::query(
+            "UPDATE received SET location = ? WHERE envelope_id = ? AND staging IS NOT NULL",
+        )
+        .bind(location)
+        .bind(envelope_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Arrivals whose final rename may not have happened: (envelope,
     /// staging folder, destination).
     pub async fn unreleased(&self) -> Result<Vec<(String, String, String)>, LocalStoreError> {
