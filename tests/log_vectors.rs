@@ -990,6 +990,43 @@ fn auditor_recomputes_a_checkpoint_from_tiles() {
 // C2SP tlog-witness and tlog-cosignature examples (tests/data/c2sp) ------
 
 #[test]
+fn c2sp_tlog_proof_example() {
+    use renkei::log::proof::TlogProof;
+
+    let text = read("c2sp/tlog-proof-example.txt");
+    let p = TlogProof::parse(&text).expect("the spec's proof parses");
+    assert_eq!(p.index, 73894);
+    assert_eq!(
+        p.extra.as_deref().map(|e| &e[..30]),
+        Some(&b"age-v1.2.1-darwin-arm64.tar.gz"[..])
+    );
+    assert_eq!(p.inclusion.len(), 5);
+    assert_eq!(
+        B64.encode(p.inclusion[4]),
+        "AHCioX9nLjsrse6YhjRRmk1WUEirVOLLRoOQ6vfO5vk="
+    );
+    assert_eq!(p.encode().unwrap().as_bytes(), &text[..]);
+    let body = p.checkpoint.split_once("\n\n").unwrap().0.to_string() + "\n";
+    let cp = Checkpoint::parse(body.as_bytes()).unwrap();
+    assert_eq!(cp.origin, "example.com/fancylog");
+    assert_eq!(cp.size, 109482);
+    // The spec's example is illustrative: five hashes cannot prove an
+    // entry of a tree of 109482 leaves (that takes 16 or 17), and its
+    // signatures are elided with "[...]".
+    assert!(
+        renkei::log::verify_inclusion(p.index, cp.size, &[0; 32], &p.inclusion, &cp.root).is_err()
+    );
+    assert!(Note::parse(p.checkpoint.as_bytes()).is_err());
+    // One changed byte anywhere in the structure is refused or read
+    // differently, never silently accepted as the same proof.
+    let flipped =
+        String::from_utf8(text.clone())
+            .unwrap()
+            .replacen("index 73894", "index 073894", 1);
+    assert!(TlogProof::parse(flipped.as_bytes()).is_err());
+}
+
+#[test]
 fn c2sp_witness_vectors() {
     use renkei::log::cosignature::{self, COSIGNATURE_LEN};
     use renkei::log::witness::AddCheckpoint;

@@ -9,6 +9,8 @@
 //! * [`cosignature`]: C2SP tlog-cosignature (Ed25519 cosignature/v1),
 //!   witness keys, quorum verification.
 //! * [`witness`]: C2SP tlog-witness messages (add-checkpoint, size body).
+//! * [`proof`]: C2SP tlog-proof, offline proofs of inclusion with a
+//!   cosigned checkpoint.
 //! * [`fuzzing`]: panic-free entry points over every parser, for fuzzers.
 //!
 //! The relay stores, for every append, the nodes [`merkle::CompactTree::append`]
@@ -19,6 +21,7 @@ pub mod checkpoint;
 pub mod cosignature;
 pub mod merkle;
 pub mod note;
+pub mod proof;
 pub mod tiles;
 pub mod witness;
 
@@ -180,9 +183,25 @@ pub mod fuzzing {
         }
     }
 
+    /// A tlog-proof ([`proof::TlogProof::parse`]), then its verification
+    /// against a fixed log key and witness.
+    pub fn tlog_proof(data: &[u8]) {
+        if let Ok(p) = proof::TlogProof::parse(data) {
+            assert_eq!(
+                p.encode().expect("re-encodes").as_bytes(),
+                data,
+                "tlog-proof encoding is not canonical"
+            );
+            let log = Verifier::ed25519("fuzz.example/log", [0x5a; 32]).expect("valid name");
+            let w = cosignature::WitnessKey::new("fuzz.example/w", [0x5b; 32]).expect("valid");
+            let _ = p.verify(&EMPTY_ROOT, "fuzz.example/log", &log, &[w], 1);
+        }
+    }
+
     /// Every parser above on the same input.
     pub fn all(data: &[u8]) {
         witness(data);
+        tlog_proof(data);
         note(data);
         verifier_key(data);
         checkpoint(data);
