@@ -21,6 +21,7 @@ use renkei::log::note::Note;
 use renkei::log::witness::{parse_size_body, AddCheckpoint, SIZE_CONTENT_TYPE};
 use renkei::log::{Checkpoint, ConsistencyProof, MemoryTree, Signer, Verifier};
 use renkei::profile::Profile;
+use renkei::receipt::bundle;
 use renkei::relay::RelayConfig;
 use renkei::witness::{LogSettings, Witness, WitnessConfig};
 
@@ -444,7 +445,8 @@ async fn relay_checkpoints_are_cosigned_and_facilities_require_the_quorum(backen
         let (size, _) = x.witness.latest(relay_vkey.name()).await.unwrap().unwrap();
         assert_eq!(size, c.checkpoint.size);
     }
-    // The receipt bundles hand out the cosigned checkpoint.
+    // The receipt bundles hand out the cosigned checkpoint, and each is
+    // evidence on its own as a C2SP tlog-proof.
     let verified = bounded(clinic.envelope_receipts(&env)).await.unwrap();
     for b in &verified.bundles {
         cosignature::open(
@@ -455,7 +457,89 @@ async fn relay_checkpoints_are_cosigned_and_facilities_require_the_quorum(backen
             2,
         )
         .unwrap();
+        let w = bundle::check_witnesses(b, &relay_vkey, &keys, 3).unwrap();
+        assert_eq!(w.len(), 3);
+        let proof = bundle::tlog_proof(b).unwrap();
+        assert!(proof.starts_with("c2sp.org/tlog-proof@v1\nextra "));
+        let p = bundle::verify_tlog_proof(proof.as_bytes(), &relay_vkey, &keys, 3).unwrap();
+        assert_eq!((p.log_index, &p.receipt), (b.log_index, &b.receipt));
+        assert_eq!(p.cosigned.witnesses.len(), 3);
+        // Fewer known witnesses than the quorum: refused.
+        let e =
+            bundle::verify_tlog_proof(proof.as_bytes(), &relay_vkey, &keys[..1], 2).unwrap_err();
+        assert!(e.to_string().contains("not witnessed as required"), "{e}");
     }
+    // The same offline, from the files `status --export` writes.
+    let export = w.out_dir();
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_renkei"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(vec![
+        "status".into(),
+        "--profile".into(),
+        w.clinic.display().to_string(),
+        "--relay".into(),
+        w.relay.url.clone(),
+        "--export".into(),
+        export.display().to_string(),
+        env.clone(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let proofs: Vec<_> = std::fs::read_dir(&export)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tlog-proof"))
+        .collect();
+    assert!(proofs.len() >= 3, "{proofs:?}");
+    let stranger = WitnessKey::new("witness.example/stranger", [9; 32]).unwrap();
+    let verify = |file: &Path, quorum: usize| {
+        let mut a = vec![
+            "audit".to_string(),
+            "verify-receipt".into(),
+            file.display().to_string(),
+            "--relay-vkey".into(),
+            relay_vkey.encode(),
+            "--witness-quorum".into(),
+            quorum.to_string(),
+        ];
+        for k in keys[..2].iter().chain([&stranger]) {
+            a.extend(["--witness".into(), k.encode()]);
+        }
+        run(a)
+    };
+    for f in &proofs {
+        let o = verify(f, 2);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.starts_with("OK: the log holds the "), "{out}");
+        assert!(out.contains("cosigned by "), "{out}");
+        // The stranger never cosigned: two cannot make a quorum of three.
+        let o = verify(f, 3);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let tampered = export.join("tampered.tlog-proof");
+    let text = std::fs::read_to_string(&proofs[0]).unwrap();
+    let index = text.lines().nth(2).unwrap().to_string();
+    assert!(index.starts_with("index "), "{text}");
+    let n: u64 = index["index ".len()..].parse().unwrap();
+    std::fs::write(
+        &tampered,
+        text.replacen(&index, &format!("index {}", n + 1), 1),
+    )
+    .unwrap();
+    assert_eq!(verify(&tampered, 2).status.code(), Some(3));
 
     // A restarted relay forgot the witnesses' sizes: it resyncs on 409
     // (old 0, then the proof from their size), and a witness that is down

@@ -48,16 +48,22 @@ pub(crate) enum AuditCommand {
         /// The other auditor's audit.db.
         other: PathBuf,
     },
-    /// Check a receipt bundle offline with the CA certificate and the relay's verifier key.
+    /// Check a receipt bundle (.json) or its tlog-proof (.tlog-proof) offline with the relay's verifier key (and, for a bundle, the CA certificate).
     VerifyReceipt {
-        /// The bundle (from `renkei status --export DIR`).
+        /// The bundle or tlog-proof (from `renkei status --export DIR`).
         file: PathBuf,
-        /// The region's CA certificate.
+        /// The region's CA certificate (needed for a JSON bundle).
         #[arg(long)]
-        ca: PathBuf,
+        ca: Option<PathBuf>,
         /// The relay's verifier key (from `renkei relay vkey`), or a file holding it.
         #[arg(long = "relay-vkey")]
         relay_vkey: String,
+        /// A witness verifier key whose cosignature counts (repeatable).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Cosignatures of distinct known witnesses the checkpoint needs.
+        #[arg(long = "witness-quorum", default_value_t = 0)]
+        witness_quorum: usize,
     },
 }
 
@@ -185,17 +191,59 @@ pub(crate) async fn audit(c: AuditCommand) -> Result<(), Failure> {
             file,
             ca,
             relay_vkey,
+            witnesses,
+            witness_quorum,
         } => {
+            use renkei::receipt::bundle;
             let vkey = if Path::new(&relay_vkey).is_file() {
                 String::from_utf8(read(Path::new(&relay_vkey))?)?
             } else {
                 relay_vkey
             };
-            let v = renkei::audit::sync::verify_receipt_file(&read(&file)?, &read(&ca)?, &vkey)
+            let log = renkei::log::Verifier::parse(vkey.trim())
+                .map_err(|e| anyhow!("--relay-vkey: bad verifier key: {e}"))?;
+            let policy = renkei::profile::WitnessPolicy {
+                keys: witnesses,
+                quorum: witness_quorum,
+            };
+            let (witnesses, quorum) = policy.parsed().map_err(anyhow::Error::from)?;
+            let bytes = read(&file)?;
+            let fail = |e: bundle::BundleError| verify_failure(anyhow!(e));
+            let cosigned_by = |w: &[(String, u64)]| {
+                if w.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = w.iter().map(|(n, _)| n.as_str()).collect();
+                    format!(", cosigned by {}", names.join(", "))
+                }
+            };
+            if bytes.starts_with(format!("{}\n", renkei::log::proof::HEADER).as_bytes()) {
+                let p =
+                    bundle::verify_tlog_proof(&bytes, &log, &witnesses, quorum).map_err(fail)?;
+                println!(
+                    "OK: the log holds the {} receipt signed by {} at index {}, included in the relay's checkpoint of size {}{} (the receipt's signature is checked with its JSON bundle)",
+                    p.receipt.purpose.as_str(),
+                    p.signer,
+                    p.log_index,
+                    p.cosigned.checkpoint.size,
+                    cosigned_by(&p.cosigned.witnesses)
+                );
+                return Ok(());
+            }
+            let ca = ca.ok_or_else(|| {
+                anyhow!("a JSON receipt bundle needs --ca (the region's CA certificate)")
+            })?;
+            let v = renkei::audit::sync::verify_receipt_file(&bytes, &read(&ca)?, &vkey)
                 .map_err(|e| verify_failure(anyhow!(e)))?;
+            let b: renkei::receipt::ReceiptBundle = serde_json::from_slice(&bytes)?;
+            let w = bundle::check_witnesses(&b, &log, &witnesses, quorum).map_err(fail)?;
             println!(
-                "OK: receipt signed by {} ({}), included in the relay's checkpoint of size {} signed by {}",
-                v.signer.id, v.signer.name, v.checkpoint.size, v.relay.id
+                "OK: receipt signed by {} ({}), included in the relay's checkpoint of size {} signed by {}{}",
+                v.signer.id,
+                v.signer.name,
+                v.checkpoint.size,
+                v.relay.id,
+                cosigned_by(&w)
             );
         }
     }

@@ -492,11 +492,17 @@ pub(crate) async fn status(a: StatusArgs) -> Result<(), Failure> {
                     b.log_index,
                     b.receipt.purpose.as_str()
                 );
-                fs::write(dir.join(name), serde_json::to_vec_pretty(&b)?)?;
+                fs::write(dir.join(&name), serde_json::to_vec_pretty(&b)?)?;
+                // The same log evidence as a C2SP tlog-proof.
+                let proof = renkei::receipt::bundle::tlog_proof(&b).map_err(anyhow::Error::from)?;
+                fs::write(dir.join(name.replace(".json", ".tlog-proof")), proof)?;
                 n += 1;
             }
         }
-        eprintln!("wrote {n} receipt bundles to {}", dir.display());
+        eprintln!(
+            "wrote {n} receipt bundles (.json, and each as .tlog-proof) to {}",
+            dir.display()
+        );
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);

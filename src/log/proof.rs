@@ -30,8 +30,8 @@ pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
 /// Most inclusion proof hashes (a tree of 2^63 leaves needs 63).
 pub const MAX_PROOF_HASHES: usize = 63;
 
-/// Most bytes of extra data.
-pub const MAX_EXTRA_BYTES: usize = 16 * 1024;
+/// Most bytes of extra data (a whole log entry fits).
+pub const MAX_EXTRA_BYTES: usize = 64 * 1024;
 
 /// Largest proof text accepted.
 pub const MAX_PROOF_BYTES: usize =

@@ -52,6 +52,9 @@ pub enum BundleError {
     /// The checkpoint did not verify.
     #[error("the checkpoint does not verify with the relay's key: {0}")]
     Checkpoint(String),
+    /// The checkpoint lacks the witness cosignatures a policy requires.
+    #[error("the checkpoint is not witnessed as required: {0}")]
+    Witnesses(String),
     /// The inclusion proof did not verify.
     #[error(
         "the receipt at log index {index} is not included in the checkpoint of size {size}: {why}"
@@ -184,4 +187,93 @@ pub fn verify(
         signer,
         relay,
     })
+}
+
+/// The bundle's log evidence as a C2SP tlog-proof (docs/LOG.md §5.5) whose
+/// extra data is the exact log entry, so the proof alone shows which
+/// receipt the log holds; with the checkpoint's witness cosignatures it is
+/// evidence on its own, offline.
+pub fn tlog_proof(b: &ReceiptBundle) -> Result<String, BundleError> {
+    log::proof::TlogProof {
+        extra: Some(b.entry.as_bytes().to_vec()),
+        index: b.log_index,
+        inclusion: b.inclusion.clone(),
+        checkpoint: b.checkpoint.clone(),
+    }
+    .encode()
+    .map_err(|e| BundleError::Malformed(e.to_string()))
+}
+
+/// A receipt that a tlog-proof shows in the log.
+#[derive(Debug, Clone)]
+pub struct ProvenReceipt {
+    /// Its leaf index.
+    pub log_index: u64,
+    /// Who signed it, as the entry says (the proof holds no certificate:
+    /// the signature is checked with the JSON bundle).
+    pub signer: String,
+    /// The receipt.
+    pub receipt: SignedReceipt,
+    /// The checkpoint it is included in, and the witnesses that cosigned
+    /// it.
+    pub cosigned: log::cosignature::Cosigned,
+}
+
+/// Verify a tlog-proof written by [`tlog_proof`]: the checkpoint is
+/// signed by the relay's verifier key `log` (under its name as origin) and
+/// cosigned by at least `quorum` of `witnesses`, and the entry in its extra
+/// data, a receipt, is included in that checkpoint's tree.
+pub fn verify_tlog_proof(
+    text: &[u8],
+    log: &Verifier,
+    witnesses: &[log::cosignature::WitnessKey],
+    quorum: usize,
+) -> Result<ProvenReceipt, BundleError> {
+    let p =
+        log::proof::TlogProof::parse(text).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let entry = p
+        .extra
+        .as_deref()
+        .ok_or_else(|| BundleError::Malformed("the proof carries no log entry".into()))?;
+    let (signer, receipt) = match LogEntry::parse(entry) {
+        Ok(LogEntry::Receipt { signer, receipt }) => (signer, receipt),
+        _ => return Err(BundleError::Entry(p.index)),
+    };
+    let cosigned = p
+        .verify(&log::leaf_hash(entry), log.name(), log, witnesses, quorum)
+        .map_err(|e| match e {
+            log::proof::ProofError::Inclusion { index, size, why } => {
+                BundleError::Inclusion { index, size, why }
+            }
+            log::proof::ProofError::Checkpoint(e) => cosignature_error(e),
+            other => BundleError::Malformed(other.to_string()),
+        })?;
+    Ok(ProvenReceipt {
+        log_index: p.index,
+        signer,
+        receipt,
+        cosigned,
+    })
+}
+
+/// Require `quorum` valid cosignatures of `witnesses` on the bundle's
+/// checkpoint (besides the relay's signature, checked by [`verify`]).
+pub fn check_witnesses(
+    b: &ReceiptBundle,
+    log: &Verifier,
+    witnesses: &[log::cosignature::WitnessKey],
+    quorum: usize,
+) -> Result<Vec<(String, u64)>, BundleError> {
+    log::cosignature::open(b.checkpoint.as_bytes(), log.name(), log, witnesses, quorum)
+        .map(|c| c.witnesses)
+        .map_err(cosignature_error)
+}
+
+fn cosignature_error(e: log::cosignature::CosignatureError) -> BundleError {
+    match e {
+        e @ log::cosignature::CosignatureError::NoQuorum { .. } => {
+            BundleError::Witnesses(e.to_string())
+        }
+        e => BundleError::Checkpoint(e.to_string()),
+    }
 }
