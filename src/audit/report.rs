@@ -273,3 +273,74 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Kind;
+    use crate::pki::ca::Ca;
+    use crate::profile::Profile;
+
+    fn entry(pem: &str, id: &str) -> String {
+        LogEntry::Certificate {
+            facility_id: id.into(),
+            certificate: pem.into(),
+            published_at: "2026-12-01T00:00:00Z".into(),
+        }
+        .to_text()
+    }
+
+    #[test]
+    fn a_new_key_for_an_id_is_listed_and_a_renewal_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&tmp.path().join("ca"), "テスト CA", 30).unwrap();
+        let issue = |dir: &str, id: &str| {
+            let p = Profile::create(&tmp.path().join(dir), id, Kind::Clinic, "x", &[]).unwrap();
+            let csr = std::fs::read(p.path(Profile::REQUEST)).unwrap();
+            let req = crate::pki::request::parse(&csr).unwrap();
+            (ca.issue(&req, 10).unwrap(), req)
+        };
+        let (first, req) = issue("a", "1311234569");
+        let renewal = ca.issue(&req, 20).unwrap();
+        let (other, _) = issue("b", "1317654323");
+        for pem in [&first, &renewal] {
+            ca.revoke(&CertInfo::parse_pem(pem.as_bytes(), "t").unwrap())
+                .unwrap();
+        }
+        let (rekeyed, _) = issue("c", "1311234569");
+        let entries: Vec<(u64, String)> = [
+            (0, entry(&first, "1311234569")),
+            (1, entry(&other, "1317654323")),
+            (2, entry(&renewal, "1311234569")),
+            (
+                3,
+                "{\"type\":\"crl\",\"crl_number\":\"1\",\"crl\":\"x\",\"published_at\":\"t\"}"
+                    .into(),
+            ),
+            (4, entry(&rekeyed, "1311234569")),
+            (5, entry(&renewal, "1311234569")),
+        ]
+        .into_iter()
+        .collect();
+        let k = key_changes(&entries);
+        let fp = |pem: &str| {
+            CertInfo::parse_pem(pem.as_bytes(), "t")
+                .unwrap()
+                .fingerprint
+        };
+        assert_eq!(k.len(), 1, "{k:?}");
+        assert_eq!(k[0].facility_id, "1311234569");
+        assert_eq!(k[0].log_index, 4);
+        assert_eq!(k[0].fingerprint, fp(&rekeyed));
+        assert_eq!(k[0].previous_log_index, 2);
+        assert_eq!(k[0].previous_fingerprint, fp(&renewal));
+        let r = Report {
+            key_changes: k,
+            ..Default::default()
+        };
+        assert!(r.to_text().contains(
+            "IDs that got a new key (check each with the facility): 1\n  1311234569 leaf 4"
+        ));
+        assert!(r.to_csv().contains("new-key,1311234569,"));
+    }
+}
