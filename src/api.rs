@@ -162,6 +162,40 @@ pub struct DirectoryLeaf {
     pub inclusion: Vec<crate::log::Hash>,
 }
 
+impl DirectoryLeaf {
+    /// What the leaf publishes: for a certificate, the ID the entry names,
+    /// the certificate (parsed, not verified) and when it was published;
+    /// `None` for a CRL. Any other entry (a receipt), or a certificate
+    /// that cannot be read, is refused.
+    pub fn certificate(
+        &self,
+    ) -> Result<Option<(String, crate::pki::CertInfo, String)>, DirectoryLeavesError> {
+        use crate::receipt::LogEntry;
+        match LogEntry::parse(self.entry.as_bytes()) {
+            Ok(LogEntry::Certificate {
+                facility_id,
+                certificate,
+                published_at,
+            }) => {
+                let c =
+                    crate::pki::CertInfo::parse_pem(certificate.as_bytes(), "logged certificate")
+                        .map_err(|e| {
+                        DirectoryLeavesError(format!(
+                            "leaf {} holds no readable certificate: {e}",
+                            self.index
+                        ))
+                    })?;
+                Ok(Some((facility_id, c, published_at)))
+            }
+            Ok(LogEntry::Crl { .. }) => Ok(None),
+            _ => Err(DirectoryLeavesError(format!(
+                "leaf {} is not a certificate or CRL entry",
+                self.index
+            ))),
+        }
+    }
+}
+
 /// Why an answer of `GET /v1/log/directory` was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("the relay's list of directory leaves is malformed: {0}")]

@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             page
         );
         for l in &page.leaves {
-            let _ = renkei::client::monitor::leaf_certificate(l);
+            let _ = l.certificate();
         }
     }
     if let Ok(e) = LogEntry::parse(data) {

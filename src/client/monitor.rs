@@ -128,29 +128,10 @@ pub fn verify_page(page: &DirectoryLeaves, cp: &Checkpoint) -> Result<(), OpErro
 }
 
 /// The certificate of a directory leaf (`None` for a CRL); a leaf that
-/// is neither, or whose certificate cannot be read, is the relay's fault.
+/// is neither, or whose certificate cannot be read, is the relay's fault
+/// ([`DirectoryLeaf::certificate`]).
 pub fn leaf_certificate(l: &DirectoryLeaf) -> Result<Option<(String, CertInfo, String)>, OpError> {
-    match LogEntry::parse(l.entry.as_bytes()) {
-        Ok(LogEntry::Certificate {
-            facility_id,
-            certificate,
-            published_at,
-        }) => {
-            let c =
-                CertInfo::parse_pem(certificate.as_bytes(), "logged certificate").map_err(|e| {
-                    OpError::Relay(format!(
-                        "directory leaf {} holds no readable certificate: {e}",
-                        l.index
-                    ))
-                })?;
-            Ok(Some((facility_id, c, published_at)))
-        }
-        Ok(LogEntry::Crl { .. }) => Ok(None),
-        _ => Err(OpError::Relay(format!(
-            "leaf {} served as a directory leaf is not a certificate or CRL entry",
-            l.index
-        ))),
-    }
+    l.certificate().map_err(|e| OpError::Relay(e.to_string()))
 }
 
 fn encode_hashes(v: &[Hash]) -> String {
