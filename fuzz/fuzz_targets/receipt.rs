@@ -1,9 +1,12 @@
 //! Receipts and transparency-log entries from the relay or other
 //! facilities: `SignedReceipt::from_json` (then signature checks and the
-//! body of each purpose) and `LogEntry::parse`, with round trips.
+//! body of each purpose), `LogEntry::parse`, and the relay's list of
+//! directory leaves (`DirectoryLeaves::parse`, then each leaf's
+//! certificate as the directory monitor reads it), with round trips.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use renkei::api::DirectoryLeaves;
 use renkei::receipt::{Acceptance, Delivery, Expiry, LogEntry, Purpose, SignedReceipt, Submission};
 use renkei_fuzz::REGION;
 
@@ -31,6 +34,16 @@ fuzz_target!(|data: &[u8]| {
         }
         if r.purpose != Purpose::Delivery {
             assert!(r.parse::<Delivery>(Purpose::Delivery).is_err());
+        }
+    }
+    if let Ok(page) = DirectoryLeaves::parse(data, 0, 1 << 20) {
+        let again = serde_json::to_vec(&page).expect("serialize");
+        assert_eq!(
+            DirectoryLeaves::parse(&again, 0, 1 << 20).expect("round trip"),
+            page
+        );
+        for l in &page.leaves {
+            let _ = l.certificate();
         }
     }
     if let Ok(e) = LogEntry::parse(data) {

@@ -1,11 +1,14 @@
 //! `renkei audit report`: counts per facility, envelopes past the delivery
-//! deadline with no outcome, rejections with reasons, problems found.
+//! deadline with no outcome, rejections with reasons, IDs that got a new
+//! key, problems found.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::sync::{AuditError, Auditor};
+use crate::pki::CertInfo;
+use crate::receipt::LogEntry;
 
 /// Days after acceptance by which every recipient should have an outcome.
 pub const DEADLINE_DAYS: i64 = 14;
@@ -34,14 +37,84 @@ pub struct Report {
     pub overdue: Vec<(String, String, String)>,
     /// (envelope, recipient, reason).
     pub rejections: Vec<(String, String, String)>,
+    /// Certificates published for an ID that already had a certificate
+    /// for other keys, in log order.
+    pub key_changes: Vec<KeyChange>,
     /// Problems found by syncs (found_at, leaf index, what).
     pub problems: Vec<(String, Option<i64>, String)>,
+}
+
+/// An ID that got a new key: a certificate in the log for an ID whose
+/// earlier certificates carry another signing key or age recipient. A
+/// facility that replaced its keys shows here, and so does a certificate
+/// the CA issued to someone else in a facility's name.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyChange {
+    /// The ID.
+    pub facility_id: String,
+    /// Leaf index of the new certificate.
+    pub log_index: u64,
+    /// When the relay logged it.
+    pub published_at: String,
+    /// Serial of the new certificate.
+    pub serial: String,
+    /// SHA-256 fingerprint of the new certificate.
+    pub fingerprint: String,
+    /// Fingerprint of the ID's certificate logged just before it.
+    pub previous_fingerprint: String,
+    /// Leaf index of that certificate.
+    pub previous_log_index: u64,
+}
+
+/// The key changes among certificate entries `(leaf index, entry text)`
+/// given in log order.
+pub fn key_changes(entries: &[(u64, String)]) -> Vec<KeyChange> {
+    // Per ID: every (signing key, age recipient) seen, and the last certificate.
+    type Keys = (Vec<([u8; 32], Option<String>)>, (u64, String));
+    let mut seen: BTreeMap<String, Keys> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (idx, text) in entries {
+        let Ok(LogEntry::Certificate {
+            facility_id,
+            certificate,
+            published_at,
+        }) = LogEntry::parse(text.as_bytes())
+        else {
+            continue;
+        };
+        let Ok(c) = CertInfo::parse_pem(certificate.as_bytes(), "certificate") else {
+            continue;
+        };
+        let keys = (c.signing_key, c.age_recipient.clone());
+        match seen.get_mut(&facility_id) {
+            None => {
+                seen.insert(facility_id, (vec![keys], (*idx, c.fingerprint)));
+            }
+            Some((known, last)) => {
+                if !known.contains(&keys) {
+                    out.push(KeyChange {
+                        facility_id: facility_id.clone(),
+                        log_index: *idx,
+                        published_at,
+                        serial: c.serial.clone(),
+                        fingerprint: c.fingerprint.clone(),
+                        previous_fingerprint: last.1.clone(),
+                        previous_log_index: last.0,
+                    });
+                    known.push(keys);
+                }
+                *last = (*idx, c.fingerprint);
+            }
+        }
+    }
+    out
 }
 
 /// Build the report from the auditor's verified store.
 pub async fn build(a: &Auditor, since: Option<&str>) -> Result<Report, AuditError> {
     let mut r = Report {
         problems: a.problems().await?,
+        key_changes: key_changes(&a.certificate_entries().await?),
         ..Default::default()
     };
     let now = time::OffsetDateTime::now_utc();
@@ -134,6 +207,22 @@ impl Report {
             s.push_str(&format!("  {e} rejected by {r}: {why}\n"));
         }
         s.push_str(&format!(
+            "IDs that got a new key (check each with the facility): {}\n",
+            self.key_changes.len()
+        ));
+        for k in &self.key_changes {
+            s.push_str(&format!(
+                "  {} leaf {} ({}): certificate {} (fingerprint {}) for other keys than leaf {} (fingerprint {})\n",
+                k.facility_id,
+                k.log_index,
+                k.published_at,
+                k.serial,
+                k.fingerprint,
+                k.previous_log_index,
+                k.previous_fingerprint
+            ));
+        }
+        s.push_str(&format!(
             "problems found in the relay's log: {}\n",
             self.problems.len()
         ));
@@ -163,6 +252,17 @@ impl Report {
         for (e, r, why) in &self.rejections {
             s.push_str(&format!("rejection,{r},,,,,,{e},{why}\n"));
         }
+        for k in &self.key_changes {
+            s.push_str(&format!(
+                "new-key,{},,,,,,,leaf {} certificate {} fingerprint {} (before: leaf {} fingerprint {})\n",
+                k.facility_id,
+                k.log_index,
+                k.serial,
+                k.fingerprint,
+                k.previous_log_index,
+                k.previous_fingerprint
+            ));
+        }
         for (_, idx, what) in &self.problems {
             s.push_str(&format!(
                 "problem,,,,,,,{},\"{}\"\n",
@@ -171,5 +271,76 @@ impl Report {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Kind;
+    use crate::pki::ca::Ca;
+    use crate::profile::Profile;
+
+    fn entry(pem: &str, id: &str) -> String {
+        LogEntry::Certificate {
+            facility_id: id.into(),
+            certificate: pem.into(),
+            published_at: "2026-12-01T00:00:00Z".into(),
+        }
+        .to_text()
+    }
+
+    #[test]
+    fn a_new_key_for_an_id_is_listed_and_a_renewal_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&tmp.path().join("ca"), "テスト CA", 30).unwrap();
+        let issue = |dir: &str, id: &str| {
+            let p = Profile::create(&tmp.path().join(dir), id, Kind::Clinic, "x", &[]).unwrap();
+            let csr = std::fs::read(p.path(Profile::REQUEST)).unwrap();
+            let req = crate::pki::request::parse(&csr).unwrap();
+            (ca.issue(&req, 10).unwrap(), req)
+        };
+        let (first, req) = issue("a", "1311234569");
+        let renewal = ca.issue(&req, 20).unwrap();
+        let (other, _) = issue("b", "1317654323");
+        for pem in [&first, &renewal] {
+            ca.revoke(&CertInfo::parse_pem(pem.as_bytes(), "t").unwrap())
+                .unwrap();
+        }
+        let (rekeyed, _) = issue("c", "1311234569");
+        let entries: Vec<(u64, String)> = [
+            (0, entry(&first, "1311234569")),
+            (1, entry(&other, "1317654323")),
+            (2, entry(&renewal, "1311234569")),
+            (
+                3,
+                "{\"type\":\"crl\",\"crl_number\":\"1\",\"crl\":\"x\",\"published_at\":\"t\"}"
+                    .into(),
+            ),
+            (4, entry(&rekeyed, "1311234569")),
+            (5, entry(&renewal, "1311234569")),
+        ]
+        .into_iter()
+        .collect();
+        let k = key_changes(&entries);
+        let fp = |pem: &str| {
+            CertInfo::parse_pem(pem.as_bytes(), "t")
+                .unwrap()
+                .fingerprint
+        };
+        assert_eq!(k.len(), 1, "{k:?}");
+        assert_eq!(k[0].facility_id, "1311234569");
+        assert_eq!(k[0].log_index, 4);
+        assert_eq!(k[0].fingerprint, fp(&rekeyed));
+        assert_eq!(k[0].previous_log_index, 2);
+        assert_eq!(k[0].previous_fingerprint, fp(&renewal));
+        let r = Report {
+            key_changes: k,
+            ..Default::default()
+        };
+        assert!(r.to_text().contains(
+            "IDs that got a new key (check each with the facility): 1\n  1311234569 leaf 4"
+        ));
+        assert!(r.to_csv().contains("new-key,1311234569,"));
     }
 }

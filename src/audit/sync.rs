@@ -607,6 +607,20 @@ impl Auditor {
             .collect())
     }
 
+    /// The verified directory leaves that publish a certificate, in log
+    /// order: (leaf index, exact entry text).
+    pub async fn certificate_entries(&self) -> Result<Vec<(u64, String)>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT idx, entry FROM entries WHERE entry LIKE '{\"type\":\"certificate\"%' ORDER BY idx",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
+            .collect())
+    }
+
     /// Problems found so far (found_at, leaf index, what).
     pub async fn problems(&self) -> Result<Vec<(String, Option<i64>, String)>, AuditError> {
         let rows = sqlx::query("SELECT found_at, leaf_index, what FROM problems ORDER BY id")

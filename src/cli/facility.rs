@@ -37,6 +37,19 @@ pub(crate) enum DirectoryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Scan the log for certificates for this facility's ID that it did
+    /// not publish (exit 3 while one is still valid).
+    Monitor {
+        #[command(flatten)]
+        conn: Conn,
+        /// Mark the alert of this log index as dealt with (the CA was told
+        /// and revoked the certificate) and stop reporting it.
+        #[arg(long, value_name = "LOG_INDEX")]
+        acknowledge: Option<u64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one facility.
     Show {
         #[command(flatten)]
@@ -181,6 +194,42 @@ pub(crate) async fn directory(c: DirectoryCommand) -> Result<(), Failure> {
                 )));
             }
         }
+        DirectoryCommand::Monitor {
+            conn,
+            acknowledge,
+            json,
+        } => {
+            let s = session(&conn).await?;
+            if let Some(idx) = acknowledge {
+                if !s
+                    .acknowledge_directory_alert(idx)
+                    .await
+                    .map_err(op_failure)?
+                {
+                    return Err(anyhow!(
+                        "no alert at log index {idx} to acknowledge; `renkei directory monitor --profile {}` lists them",
+                        conn.profile.display()
+                    )
+                    .into());
+                }
+                eprintln!("acknowledged the alert of log index {idx}");
+            }
+            let r = s.monitor_directory().await.map_err(op_failure)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_monitor(&r, &conn.profile);
+            }
+            if r.has_active_alert() {
+                return Err(verify_failure(anyhow!(
+                    "a certificate for {} that this profile did not publish is in the relay's log and still valid; \
+                     tell the CA (the network operator) now and have it revoked (`renkei ca revoke`, then a new CRL), \
+                     then run `renkei directory monitor --profile {} --acknowledge LOG_INDEX`",
+                    r.id,
+                    conn.profile.display()
+                )));
+            }
+        }
         DirectoryCommand::Show { conn, id, json } => {
             let s = session(&conn).await?;
             let id: renkei::identity::FacilityId = id.parse()?;
@@ -194,6 +243,55 @@ pub(crate) async fn directory(c: DirectoryCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn print_monitor(r: &renkei::client::monitor::MonitorReport, profile: &std::path::Path) {
+    println!(
+        "scanned the directory leaves of {} up to tree size {} ({} new leaves from index {})",
+        if r.origin.is_empty() {
+            "the relay's log"
+        } else {
+            &r.origin
+        },
+        r.tree_size,
+        r.leaves_read,
+        r.scanned_from
+    );
+    if r.alerts.is_empty() {
+        println!("no certificate for {} other than this profile's own", r.id);
+        return;
+    }
+    for a in &r.alerts {
+        let state = match (&a.active, &a.inactive_because) {
+            (true, _) => "ALERT: still valid".to_string(),
+            (false, Some(why)) => format!("no longer valid: {why}"),
+            (false, None) => "no longer valid".to_string(),
+        };
+        println!(
+            "{state}: a certificate for {} that this profile did not publish\n  \
+             log index:    {}\n  published at: {}\n  serial:       {}\n  fingerprint:  {}\n  \
+             issuer:       {}\n  name, kind:   {} ({})\n  valid:        {} – {}\n  \
+             signing key:  {}\n  found at:     {}",
+            a.facility_id,
+            a.log_index,
+            a.published_at,
+            a.serial,
+            a.fingerprint,
+            a.issuer,
+            a.name,
+            a.kind,
+            a.not_before,
+            a.not_after,
+            a.signing_key,
+            a.found_at
+        );
+    }
+    println!(
+        "what to do: call the network operator (the CA) with the serial above; if it did not issue this \
+         certificate at your request, have it revoked (`renkei ca revoke` and a new CRL published). \
+         Then `renkei directory monitor --profile {} --acknowledge LOG_INDEX`.",
+        profile.display()
+    );
 }
 
 pub(crate) fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {

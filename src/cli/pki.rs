@@ -60,6 +60,21 @@ pub(crate) enum CaCommand {
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
+    /// Compare every certificate published in the relay's log with this
+    /// CA's records (index.json, issued/); exit 3 if the log holds one the
+    /// CA never issued.
+    Reconcile {
+        /// The CA folder (index.json and issued/ are read; ca.key is not needed).
+        #[arg(long)]
+        ca: PathBuf,
+        // --profile: a profile that can reach the relay (the operator's,
+        // an auditor's); --relay: default the profile's.
+        #[command(flatten)]
+        conn: super::Conn,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -191,6 +206,41 @@ pub(crate) fn ca(c: CaCommand) -> Result<(), Failure> {
                 e.name,
                 pki::cert::rfc3339(e.revoked_at.unwrap_or_default())
             );
+        }
+        CaCommand::Reconcile { ca, conn, json } => {
+            let records = pki::ca::Records::open(&ca)?;
+            return super::net(|| async move {
+                let s = super::session(&conn).await?;
+                let r = s.reconcile_ca(&records).await.map_err(super::op_failure)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "{} certificates in the relay's log up to tree size {}; {} not in the records of {}",
+                        r.certificates,
+                        r.tree_size,
+                        r.unrecorded.len(),
+                        ca.display()
+                    );
+                    for u in &r.unrecorded {
+                        println!(
+                            "NOT ISSUED BY THIS CA (by its records): log index {}, {} {} ({}), published {}\n  \
+                             serial {}, fingerprint {}, issuer {}\n  {}",
+                            u.log_index, u.kind, u.facility_id, u.name, u.published_at,
+                            u.serial, u.fingerprint, u.issuer, u.why
+                        );
+                    }
+                }
+                if !r.unrecorded.is_empty() {
+                    return Err(verify_failure(anyhow!(
+                        "{} certificates in the relay's log are not in this CA's records: the CA key may be \
+                         compromised or the records damaged; revoke them (`renkei ca revoke --cert FILE` \
+                         with the PEM from --json, then a new CRL) and tell the facilities named",
+                        r.unrecorded.len()
+                    )));
+                }
+                Ok(())
+            });
         }
         CaCommand::Crl { ca, out, days } => {
             let ca = Ca::open(&ca)?;

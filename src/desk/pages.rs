@@ -1072,6 +1072,7 @@ struct AuditPage {
     facilities: Vec<(String, String)>,
     overdue: Vec<String>,
     rejections: Vec<String>,
+    key_changes: Vec<String>,
     problems: Vec<String>,
 }
 
@@ -1129,6 +1130,20 @@ pub(crate) async fn audit(
             )
         })
         .collect();
+    let key_changes = r
+        .key_changes
+        .iter()
+        .map(|k| {
+            format!(
+                "{}: ログ番号 {}（公開 {}）で別の鍵の証明書（シリアル番号 {}）。それまでの証明書はログ番号 {}",
+                k.facility_id,
+                k.log_index,
+                view::when(&k.published_at),
+                k.serial,
+                k.previous_log_index
+            )
+        })
+        .collect();
     let c = Chrome::new(&desk, &authed, "/audit", "監査")
         .await
         .flash(f.m);
@@ -1138,6 +1153,7 @@ pub(crate) async fn audit(
         facilities,
         overdue,
         rejections,
+        key_changes,
         problems,
     })
 }

@@ -1,7 +1,9 @@
 //! The desk's background sync with the relay, every `sync_interval`: the
 //! CRL, the outbox, receipts not yet confirmed, every envelope waiting in
 //! the inbox, and the receipts of sent packages whose outcome is not known
-//! yet (an auditor's desk syncs the auditor instead). Everything goes
+//! yet, and the directory leaves of the log (self-monitoring: a
+//! certificate for this facility's ID that it did not publish raises the
+//! banner; an auditor's desk syncs the auditor instead). Everything goes
 //! through the same library operations as the CLI, one at a time
 //! ([`super::Desk::work`]).
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use super::view;
 use super::{Desk, DeskState};
+use crate::client::monitor::DirectoryAlert;
 use crate::client::ops::Session;
 use crate::client::threads::Receipts;
 
@@ -27,6 +30,9 @@ pub(crate) struct SyncStatus {
     pub sent: usize,
     /// When the directory was last copied (verified) into the local store.
     pub directory_at: Option<std::time::Instant>,
+    /// Certificates for this facility's ID that it did not publish and
+    /// that are still valid, from the last directory scan (the banner).
+    pub directory_alerts: Vec<DirectoryAlert>,
 }
 
 impl SyncStatus {
@@ -94,6 +100,11 @@ async fn facility(desk: &Desk) -> Result<(usize, usize), String> {
         refresh_directory(&s).await?;
         desk.sync.write().expect("lock").directory_at = Some(std::time::Instant::now());
     }
+    // Directory self-monitoring: a certificate for this facility's ID
+    // that it did not publish raises the banner until it is revoked.
+    let report = s.monitor_directory().await.map_err(|e| e.to_string())?;
+    desk.sync.write().expect("lock").directory_alerts =
+        report.alerts.into_iter().filter(|a| a.active).collect();
     let flushed = s.flush_outbox().await.map_err(|e| e.to_string())?;
     let received = s
         .receive_all(&desk.received_dir())

@@ -182,6 +182,9 @@ pub(crate) struct Chrome {
     pub sync_problem: bool,
     /// A message carried over from the last action (`?m=`).
     pub flash: Option<String>,
+    /// Still-valid certificates for this facility's ID that it did not
+    /// publish (the red banner on every page).
+    pub directory_alerts: Vec<crate::client::monitor::DirectoryAlert>,
 }
 
 impl Chrome {
@@ -212,7 +215,11 @@ impl Chrome {
                 badge: if *href == "/" { unread } else { 0 },
             })
             .collect();
-        let (sync_line, sync_problem) = desk.sync.read().expect("lock").line();
+        let (sync_line, sync_problem, directory_alerts) = {
+            let s = desk.sync.read().expect("lock");
+            let (line, problem) = s.line();
+            (line, problem, s.directory_alerts.clone())
+        };
         Chrome {
             title: title.to_string(),
             facility: desk.me.name.clone(),
@@ -223,6 +230,7 @@ impl Chrome {
             sync_line,
             sync_problem,
             flash: None,
+            directory_alerts,
         }
     }
 

@@ -314,18 +314,36 @@ impl Ca {
     }
 
     /// Mark a certificate issued by this CA as revoked. Returns the entry.
+    /// A certificate signed with this CA's key that `index.json` does not
+    /// record (found by `renkei ca reconcile`: a stolen key, a copy of the
+    /// folder) is added to the index as revoked, so the next CRL lists it.
     pub fn revoke(&self, cert: &CertInfo) -> Result<IndexEntry, CaError> {
         let mut index = self.index()?;
-        let e = index
-            .issued
-            .iter_mut()
-            .find(|e| e.serial == cert.serial)
-            .ok_or_else(|| {
+        if !index.issued.iter().any(|e| e.serial == cert.serial) {
+            let trust = super::TrustStore::new(self.cert_pem.as_bytes(), None)?;
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(cert.not_before_unix.max(0) as u64 + 1);
+            trust.verify_as_of(&cert.der, at).map_err(|_| {
                 CaError::Unknown(format!(
                     "certificate {} of {} was not issued by this CA",
                     cert.serial, cert.id
                 ))
             })?;
+            index.issued.push(IndexEntry {
+                serial: cert.serial.clone(),
+                id: cert.id.to_string(),
+                kind: cert.kind,
+                name: cert.name.clone(),
+                key_sha256: super::sha256_hex(&ed25519_spki(&cert.signing_key)),
+                not_after: cert.not_after_unix,
+                revoked_at: None,
+            });
+        }
+        let e = index
+            .issued
+            .iter_mut()
+            .find(|e| e.serial == cert.serial)
+            .expect("present");
         if e.revoked_at.is_none() {
             e.revoked_at = Some(now().unix_timestamp());
         }
@@ -379,5 +397,85 @@ impl Ca {
         let pem = crl.pem().map_err(|e| CaError::Sign(e.to_string()))?;
         self.save_index(&index)?;
         Ok(pem)
+    }
+}
+
+/// The DER SubjectPublicKeyInfo of an Ed25519 key (every renkei key is
+/// one): a fixed prefix and the 32-byte key (RFC 8410).
+fn ed25519_spki(key: &[u8; 32]) -> Vec<u8> {
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(key);
+    spki
+}
+
+/// What a CA folder recorded of its issuance — `index.json` and the copies
+/// in `issued/` — read without the CA key (a copy of the folder without
+/// `ca.key` will do), to reconcile the relay's log against it
+/// (`renkei ca reconcile`).
+pub struct Records {
+    index: Index,
+    issued: PathBuf,
+}
+
+impl Records {
+    /// Read `DIR/index.json` (and later `DIR/issued/SERIAL.crt`).
+    pub fn open(dir: &Path) -> Result<Records, CaError> {
+        let p = dir.join("index.json");
+        let bytes = fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                CaError::Folder(format!(
+                    "{} is not a CA folder (no index.json)",
+                    dir.display()
+                ))
+            } else {
+                io(&p)(e)
+            }
+        })?;
+        let index = serde_json::from_slice(&bytes)
+            .map_err(|e| CaError::Folder(format!("{}: damaged index ({e})", p.display())))?;
+        Ok(Records {
+            index,
+            issued: dir.join("issued"),
+        })
+    }
+
+    /// Whether this CA recorded issuing `cert`: an `index.json` entry with
+    /// its serial, ID, kind, key and end of validity, and, when the copy
+    /// `issued/SERIAL.crt` is there, that very certificate. Says why not.
+    pub fn check(&self, cert: &CertInfo) -> Result<(), String> {
+        let Some(e) = self.index.issued.iter().find(|e| e.serial == cert.serial) else {
+            return Err(format!(
+                "serial {} is not in index.json: this CA has no record of issuing it",
+                cert.serial
+            ));
+        };
+        let spki = ed25519_spki(&cert.signing_key);
+        let id = cert.id.to_string();
+        if e.id != id
+            || e.kind != cert.kind
+            || e.key_sha256 != super::sha256_hex(&spki)
+            || e.not_after != cert.not_after_unix
+        {
+            return Err(format!(
+                "serial {} is in index.json for {} ({}) with other contents than this certificate for {id} ({})",
+                cert.serial, e.id, e.kind, cert.kind
+            ));
+        }
+        let copy = self.issued.join(format!("{}.crt", cert.serial));
+        if let Ok(pem) = fs::read(&copy) {
+            match CertInfo::parse_pem(&pem, &copy.display().to_string()) {
+                Ok(c) if c.fingerprint == cert.fingerprint => {}
+                _ => {
+                    return Err(format!(
+                        "serial {} is in index.json, but {} is another certificate",
+                        cert.serial,
+                        copy.display()
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -256,6 +256,8 @@ struct Leaf {
     /// The job it answers, and whether the job wants its proof.
     job: usize,
     prove: bool,
+    /// A directory change (certificate or CRL), listed in `log_directory`.
+    directory: bool,
 }
 
 impl Sequencer {
@@ -668,6 +670,7 @@ impl Sequencer {
                                 receipt: None,
                                 job: i,
                                 prove: true,
+                                directory: true,
                             });
                             Ok(Pending::Leaf)
                         } else {
@@ -697,6 +700,7 @@ impl Sequencer {
                                 receipt: None,
                                 job: i,
                                 prove: true,
+                                directory: true,
                             });
                             Ok(Pending::Leaf)
                         } else {
@@ -760,6 +764,22 @@ impl Sequencer {
                             .bind(i64::from(id.level))
                             .bind(id.index as i64)
                             .bind(hash_hex(h));
+                    }
+                    q.execute(&mut *tx.conn).await?;
+                    tx.count(1);
+                }
+                let directory: Vec<i64> = leaves
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.directory)
+                    .map(|(j, _)| (start + j as u64) as i64)
+                    .collect();
+                for chunk in directory.chunks(500) {
+                    let mut sql = String::from("INSERT INTO log_directory (idx) VALUES ");
+                    push_rows(&mut sql, chunk.len(), 1, None);
+                    let mut q = sqlx::query(&sql);
+                    for idx in chunk {
+                        q = q.bind(*idx);
                     }
                     q.execute(&mut *tx.conn).await?;
                     tx.count(1);
@@ -984,6 +1004,7 @@ fn receipt_leaf(envelope: &str, signer: &str, r: &SignedReceipt, job: usize, pro
         receipt: Some((envelope.to_string(), signer.to_string(), r.clone())),
         job,
         prove,
+        directory: false,
     }
 }
 

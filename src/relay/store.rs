@@ -310,6 +310,30 @@ impl Store {
         Ok(rows.iter().map(|r| r.get::<String, _>(1)).collect())
     }
 
+    /// The directory leaves (certificates and CRLs published) with index
+    /// in `[from, size)`, at most `limit`, in log order: (index, exact
+    /// entry text).
+    pub async fn directory_leaves(
+        &self,
+        from: u64,
+        size: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.idx, e.entry FROM log_directory d JOIN log_entries e ON e.idx = d.idx \
+             WHERE d.idx >= $1 AND d.idx < $2 ORDER BY d.idx LIMIT $3",
+        )
+        .bind(from.min(i64::MAX as u64) as i64)
+        .bind(size.min(i64::MAX as u64) as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get::<String, _>(1)))
+            .collect())
+    }
+
     /// Inclusion proof of `index` in the tree of `size`.
     pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let plan =

@@ -6,6 +6,9 @@
 //! - `GET /v1/log/tile/entries/<N>[.p/<W>]`: entry bundles (auditors only).
 //! - `GET /v1/log/proof/inclusion?index=I&size=S` (anyone).
 //! - `GET /v1/log/proof/consistency?from=A&to=B` (anyone).
+//! - `GET /v1/log/directory?from=N&size=S`: the directory leaves
+//!   (certificates and CRLs published) from index N, with their inclusion
+//!   proofs at size S (anyone: receipt leaves are not in it).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -14,6 +17,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
+use crate::api::{DirectoryLeaf, DirectoryLeaves, MAX_DIRECTORY_LEAVES};
 use crate::identity::Kind;
 use crate::log::tiles::{self, TileKind, TilePath};
 use crate::log::{ConsistencyProof, InclusionProof};
@@ -28,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/log/tile/{*path}", get(tile))
         .route("/v1/log/proof/inclusion", get(inclusion))
         .route("/v1/log/proof/consistency", get(consistency))
+        .route("/v1/log/directory", get(directory))
 }
 
 fn store_err(e: StoreError) -> ApiError {
@@ -149,5 +154,50 @@ async fn consistency(
         size1: q.from,
         size2: q.to,
         hashes: proof,
+    }))
+}
+
+#[derive(Deserialize)]
+struct DirectoryQuery {
+    from: u64,
+    size: u64,
+}
+
+/// Directory leaves from `from` below `size`, each with its inclusion
+/// proof at `size` (the size of the checkpoint the caller verified), at
+/// most [`MAX_DIRECTORY_LEAVES`]; `next` says where a full page continues.
+async fn directory(
+    State(st): State<AppState>,
+    Query(q): Query<DirectoryQuery>,
+) -> Result<Json<DirectoryLeaves>, ApiError> {
+    check_size(&st, q.size).await?;
+    let rows = st
+        .store
+        .directory_leaves(q.from, q.size, MAX_DIRECTORY_LEAVES)
+        .await
+        .map_err(store_err)?;
+    let mut leaves = Vec::with_capacity(rows.len());
+    for (index, entry) in rows {
+        let inclusion = st
+            .store
+            .inclusion_proof(index, q.size)
+            .await
+            .map_err(store_err)?;
+        leaves.push(DirectoryLeaf {
+            index,
+            entry,
+            inclusion,
+        });
+    }
+    let next = match leaves.last() {
+        Some(l) if leaves.len() == MAX_DIRECTORY_LEAVES && l.index + 1 < q.size => {
+            Some(l.index + 1)
+        }
+        _ => None,
+    };
+    Ok(Json(DirectoryLeaves {
+        tree_size: q.size,
+        leaves,
+        next,
     }))
 }
