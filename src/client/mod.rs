@@ -5,6 +5,7 @@
 //! call these operations.
 
 pub mod http;
+pub mod log_keys;
 pub mod ops;
 pub mod outbox;
 pub mod receive;

@@ -259,6 +259,7 @@ async fn submit_inner(
                 receipt: acceptance.clone(),
                 entry: leaf.entry,
                 inclusion: leaf.inclusion,
+                key_transitions: key_transitions_to(&st, leaf.log_index + 1).await?,
                 checkpoint: leaf.checkpoint,
                 relay_certificate: st.cert.pem(),
                 signer_certificate: None,
@@ -566,7 +567,19 @@ pub async fn bundle(
         checkpoint: checkpoint.to_string(),
         relay_certificate: st.cert.pem(),
         signer_certificate,
+        key_transitions: key_transitions_to(st, size).await?,
     })
+}
+
+/// The log's key transitions announced in trees of at most `size` leaves
+/// (what a bundle with a checkpoint of that size carries).
+async fn key_transitions_to(
+    st: &AppState,
+    size: u64,
+) -> Result<Vec<crate::receipt::key_transition::TransitionProof>, ApiError> {
+    let mut all = st.store.key_transitions().await?;
+    all.retain(|t| t.log_index < size);
+    Ok(all)
 }
 
 #[derive(Deserialize)]
