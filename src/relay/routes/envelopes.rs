@@ -300,7 +300,8 @@ async fn stored_acceptance(st: &AppState, id: &str) -> Result<Option<Response>, 
         .await?
         .ok_or_else(|| ApiError::internal("receipts exist but no checkpoint"))?;
     let acceptance = row.receipt.clone();
-    let b = bundle(st, row, size, &checkpoint).await?;
+    let transitions = key_transitions_to(st, size).await?;
+    let b = bundle(st, row, size, &checkpoint, &transitions).await?;
     Ok(Some(
         (
             StatusCode::OK,
@@ -527,9 +528,10 @@ async fn receipts(
         .latest_checkpoint()
         .await?
         .ok_or_else(|| ApiError::internal("receipts exist but no checkpoint"))?;
+    let transitions = key_transitions_to(&st, size).await?;
     let mut bundles = Vec::new();
     for row in rows {
-        bundles.push(bundle(&st, row, size, &checkpoint).await?);
+        bundles.push(bundle(&st, row, size, &checkpoint, &transitions).await?);
     }
     Ok(Json(ReceiptsResponse {
         envelope: summary(&st, &env).await?,
@@ -539,12 +541,14 @@ async fn receipts(
     }))
 }
 
-/// Build the bundle of one stored receipt at checkpoint `size`.
+/// Build the bundle of one stored receipt at checkpoint `size`, with the
+/// log's key transitions up to it (`key_transitions_to`).
 pub async fn bundle(
     st: &AppState,
     row: LoggedReceipt,
     size: u64,
     checkpoint: &str,
+    transitions: &[crate::receipt::key_transition::TransitionProof],
 ) -> Result<ReceiptBundle, ApiError> {
     let entry = st
         .store
@@ -567,7 +571,7 @@ pub async fn bundle(
         checkpoint: checkpoint.to_string(),
         relay_certificate: st.cert.pem(),
         signer_certificate,
-        key_transitions: key_transitions_to(st, size).await?,
+        key_transitions: transitions.to_vec(),
     })
 }
 
