@@ -98,6 +98,7 @@ async fn main() {
             relay_id: relay_cert.id.to_string(),
             receipt_key: relay_key.clone(),
             checkpoints: CheckpointSigner::new(origin, relay_key),
+            key_from_size: 0,
             expiry_after_secs: 14 * 24 * 3600,
             batch_max_jobs: 256,
             batch_wait: std::time::Duration::ZERO,

@@ -282,6 +282,7 @@ async fn kill9_during_200_concurrent_uploads_loses_nothing_acknowledged() {
                 renkei::receipt::bundle::log_origin(&relay_cert),
                 relay_key,
             ),
+            key_from_size: 0,
             expiry_after_secs: 3600,
             batch_max_jobs: 4,
             batch_wait: Duration::ZERO,

@@ -763,6 +763,7 @@ fn a_receipt_bundle_signed_by_a_non_facility_is_refused() {
             checkpoint: cp,
             relay_certificate: relay_pem.clone(),
             signer_certificate: Some(cert_pem.to_string()),
+            key_transitions: Vec::new(),
         }
     };
     let trust = region.trust();

@@ -476,6 +476,7 @@ async fn stores_racing_to_sequence_keep_one_tree() {
         relay_id: RELAY_ID.into(),
         receipt_key: key.clone(),
         checkpoints: CheckpointSigner::new(origin, key.clone()),
+        key_from_size: 0,
         expiry_after_secs: 3600,
         batch_max_jobs: 8,
         batch_wait: Duration::from_millis(1),

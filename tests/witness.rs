@@ -763,6 +763,132 @@ async fn forked_latest(w: &World, url: &str) -> String {
     served_checkpoint(w, url).await
 }
 
+// 4 ---------------------------------------------------------------------
+
+/// The relay rotates its checkpoint key (docs/LOG.md §8): the witnesses
+/// cosign the announcement under the old key, learn the transition (one
+/// that missed the announcement is shown it first), cosign the new key's
+/// checkpoints, and the facilities' quorum holds; a retired key's
+/// checkpoint past the announcement, a key nobody announced, and a
+/// transition not vouched for by the current key are refused.
+async fn a_rotated_checkpoint_key_is_cosigned_and_the_quorum_holds(backend: Backend) {
+    let Witnessed {
+        mut w,
+        witnesses,
+        profiles: _,
+    } = witnessed_world(backend, 2).await;
+    let root = renkei::receipt::bundle::relay_verifier(&cert_of(&w.relay_profile)).unwrap();
+    let keys: Vec<WitnessKey> = witnesses.iter().map(|x| x.key().clone()).collect();
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let env1 = send(&w, &clinic, CLINIC, HOSPITAL).await;
+    bounded(hospital.receive(&env1, &w.out_dir()))
+        .await
+        .unwrap();
+    bounded(clinic.status(Some(&env1))).await.unwrap();
+
+    // The rotation, with only two of the three witnesses configured: the
+    // announcement gets their cosignatures under the old key.
+    let key_file = w.region.dir().join("checkpoint-b.key");
+    let new_key = renkei::keys::SigningKey::generate();
+    new_key.save(&key_file).unwrap();
+    let new_vkey = Verifier::ed25519(root.name(), new_key.public_key()).unwrap();
+    let mut two = w.config.clone();
+    two.witnesses.truncate(2);
+    let r = bounded(renkei::relay::rotation::rotate_checkpoint_key(
+        &w.relay_profile,
+        &w.data,
+        w.db.url(),
+        &two,
+        &new_key,
+    ))
+    .await
+    .unwrap();
+    let ann = cosignature::open(r.announcement.as_bytes(), root.name(), &root, &keys, 2)
+        .expect("the announcement is cosigned under the old key");
+    assert_eq!(ann.checkpoint.size, r.log_index + 1);
+
+    // Restarted with the new key: every witness cosigns its checkpoints
+    // (the third after being shown the announcement and the transition).
+    w.config.checkpoint_key = Some(key_file);
+    w.restart().await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    let env2 = send(&w, &clinic, CLINIC, HOSPITAL).await;
+    bounded(hospital.receive(&env2, &w.out_dir()))
+        .await
+        .unwrap();
+    let st = bounded(clinic.status(None)).await.unwrap();
+    assert!(st.iter().all(|s| s.recipients[0].state == "delivered"));
+    assert!(clinic.store.evidence().await.unwrap().is_empty());
+    let note = served_checkpoint(&w, &w.relay.url).await;
+    let c = cosignature::open(note.as_bytes(), root.name(), &new_vkey, &keys, 3)
+        .expect("all three witnesses cosign the new key's checkpoint");
+    assert!(c.checkpoint.size > ann.checkpoint.size);
+    let h = health(&w).await.witnesses.unwrap();
+    assert_eq!((h.cosignatures, h.quorum_met), (3, true));
+    for x in &witnesses {
+        assert_eq!(
+            x.witness.latest(root.name()).await.unwrap().unwrap().0,
+            c.checkpoint.size
+        );
+    }
+
+    // The retired key past its announcement, and a key never announced:
+    // refused (403) by a witness that follows the log.
+    let old_key = Profile::open(&w.relay_profile)
+        .unwrap()
+        .signing_key()
+        .unwrap();
+    let rogue = renkei::keys::SigningKey::generate();
+    let x = &witnesses[0];
+    for k in [&old_key, &rogue] {
+        let forged = Checkpoint::new(root.name(), c.checkpoint.size, c.checkpoint.root)
+            .unwrap()
+            .sign(&[&Signer::ed25519(root.name(), k).unwrap()])
+            .unwrap();
+        let (st, _, body) = post(&x.url, add(c.checkpoint.size, vec![], &forged)).await;
+        assert_eq!(st, 403, "{}", text(&body));
+    }
+    // A transition announced under the new key itself (not vouched for by
+    // the current key), and the real one again (no change).
+    let proofs: Vec<renkei::receipt::key_transition::TransitionProof> =
+        w.relay.state.store.key_transitions().await.unwrap();
+    assert_eq!(proofs.len(), 1);
+    x.witness
+        .add_key_transition(&serde_json::to_vec(&proofs[0]).unwrap())
+        .await
+        .expect("the same transition again");
+    let third = renkei::keys::SigningKey::generate();
+    let t = renkei::receipt::key_transition::KeyTransition::new(
+        root.name(),
+        Verifier::ed25519(root.name(), rogue.public_key()).unwrap(),
+        Verifier::ed25519(root.name(), third.public_key()).unwrap(),
+        "2026-12-01T22:00:00Z",
+    )
+    .unwrap();
+    let tree = MemoryTree::from_entries([t.to_text()]);
+    let self_signed = renkei::receipt::key_transition::TransitionProof {
+        log_index: 0,
+        entry: t.to_text(),
+        checkpoint: Checkpoint::new(root.name(), 1, tree.root())
+            .unwrap()
+            .sign(&[&Signer::ed25519(root.name(), &rogue).unwrap()])
+            .unwrap(),
+        inclusion: vec![],
+    };
+    let e = x
+        .witness
+        .add_key_transition(&serde_json::to_vec(&self_signed).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status().as_u16(), 403, "{e}");
+    let e = x.witness.add_key_transition(b"{}").await.unwrap_err();
+    assert_eq!(e.status().as_u16(), 400, "{e}");
+}
+
 /// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -787,4 +913,5 @@ macro_rules! on_both_backends {
 on_both_backends!(
     relay_checkpoints_are_cosigned_and_facilities_require_the_quorum,
     a_forked_view_is_refused_by_witnesses_and_facilities,
+    a_rotated_checkpoint_key_is_cosigned_and_the_quorum_holds,
 );

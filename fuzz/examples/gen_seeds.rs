@@ -571,6 +571,15 @@ fn main() {
         );
         put(&d, "tile.bin", &tiles::encode_tile(&leaves).expect("tile"));
         put(&d, "proof.bin", &merkle::encode_proof(&leaves[..2]));
+        let next = renkei::keys::SigningKey::generate();
+        let transition = renkei::receipt::key_transition::KeyTransition::new(
+            origin,
+            signer.verifier(),
+            Signer::ed25519(origin, &next).expect("signer").verifier(),
+            "2026-12-01T22:00:00Z",
+        )
+        .expect("transition");
+        put(&d, "key-transition.json", transition.to_text().as_bytes());
     }
 
     if check_only() {

@@ -18,6 +18,7 @@ use crate::log::tiles::{self, TileKind, TilePath};
 use crate::log::{self, Checkpoint, CompactTree, ConsistencyProof, Hash, Verifier};
 use crate::pki::{CertInfo, TrustStore};
 use crate::profile::Profile;
+use crate::receipt::key_transition::{KeyChainError, LogKeys, TransitionProof};
 use crate::receipt::{Acceptance, Delivery, Expiry, LogEntry, Purpose, SignedReceipt, Submission};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/audit");
@@ -181,16 +182,9 @@ impl Auditor {
     /// what this auditor stored before.
     pub async fn sync(&self, full: bool) -> Result<SyncReport, AuditError> {
         let relay_cert = self.relay_cert().await?;
-        let vkey = crate::receipt::bundle::relay_verifier(&relay_cert)
-            .map_err(|e| AuditError::Misbehaviour(e.to_string()))?;
         let note = String::from_utf8(self.fetch("/v1/log/checkpoint").await?)
             .map_err(|_| AuditError::Misbehaviour("the checkpoint is not text".into()))?;
-        let (cp, _) = Checkpoint::open(note.as_bytes(), vkey.name(), std::slice::from_ref(&vkey))
-            .map_err(|e| {
-            AuditError::Misbehaviour(format!(
-                "the checkpoint does not verify with the relay's key: {e}"
-            ))
-        })?;
+        let (keys, cp, announcements) = self.open_checkpoint(&relay_cert, &note).await?;
         let stored = self.stored_leaves().await?;
         let last = self.last_checkpoint().await?;
         let from_size = stored.len() as u64;
@@ -200,12 +194,9 @@ impl Auditor {
                     .caught(Some(cp.size), format!("the log shrank from {old_size} to {} entries: leaves from index {} on were dropped (truncation)", cp.size, cp.size))
                     .await);
             }
-            let (old, _) = Checkpoint::open(
-                old_note.as_bytes(),
-                vkey.name(),
-                std::slice::from_ref(&vkey),
-            )
-            .map_err(|e| AuditError::Usage(format!("kept checkpoint: {e}")))?;
+            let (old, _) = keys
+                .open(old_note.as_bytes())
+                .map_err(|e| AuditError::Usage(format!("kept checkpoint: {e}")))?;
             if old.size > 0 && old.size < cp.size {
                 let proof: ConsistencyProof = serde_json::from_slice(
                     &self
@@ -303,11 +294,24 @@ impl Auditor {
                 .caught(idx, format!("the entries do not hash to the checkpoint's root{} (edited, swapped or replaced)", at(idx)))
                 .await);
         }
+        // Each key learnt now was announced in this very tree: the root of
+        // its first `size` leaves is the announcement's.
+        for a in &announcements {
+            let mut t = CompactTree::new();
+            for h in leaves.iter().take(a.size as usize) {
+                t.append(*h).map_err(|e| AuditError::Usage(e.to_string()))?;
+            }
+            if t.size() != a.size || t.root() != a.root {
+                return Err(self
+                    .caught(Some(a.size - 1), format!("the key transition announced at size {} is not in the log the checkpoint of size {} commits to", a.size, cp.size))
+                    .await);
+            }
+        }
         // Verify every new entry.
         let t0 = std::time::Instant::now();
         let new_start = if full { 0 } else { from_size };
         let (receipts_verified, bad) = self
-            .verify_entries(&relay_cert, new_start, &entries, full)
+            .verify_entries(&relay_cert, &keys, new_start, &entries, full)
             .await?;
         let verify_seconds = t0.elapsed().as_secs_f64();
         if let Some((idx, why)) = bad {
@@ -362,6 +366,13 @@ impl Auditor {
             }
             q.execute(&mut *tx).await?;
         }
+        for k in keys.keys().iter().skip(1) {
+            sqlx::query("INSERT OR IGNORE INTO checkpoint_keys (from_size, vkey) VALUES (?, ?)")
+                .bind(k.from_size as i64)
+                .bind(k.key.encode())
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT OR IGNORE INTO checkpoints (size, note, verified_at) VALUES (?, ?, ?)")
             .bind(cp.size as i64)
             .bind(&note)
@@ -399,6 +410,67 @@ impl Auditor {
             .map(|p| from + p as u64))
     }
 
+    /// The checkpoint keys this auditor trusts for the log of `relay`:
+    /// the certificate's key and the keys it learnt before.
+    pub async fn log_keys(&self, relay: &CertInfo) -> Result<LogKeys, AuditError> {
+        let root = crate::receipt::bundle::relay_verifier(relay)
+            .map_err(|e| AuditError::Misbehaviour(e.to_string()))?;
+        let mut keys = LogKeys::new(root);
+        for r in sqlx::query("SELECT from_size, vkey FROM checkpoint_keys ORDER BY from_size")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let v = Verifier::parse(&r.get::<String, _>(1))
+                .map_err(|e| AuditError::Usage(format!("a kept checkpoint key: {e}")))?;
+            keys.push_learnt(v, r.get::<i64, _>(0) as u64)
+                .map_err(|e| AuditError::Usage(format!("a kept checkpoint key: {e}")))?;
+        }
+        Ok(keys)
+    }
+
+    /// Open the relay's checkpoint `note` with the log's keys, learning
+    /// the relay's key transitions when an unknown key signed it. Returns
+    /// the keys (with those learnt, not kept yet), the checkpoint and the
+    /// announcements of the keys learnt.
+    async fn open_checkpoint(
+        &self,
+        relay: &CertInfo,
+        note: &str,
+    ) -> Result<(LogKeys, Checkpoint, Vec<Checkpoint>), AuditError> {
+        let mut keys = self.log_keys(relay).await?;
+        let mut announcements = Vec::new();
+        let mut opened = keys.open(note.as_bytes()).map(|(c, _)| c);
+        if let Err(KeyChainError::UnknownKey(_)) = opened {
+            let proofs: Vec<TransitionProof> = serde_json::from_slice(
+                &self.fetch("/v1/log/key-transitions").await?,
+            )
+            .map_err(|e| {
+                AuditError::Misbehaviour(format!("the key transitions are unreadable: {e}"))
+            })?;
+            match keys.learn_all(&proofs) {
+                Ok(a) => announcements = a,
+                Err(e) => {
+                    return Err(self
+                        .caught(
+                            None,
+                            format!("the relay's key transitions do not verify: {e}"),
+                        )
+                        .await)
+                }
+            }
+            opened = keys.open(note.as_bytes()).map(|(c, _)| c);
+        }
+        match opened {
+            Ok(cp) => Ok((keys, cp, announcements)),
+            Err(e) => Err(self
+                .caught(
+                    None,
+                    format!("the checkpoint does not verify with the log's checkpoint keys: {e}; the checkpoint (kept here):\n{note}"),
+                )
+                .await),
+        }
+    }
+
     async fn relay_cert(&self) -> Result<CertInfo, AuditError> {
         let resp = self
             .client
@@ -421,6 +493,7 @@ impl Auditor {
     async fn verify_entries(
         &self,
         relay: &CertInfo,
+        keys: &LogKeys,
         start: u64,
         entries: &[String],
         full: bool,
@@ -488,6 +561,23 @@ impl Auditor {
                         ));
                     }
                     certs.entry(facility_id).or_default().push(c);
+                }
+                LogEntry::KeyTransition { new_key, .. } => {
+                    // Every key transition in the log is one the relay
+                    // announces (and this auditor learnt).
+                    let known = keys
+                        .keys()
+                        .iter()
+                        .any(|k| k.from_size == idx + 1 && k.key.encode() == new_key);
+                    if !known {
+                        return Ok((
+                            0,
+                            Some((
+                                idx,
+                                "a key transition the relay does not announce (or that does not follow the log's keys)".into(),
+                            )),
+                        ));
+                    }
                 }
                 LogEntry::Crl { crl, .. } => {
                     if TrustStore::new(self.trust.ca_der(), Some(crl.as_bytes())).is_err() {

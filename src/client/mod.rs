@@ -5,6 +5,7 @@
 //! call these operations.
 
 pub mod http;
+pub mod log_keys;
 pub mod monitor;
 pub mod ops;
 pub mod outbox;

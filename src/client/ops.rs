@@ -273,29 +273,25 @@ impl Session {
         note: &str,
         relay: &CertInfo,
     ) -> Result<crate::log::Checkpoint, OpError> {
-        let vkey = crate::receipt::bundle::relay_verifier(relay)
-            .map_err(|e| OpError::Relay(e.to_string()))?;
-        let (cp, _) =
-            crate::log::Checkpoint::open(note.as_bytes(), vkey.name(), std::slice::from_ref(&vkey))
-                .map_err(|e| {
-                    OpError::Relay(format!("the relay's checkpoint does not verify: {e}"))
-                })?;
-        let kept = self.store.latest_checkpoint(vkey.name()).await?;
+        let origin = crate::receipt::bundle::log_origin(relay);
+        let kept = self.store.latest_checkpoint(&origin).await?;
+        let kept_note = kept.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+        // Signed by the log's checkpoint key of its size: the relay
+        // certificate's, or one announced by a key transition under the
+        // key before (docs/LOG.md §8), learnt here if new.
+        let opened = self.open_checkpoint(note, relay, kept_note).await?;
+        let cp = opened.checkpoint;
+        let vkey = opened.signer;
         // The witnesses this profile requires must have cosigned it: a
         // relay showing this facility a tree no one else sees cannot get
         // their cosignatures.
         let (witnesses, quorum) = self.profile.config.witnesses.parsed()?;
         if quorum > 0 || !witnesses.is_empty() {
-            if let Err(e) = crate::log::cosignature::open(
-                note.as_bytes(),
-                vkey.name(),
-                &vkey,
-                &witnesses,
-                quorum,
-            ) {
-                let other = kept.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+            if let Err(e) =
+                crate::log::cosignature::open(note.as_bytes(), &origin, &vkey, &witnesses, quorum)
+            {
                 self.store
-                    .add_evidence("checkpoint without the witness quorum", note, other)
+                    .add_evidence("checkpoint without the witness quorum", note, kept_note)
                     .await?;
                 return Err(OpError::Relay(format!(
                     "the relay's checkpoint of size {} is not accepted: {e} (kept as evidence)",
@@ -303,17 +299,24 @@ impl Session {
                 )));
             }
         }
-        if let Some((old_size, old_note)) = kept {
-            let (old, _) = crate::log::Checkpoint::open(
-                old_note.as_bytes(),
-                vkey.name(),
-                std::slice::from_ref(&vkey),
-            )
-            .map_err(|e| OpError::Relay(format!("the kept checkpoint does not verify: {e}")))?;
-            let (a, b, an, bn) = if old_size <= cp.size {
-                (&old, &cp, old_note.as_str(), note)
+        // Every tree this facility relies on must be a prefix of this one:
+        // the kept checkpoint, and the announcement of each key learnt now
+        // (so the transition is in the log everyone sees, not in a tree
+        // shown to this facility only).
+        let mut earlier: Vec<(crate::log::Checkpoint, String)> = Vec::new();
+        if let Some((_, old_note)) = &kept {
+            let (old, _) = opened
+                .keys
+                .open(old_note.as_bytes())
+                .map_err(|e| OpError::Relay(format!("the kept checkpoint does not verify: {e}")))?;
+            earlier.push((old, old_note.clone()));
+        }
+        earlier.extend(opened.announcements.iter().cloned());
+        for (old, old_note) in &earlier {
+            let (a, b, an, bn) = if old.size <= cp.size {
+                (old, &cp, old_note.as_str(), note)
             } else {
-                (&cp, &old, note, old_note.as_str())
+                (&cp, old, note, old_note.as_str())
             };
             let ok = if a.size == b.size {
                 a.root == b.root
@@ -347,9 +350,8 @@ impl Session {
                 )));
             }
         }
-        self.store
-            .add_checkpoint(vkey.name(), cp.size, note)
-            .await?;
+        self.keep_log_keys(&opened.keys).await?;
+        self.store.add_checkpoint(&origin, cp.size, note).await?;
         Ok(cp)
     }
 }

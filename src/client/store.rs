@@ -505,6 +505,42 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The checkpoint keys learnt for the log `origin` (first tree size
+    /// signed, verifier key), oldest first.
+    pub async fn checkpoint_keys(
+        &self,
+        origin: &str,
+    ) -> Result<Vec<(u64, String)>, LocalStoreError> {
+        let rows = sqlx::query(
+            "SELECT from_size, vkey FROM checkpoint_keys WHERE origin = ? ORDER BY from_size",
+        )
+        .bind(origin)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// Keep a checkpoint key learnt from a verified key transition.
+    pub async fn add_checkpoint_key(
+        &self,
+        origin: &str,
+        from_size: u64,
+        vkey: &str,
+    ) -> Result<(), LocalStoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO checkpoint_keys (origin, from_size, vkey) VALUES (?, ?, ?)",
+        )
+        .bind(origin)
+        .bind(from_size as i64)
+        .bind(vkey)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Keep two checkpoints that prove the relay misbehaved.
     pub async fn add_evidence(&self, what: &str, a: &str, b: &str) -> Result<(), LocalStoreError> {
         sqlx::query(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::Kind;
 use crate::log::{self, Checkpoint, Hash, Verifier};
 use crate::pki::{CertInfo, TrustStore};
+use crate::receipt::key_transition::{LogKeys, TransitionProof};
 use crate::receipt::{LogEntry, Purpose, SignedReceipt};
 
 /// A receipt with everything needed to verify it offline.
@@ -32,6 +33,12 @@ pub struct ReceiptBundle {
     /// The signer's certificate (PEM), for receipts signed by a facility.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer_certificate: Option<String>,
+    /// The log's checkpoint key transitions up to the checkpoint, oldest
+    /// first (docs/LOG.md §8): how the key that signed the checkpoint
+    /// descends from the relay certificate's key. Absent while the
+    /// certificate's key signs checkpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_transitions: Vec<TransitionProof>,
 }
 
 /// Why a bundle did not verify. The message names the check.
@@ -101,7 +108,8 @@ pub fn relay_verifier(relay: &CertInfo) -> Result<Verifier, BundleError> {
 /// Verify a bundle: the relay certificate chains to the CA (kind relay);
 /// certificates are checked as of the receipt's signing time;
 /// the checkpoint is signed by `vkey` (or, if `None`, by the relay
-/// certificate's key under its origin); the signer's certificate chains to
+/// certificate's key under its origin) or by a checkpoint key that the
+/// bundle's key transitions lead to from it (docs/LOG.md §8); the signer's certificate chains to
 /// the CA and its key signed the receipt; the entry holds the receipt; the
 /// entry is included in the checkpoint.
 pub fn verify(
@@ -129,12 +137,13 @@ pub fn verify(
             "the verifier key is not the relay certificate's key".into(),
         ));
     }
-    let (cp, _) = Checkpoint::open(
-        b.checkpoint.as_bytes(),
-        vkey.name(),
-        std::slice::from_ref(vkey),
-    )
-    .map_err(|e| BundleError::Checkpoint(e.to_string()))?;
+    let mut chain = LogKeys::new(vkey.clone());
+    chain
+        .learn_all(&b.key_transitions)
+        .map_err(|e| BundleError::Checkpoint(e.to_string()))?;
+    let (cp, _) = chain
+        .open(b.checkpoint.as_bytes())
+        .map_err(|e| BundleError::Checkpoint(e.to_string()))?;
     let signer = match (&b.receipt.purpose, &b.signer_certificate) {
         (Purpose::Acceptance | Purpose::Expiry, _) => relay.clone(),
         (_, Some(pem)) => {
@@ -189,7 +198,7 @@ pub fn verify(
     })
 }
 
-/// The bundle's log evidence as a C2SP tlog-proof (docs/LOG.md §5.5) whose
+/// The bundle's log evidence as a C2SP tlog-proof (docs/LOG.md §5.6) whose
 /// extra data is the exact log entry, so the proof alone shows which
 /// receipt the log holds; with the checkpoint's witness cosignatures it is
 /// evidence on its own, offline.

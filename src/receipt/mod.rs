@@ -4,6 +4,7 @@
 //! ciphertext), facility IDs, sizes, times and outcomes.
 
 pub mod bundle;
+pub mod key_transition;
 
 pub use bundle::{ReceiptBundle, Verified};
 
@@ -393,6 +394,18 @@ pub enum LogEntry {
         /// When (RFC 3339).
         published_at: String,
     },
+    /// The log's checkpoint key changes (docs/LOG.md §8; checked by
+    /// [`key_transition::KeyTransition::parse`]).
+    KeyTransition {
+        /// The log's origin.
+        origin: String,
+        /// The verifier key that signed checkpoints before.
+        old_key: String,
+        /// The verifier key that signs checkpoints after.
+        new_key: String,
+        /// When (RFC 3339).
+        announced_at: String,
+    },
 }
 
 impl LogEntry {
@@ -406,6 +419,12 @@ impl LogEntry {
         if bytes.len() > crate::log::tiles::MAX_ENTRY_BYTES {
             return Err(ReceiptError::Malformed("log entry too large".into()));
         }
-        serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))
+        let e: LogEntry =
+            serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        if matches!(e, LogEntry::KeyTransition { .. }) {
+            key_transition::KeyTransition::parse(bytes)
+                .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        }
+        Ok(e)
     }
 }

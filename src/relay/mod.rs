@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod checkpoint;
 pub mod error;
 pub mod object_blobs;
+pub mod rotation;
 pub mod routes;
 pub mod sequencer;
 pub mod store;
@@ -24,6 +25,7 @@ use crate::keys::SigningKey;
 use crate::pki::{crl_number, CertInfo, TrustStore};
 use crate::profile::Profile;
 use crate::receipt::bundle::log_origin;
+use crate::receipt::key_transition::LogKeys;
 use store::Store;
 
 /// Relay settings (`--config FILE`, TOML).
@@ -81,6 +83,13 @@ pub struct RelayConfig {
     pub witness_timeout_ms: u64,
     /// Where ciphertext is kept (`[blob_store]`; default: `DATA/blobs`).
     pub blob_store: object_blobs::BlobStoreConfig,
+    /// The checkpoint signing key (Ed25519, PKCS#8 PEM, mode 0600;
+    /// `--checkpoint-key`). Absent: the relay certificate's key signs
+    /// checkpoints. It must be the log's current checkpoint key (the
+    /// certificate's, or the last one announced by a key transition,
+    /// docs/LOG.md §8), else the relay refuses to start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -107,6 +116,7 @@ impl Default for RelayConfig {
             witness_quorum: 0,
             witness_timeout_ms: 3000,
             blob_store: Default::default(),
+            checkpoint_key: None,
         }
     }
 }
@@ -129,6 +139,10 @@ pub enum RelayError {
     /// Not a relay profile.
     #[error("{0}")]
     Config(String),
+    /// The configured checkpoint key is not the log's current one, or the
+    /// log's key transitions do not verify.
+    #[error("{0}")]
+    CheckpointKey(String),
 }
 
 /// The caller of a request, from its verified client certificate.
@@ -139,9 +153,11 @@ pub struct Caller(pub CertInfo);
 pub struct RelayState {
     /// Storage.
     pub store: Store,
-    /// The relay's signing key (acceptance and expiry receipts; the
-    /// checkpoint signer in [`checkpoint`] holds it too).
+    /// The relay's signing key (acceptance and expiry receipts; also
+    /// checkpoints when no checkpoint key is configured).
     pub key: Arc<SigningKey>,
+    /// The key that signs checkpoints (the log's current checkpoint key).
+    pub checkpoint_key: Arc<SigningKey>,
     /// The relay's certificate.
     pub cert: CertInfo,
     /// The relay's ID.
@@ -198,26 +214,20 @@ impl RelayState {
         }
         let cert = p.certificate()?;
         let key = Arc::new(p.signing_key()?);
+        let checkpoint_key = checkpoint_key_of(&config, &key)?;
         let origin = log_origin(&cert);
         let witnesses = witnesses_of(&config)?;
-        let blobs: Arc<dyn blobs::BlobStore> = match config.blob_store.kind {
-            object_blobs::BlobStoreKind::Fs => Arc::new(
-                blobs::FsBlobStore::open(&data.join("blobs")).map_err(store::StoreError::from)?,
-            ),
-            object_blobs::BlobStoreKind::S3 => Arc::new(
-                object_blobs::ObjectBlobStore::s3(&config.blob_store)
-                    .map_err(store::StoreError::from)?,
-            ),
-        };
-        let store = Store::open_with(data, database_url, blobs)
-            .await?
-            .start_log(store_log_config(
-                &cert,
-                &origin,
-                &key,
-                &config,
-                witnesses.clone(),
-            ));
+        let blobs = blob_store_of(&config, data)?;
+        let store = Store::open_with(data, database_url, blobs).await?;
+        let chain = log_keys(&store, &cert).await?;
+        let from_size = signs_from(&chain, &checkpoint_key)?;
+        let store = store.start_log(store_log_config(
+            &cert,
+            &origin,
+            (&key, &checkpoint_key, from_size),
+            &config,
+            witnesses.clone(),
+        ));
         let crl_grace_days = p.config.revocation.crl_grace_days;
         let mut trust = relay_trust(p.trust()?, crl_grace_days);
         // A CRL published through the relay replaces the profile's if newer.
@@ -233,6 +243,7 @@ impl RelayState {
         Ok(Arc::new(RelayState {
             store,
             key,
+            checkpoint_key,
             origin,
             id: cert.id.to_string(),
             cert,
@@ -298,9 +309,17 @@ impl RelayState {
         })
     }
 
-    /// The relay's verifier key in the C2SP signed-note format.
+    /// The relay's verifier key in the C2SP signed-note format: its
+    /// certificate's key, the root of the log's checkpoint keys.
     pub fn vkey(&self) -> String {
         crate::log::Verifier::ed25519(&self.origin, self.key.public_key())
+            .map(|v| v.encode())
+            .unwrap_or_default()
+    }
+
+    /// The verifier key of the current checkpoint key.
+    pub fn checkpoint_vkey(&self) -> String {
+        crate::log::Verifier::ed25519(&self.origin, self.checkpoint_key.public_key())
             .map(|v| v.encode())
             .unwrap_or_default()
     }
@@ -359,18 +378,97 @@ fn witnesses_of(config: &RelayConfig) -> Result<Option<Arc<witnesses::Witnesses>
     ))))
 }
 
-/// How the relay's store writes its log.
+/// The blob store of the configuration (`[blob_store]`, default
+/// `DATA/blobs`).
+fn blob_store_of(
+    config: &RelayConfig,
+    data: &Path,
+) -> Result<Arc<dyn blobs::BlobStore>, RelayError> {
+    let b: Arc<dyn blobs::BlobStore> = match config.blob_store.kind {
+        object_blobs::BlobStoreKind::Fs => Arc::new(
+            blobs::FsBlobStore::open(&data.join("blobs")).map_err(store::StoreError::from)?,
+        ),
+        object_blobs::BlobStoreKind::S3 => Arc::new(
+            object_blobs::ObjectBlobStore::s3(&config.blob_store)
+                .map_err(store::StoreError::from)?,
+        ),
+    };
+    Ok(b)
+}
+
+/// The checkpoint key of the configuration (`checkpoint_key`), or the
+/// certificate's key `cert_key` when none is set.
+fn checkpoint_key_of(
+    config: &RelayConfig,
+    cert_key: &Arc<SigningKey>,
+) -> Result<Arc<SigningKey>, RelayError> {
+    match &config.checkpoint_key {
+        None => Ok(cert_key.clone()),
+        Some(f) => SigningKey::load(f).map(Arc::new).map_err(|e| {
+            RelayError::CheckpointKey(format!("the checkpoint key {}: {e}", f.display()))
+        }),
+    }
+}
+
+/// The log's checkpoint keys: the relay certificate's key, then each key
+/// announced by a key transition in the log, each checked against the key
+/// before it (docs/LOG.md §8).
+pub async fn log_keys(store: &Store, cert: &CertInfo) -> Result<LogKeys, RelayError> {
+    let root = crate::receipt::bundle::relay_verifier(cert)
+        .map_err(|e| RelayError::CheckpointKey(e.to_string()))?;
+    let mut chain = LogKeys::new(root);
+    chain
+        .learn_all(&store.key_transitions().await?)
+        .map_err(|e| {
+            RelayError::CheckpointKey(format!(
+                "the log's checkpoint key transitions do not verify: {e}"
+            ))
+        })?;
+    Ok(chain)
+}
+
+/// The first tree size `key` signs: it must be the chain's current key.
+fn signs_from(chain: &LogKeys, key: &SigningKey) -> Result<u64, RelayError> {
+    let current = chain.current();
+    if current.key.public_key() == &key.public_key() {
+        return Ok(current.from_size);
+    }
+    let configured = crate::log::Verifier::ed25519(chain.origin(), key.public_key())
+        .map(|v| v.encode())
+        .unwrap_or_default();
+    let retired = chain
+        .keys()
+        .iter()
+        .any(|k| k.key.public_key() == &key.public_key());
+    Err(RelayError::CheckpointKey(format!(
+        "the log's current checkpoint key is {} (from tree size {}), but this relay is configured with {configured}{}",
+        current.key.encode(),
+        current.from_size,
+        if retired {
+            ", a key it retired: give the current key file with --checkpoint-key (or checkpoint_key in the config file)"
+        } else if current.from_size == 0 {
+            ", which the log never announced: run `renkei relay rotate-checkpoint-key` first, or start without --checkpoint-key"
+        } else {
+            ", which the log never announced: give the current key file with --checkpoint-key"
+        }
+    )))
+}
+
+/// How the relay's store writes its log: `keys` are the receipt key, the
+/// checkpoint key and the first tree size the checkpoint key signs.
 fn store_log_config(
     cert: &CertInfo,
     origin: &str,
-    key: &Arc<SigningKey>,
+    keys: (&Arc<SigningKey>, &Arc<SigningKey>, u64),
     config: &RelayConfig,
     witnesses: Option<Arc<witnesses::Witnesses>>,
 ) -> sequencer::LogConfig {
+    let (key, checkpoint_key, key_from_size) = keys;
     sequencer::LogConfig {
         relay_id: cert.id.to_string(),
         receipt_key: key.clone(),
-        checkpoints: checkpoint::CheckpointSigner::new(origin, key.clone()),
+        checkpoints: checkpoint::CheckpointSigner::new(origin, checkpoint_key.clone()),
+        key_from_size,
         expiry_after_secs: config.expiry_after_secs,
         batch_max_jobs: config.batch_max_jobs.max(1),
         batch_wait: Duration::from_millis(config.batch_wait_ms),
@@ -451,6 +549,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::directory::router())
         .merge(routes::envelopes::router())
         .merge(routes::log::router())
+        .merge(routes::log_keys::router())
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
         .layer(axum::middleware::map_response(problemize))
         .layer(axum::middleware::from_fn_with_state(

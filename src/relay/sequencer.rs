@@ -47,6 +47,11 @@ use crate::keys::SigningKey;
 use crate::log::{merkle, CompactTree, Hash, NodeId};
 use crate::receipt::{self, Acceptance, Expiry, LogEntry, Purpose, SignedReceipt, Submission};
 
+/// The first query of every batch: the tree size, and the first size the
+/// log's current checkpoint key signs (docs/LOG.md §8).
+const SIZE_AND_KEY: &str = "SELECT COALESCE(MAX(idx) + 1, 0), \
+     (SELECT COALESCE(MAX(idx) + 1, 0) FROM log_key_transitions) FROM log_entries";
+
 /// The PostgreSQL advisory lock that makes one sequencer at a time.
 pub const SEQUENCER_LOCK: i64 = 7_046_431_728;
 
@@ -59,6 +64,10 @@ pub struct LogConfig {
     pub receipt_key: Arc<SigningKey>,
     /// Signs the checkpoint of each batch.
     pub checkpoints: CheckpointSigner,
+    /// The first tree size the checkpoint key signs (0 for the relay
+    /// certificate's key, `t + 1` for a key announced at leaf `t`). A batch
+    /// refuses to sign when the log has a newer key transition than this.
+    pub key_from_size: u64,
     /// Seconds an envelope waits for its recipients; announced in every
     /// acceptance (`expiry_after_secs`).
     pub expiry_after_secs: u64,
@@ -132,6 +141,19 @@ pub(crate) enum Request {
     },
     /// Delete unreferenced ciphertext (the orphan collector).
     Reclaim { ids: Vec<String> },
+    /// Announce a new checkpoint key (docs/LOG.md §8): the entry alone in
+    /// its batch, so the announcement checkpoint has size index + 1.
+    KeyTransition { entry: String, new_key: String },
+}
+
+impl Request {
+    /// Whether the request runs in a batch of its own.
+    fn alone(&self) -> bool {
+        matches!(
+            self,
+            Request::Reclaim { .. } | Request::KeyTransition { .. }
+        )
+    }
 }
 
 /// What a job got.
@@ -271,7 +293,7 @@ impl Sequencer {
                     None => break,
                 },
             };
-            if matches!(first.request, Request::Reclaim { .. }) {
+            if first.request.alone() {
                 self.run_batch(vec![first]).await;
                 continue;
             }
@@ -293,7 +315,7 @@ impl Sequencer {
                     }
                 };
                 match next {
-                    Some(j) if matches!(j.request, Request::Reclaim { .. }) => {
+                    Some(j) if j.request.alone() => {
                         held = Some(j);
                         break;
                     }
@@ -416,11 +438,10 @@ impl Sequencer {
             // 1. Begin, lock, size: one round trip.
             let begin = if self.postgres {
                 format!(
-                    "BEGIN; DO $$BEGIN PERFORM pg_advisory_xact_lock({SEQUENCER_LOCK}); END$$; \
-                     SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries"
+                    "BEGIN; DO $$BEGIN PERFORM pg_advisory_xact_lock({SEQUENCER_LOCK}); END$$; {SIZE_AND_KEY}"
                 )
             } else {
-                "BEGIN IMMEDIATE; SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries".to_string()
+                format!("BEGIN IMMEDIATE; {SIZE_AND_KEY}")
             };
             let rows = sqlx::Executor::fetch_all(&mut *tx.conn, begin.as_str()).await?;
             tx.count(if self.postgres { 3 } else { 2 });
@@ -429,6 +450,21 @@ impl Sequencer {
                 .ok_or_else(|| StoreError::Corrupt("no tree size".into()))?
                 .try_get(0)?;
             let size = size as u64;
+            // The checkpoint key this instance signs with must still be the
+            // log's: after a rotation an instance left on the old key stops
+            // appending instead of signing past the announcement.
+            let key_from: i64 = rows
+                .last()
+                .ok_or_else(|| StoreError::Corrupt("no tree size".into()))?
+                .try_get(1)?;
+            if key_from as u64 != self.config.key_from_size {
+                return Err(StoreError::Invalid(format!(
+                    "the log's checkpoint key changed at tree size {key_from}; this relay instance \
+                     still signs with the key from size {}: restart it with the log's current \
+                     checkpoint key (--checkpoint-key)",
+                    self.config.key_from_size
+                )));
+            }
             // 2. The border, when the cache is not the committed tree.
             let mut tree = match &self.tree {
                 Some(t) if t.size() == size => t.clone(),
@@ -706,6 +742,24 @@ impl Sequencer {
                         } else {
                             Ok(Pending::Nothing)
                         }
+                    }
+                    Request::KeyTransition { entry, new_key } => {
+                        // Alone in its batch: its index is the tree size.
+                        sqlx::query(
+                            "INSERT INTO log_key_transitions (idx, new_key) VALUES ($1, $2)",
+                        )
+                        .bind(size as i64)
+                        .bind(new_key.to_string())
+                        .execute(&mut *tx.conn)
+                        .await?;
+                        tx.count(1);
+                        leaves.push(Leaf {
+                            entry: entry.clone(),
+                            receipt: None,
+                            job: i,
+                            prove: true,
+                        });
+                        Ok(Pending::Leaf)
                     }
                     Request::Reclaim { ids } => {
                         let mut deleted = 0;

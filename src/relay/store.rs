@@ -13,6 +13,7 @@ use super::sequencer::{self, Accepted, Appended, Job, LogConfig, Request, Respon
 
 use crate::api::LoggedReceipt;
 use crate::log::{merkle, Hash, NodeId};
+use crate::receipt::key_transition::TransitionProof;
 use crate::receipt::{Purpose, SignedReceipt, Submission};
 
 /// Storage errors.
@@ -428,6 +429,30 @@ impl Store {
         )
     }
 
+    // --- checkpoint keys (docs/LOG.md §8) ---
+
+    /// Append the key-transition `entry` announcing `new_key` (a verifier
+    /// key) alone in its batch, checkpointed by the sequencer's key (the
+    /// old one): the announcement. The store's sequencer must sign with
+    /// the log's current key ([`sequencer::LogConfig::key_from_size`]).
+    pub async fn key_transition(&self, entry: &str, new_key: &str) -> Result<Appended, StoreError> {
+        appended(
+            self.sequence(Request::KeyTransition {
+                entry: entry.to_string(),
+                new_key: new_key.to_string(),
+            })
+            .await?,
+        )?
+        .ok_or_else(|| StoreError::Corrupt("the key transition was not appended".into()))
+    }
+
+    /// Every key transition of the log, oldest first, each with its
+    /// announcement checkpoint (as stored: cosigned when witnesses
+    /// cosigned it) and the entry's inclusion proof in it.
+    pub async fn key_transitions(&self) -> Result<Vec<TransitionProof>, StoreError> {
+        key_transitions(&self.pool).await
+    }
+
     // --- envelopes ---
 
     fn envelope_from(r: &AnyRow) -> EnvelopeRow {
@@ -731,6 +756,44 @@ fn appended(r: Response) -> Result<Option<Appended>, StoreError> {
             "unexpected answer to a log write".into(),
         )),
     }
+}
+
+/// Every key transition of the log in `pool`, oldest first (see
+/// [`Store::key_transitions`]).
+pub(crate) async fn key_transitions(pool: &AnyPool) -> Result<Vec<TransitionProof>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT t.idx, e.entry, c.note FROM log_key_transitions t \
+         JOIN log_entries e ON e.idx = t.idx \
+         JOIN log_checkpoints c ON c.size = t.idx + 1 ORDER BY t.idx",
+    )
+    .fetch_all(pool)
+    .await?;
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM log_key_transitions")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    if n as usize != rows.len() {
+        return Err(StoreError::Corrupt(
+            "a key transition lacks its entry or its announcement checkpoint".into(),
+        ));
+    }
+    let mut conn = pool.acquire().await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let idx = r.get::<i64, _>(0) as u64;
+        let plan =
+            merkle::inclusion_plan(idx, idx + 1).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let hashes = read_nodes(&mut conn, plan.nodes()).await?;
+        out.push(TransitionProof {
+            log_index: idx,
+            entry: r.get(1),
+            checkpoint: r.get(2),
+            inclusion: plan
+                .assemble(&hashes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        });
+    }
+    Ok(out)
 }
 
 /// Read stored node hashes inside a connection or transaction, in order.

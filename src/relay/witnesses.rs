@@ -27,6 +27,7 @@ use crate::log::cosignature::{self, WitnessKey};
 use crate::log::note::{Note, Signature};
 use crate::log::witness::{parse_size_body, AddCheckpoint};
 use crate::log::{merkle, Checkpoint, Hash};
+use crate::receipt::key_transition::TransitionProof;
 
 /// Largest answer read from a witness.
 const MAX_ANSWER: usize = 16 * 1024;
@@ -160,6 +161,9 @@ impl Witnesses {
         })
     }
 
+    /// Ask one witness; a witness that refuses the signature (403) while
+    /// the log has key transitions is shown them first
+    /// ([`Witnesses::follow`]) and asked once more.
     async fn ask(
         &self,
         i: usize,
@@ -168,14 +172,76 @@ impl Witnesses {
         cp: &Checkpoint,
         pool: &AnyPool,
     ) -> Result<Signature, String> {
+        match self.add(i, ep, note, cp, pool).await {
+            Err(Asked::Forbidden(why)) => {
+                let transitions = super::store::key_transitions(pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if transitions.is_empty() {
+                    return Err(why);
+                }
+                self.follow(i, ep, &transitions, pool).await?;
+                self.add(i, ep, note, cp, pool)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Show a witness the log's key transitions, oldest first (`POST
+    /// <prefix>/add-key-transition`, docs/LOG.md §5.5). A witness that has
+    /// not cosigned a transition's announcement yet is asked to first.
+    async fn follow(
+        &self,
+        i: usize,
+        ep: &WitnessEndpoint,
+        transitions: &[TransitionProof],
+        pool: &AnyPool,
+    ) -> Result<(), String> {
+        for t in transitions {
+            let body = serde_json::to_string(t).map_err(|e| e.to_string())?;
+            let (status, answer) = post(ep, "/add-key-transition", body.clone()).await?;
+            let status = if status == 409 {
+                // Not at the announcement: have it cosign it, then again.
+                let n = Note::parse(t.checkpoint.as_bytes()).map_err(|e| e.to_string())?;
+                let ann = Checkpoint::parse(n.text.as_bytes()).map_err(|e| e.to_string())?;
+                self.add(i, ep, &t.checkpoint, &ann, pool)
+                    .await
+                    .map_err(|e| format!("cosigning the announcement at size {}: {e}", ann.size))?;
+                post(ep, "/add-key-transition", body).await?.0
+            } else {
+                status
+            };
+            if status != 200 {
+                return Err(format!(
+                    "the witness refused the key transition at leaf {} ({status}): {}",
+                    t.log_index,
+                    String::from_utf8_lossy(&answer[..answer.len().min(300)]).trim()
+                ));
+            }
+            tracing::info!(witness = %ep.key.name(), index = t.log_index, "witness learnt a key transition");
+        }
+        Ok(())
+    }
+
+    /// One add-checkpoint exchange (with one retry after 409).
+    async fn add(
+        &self,
+        i: usize,
+        ep: &WitnessEndpoint,
+        note: &str,
+        cp: &Checkpoint,
+        pool: &AnyPool,
+    ) -> Result<Signature, Asked> {
         let text = cp.to_text().map_err(|e| e.to_string())?;
         let mut old = self.sizes.lock().expect("lock")[i].unwrap_or(0);
         for _ in 0..2 {
             if old > cp.size {
-                return Err(format!(
+                return Err(Asked::Other(format!(
                     "the witness has size {old}, over this checkpoint's {} (another relay instance is ahead, or the log was rolled back)",
                     cp.size
-                ));
+                )));
             }
             let proof = if old == 0 || old == cp.size {
                 Vec::new()
@@ -189,7 +255,7 @@ impl Witnesses {
             }
             .encode()
             .map_err(|e| e.to_string())?;
-            let (status, answer) = post(ep, body).await?;
+            let (status, answer) = post(ep, "/add-checkpoint", body).await?;
             match status {
                 200 => {
                     let lines =
@@ -206,14 +272,48 @@ impl Witnesses {
                     self.sizes.lock().expect("lock")[i] = Some(old);
                 }
                 s => {
-                    return Err(format!(
+                    let why = format!(
                         "refused with {s}: {}",
                         String::from_utf8_lossy(&answer[..answer.len().min(300)]).trim()
-                    ))
+                    );
+                    return Err(if s == 403 {
+                        Asked::Forbidden(why)
+                    } else {
+                        Asked::Other(why)
+                    });
                 }
             }
         }
-        Err("the witness's size kept changing".into())
+        Err(Asked::Other("the witness's size kept changing".into()))
+    }
+}
+
+/// Why an exchange with a witness gave no cosignature.
+#[derive(Debug)]
+enum Asked {
+    /// 403: the witness does not take the checkpoint's key.
+    Forbidden(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asked::Forbidden(s) | Asked::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<String> for Asked {
+    fn from(s: String) -> Asked {
+        Asked::Other(s)
+    }
+}
+
+impl From<&str> for Asked {
+    fn from(s: &str) -> Asked {
+        Asked::Other(s.to_string())
     }
 }
 
@@ -227,8 +327,8 @@ async fn consistency_proof(pool: &AnyPool, size1: u64, size2: u64) -> Result<Vec
     plan.assemble(&hashes).map_err(|e| e.to_string())
 }
 
-/// `POST <prefix>/add-checkpoint` over plain HTTP/1.1: status and body.
-async fn post(ep: &WitnessEndpoint, body: String) -> Result<(u16, Bytes), String> {
+/// `POST <prefix><path>` over plain HTTP/1.1: status and body.
+async fn post(ep: &WitnessEndpoint, path: &str, body: String) -> Result<(u16, Bytes), String> {
     let tcp = tokio::net::TcpStream::connect(&ep.authority)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", ep.authority))?;
@@ -238,7 +338,7 @@ async fn post(ep: &WitnessEndpoint, body: String) -> Result<(u16, Bytes), String
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::post(format!("{}/add-checkpoint", ep.prefix))
+    let req = Request::post(format!("{}{path}", ep.prefix))
         .header(header::HOST, &ep.authority)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body)))

@@ -10,7 +10,10 @@
 //! checking and storing happen in one SQLite transaction on the only
 //! connection, so two requests can never roll the stored size back.
 //! `GET /<hex SHA-256 of origin>/checkpoint` serves the latest cosigned
-//! checkpoint (monitoring prefix).
+//! checkpoint (monitoring prefix). `POST /add-key-transition` follows a
+//! log's checkpoint key transition (docs/LOG.md §5.5): learnt only when
+//! announced under the log's current key in exactly the tree this witness
+//! cosigned last; kept in `key_transitions`.
 //!
 //! The witness key is its own Ed25519 key, `PROFILE/witness.key` (mode
 //! 0600, created on first use), never the profile's signing key: a
@@ -37,6 +40,7 @@ use crate::log::note::{self, Note, NoteError};
 use crate::log::witness::{self as msg, AddCheckpoint};
 use crate::log::{verify_consistency, Checkpoint, CheckpointError, Hash, Verifier, EMPTY_ROOT};
 use crate::profile::Profile;
+use crate::receipt::key_transition::{KeyTransition, TransitionProof};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/witness");
 
@@ -219,7 +223,30 @@ pub struct Witness {
     signing: SigningKey,
     key: WitnessKey,
     logs: HashMap<String, Vec<Verifier>>,
+    /// Per log, the key transitions verified (`key_transitions`), oldest
+    /// first.
+    learnt: std::sync::RwLock<HashMap<String, Vec<Learnt>>>,
     pool: SqlitePool,
+}
+
+/// A checkpoint key a log announced (docs/LOG.md §5.5).
+#[derive(Debug, Clone)]
+struct Learnt {
+    /// The first size the new key signs (index + 1); the last the old does.
+    from_size: u64,
+    old: Verifier,
+    new: Verifier,
+}
+
+impl Learnt {
+    fn from_row(idx: i64, entry: &str) -> Result<Learnt, String> {
+        let t = KeyTransition::parse(entry.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(Learnt {
+            from_size: idx as u64 + 1,
+            old: t.old_key,
+            new: t.new_key,
+        })
+    }
 }
 
 impl Witness {
@@ -272,12 +299,169 @@ impl Witness {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let mut learnt: HashMap<String, Vec<Learnt>> = HashMap::new();
+        for r in sqlx::query("SELECT origin, idx, entry FROM key_transitions ORDER BY origin, idx")
+            .fetch_all(&pool)
+            .await?
+        {
+            let l = Learnt::from_row(r.get(1), &r.get::<String, _>(2))
+                .map_err(|e| WitnessError::Config(format!("a kept key transition: {e}")))?;
+            learnt.entry(r.get(0)).or_default().push(l);
+        }
         Ok(Witness {
             signing,
             key,
             logs,
+            learnt: std::sync::RwLock::new(learnt),
             pool,
         })
+    }
+
+    /// The keys of `origin` that sign checkpoints of `size` (any size when
+    /// `None`): the configured keys until a transition retires them, each
+    /// learnt key from its announcement until a later one retires it.
+    fn keys_at(&self, origin: &str, size: Option<u64>) -> Vec<Verifier> {
+        let learnt = self.learnt.read().expect("lock");
+        let learnt = learnt.get(origin).map(Vec::as_slice).unwrap_or(&[]);
+        let retired_after = |k: &Verifier| learnt.iter().find(|l| &l.old == k).map(|l| l.from_size);
+        let signs = |k: &Verifier, from: u64| match size {
+            None => true,
+            Some(s) => s >= from && retired_after(k).is_none_or(|last| s <= last),
+        };
+        let mut out: Vec<Verifier> = self
+            .logs
+            .get(origin)
+            .map(|v| v.iter().filter(|k| signs(k, 0)).cloned().collect())
+            .unwrap_or_default();
+        out.extend(
+            learnt
+                .iter()
+                .filter(|l| signs(&l.new, l.from_size))
+                .map(|l| l.new.clone()),
+        );
+        out
+    }
+
+    /// Learn a key transition of a witnessed log (`POST
+    /// /add-key-transition`, docs/LOG.md §5.5): a [`TransitionProof`] whose
+    /// entry moves the log from its current key to a new one, announced in
+    /// a checkpoint signed by the current key that is exactly the latest
+    /// checkpoint this witness cosigned, the entry included in it. From
+    /// then on the new key's checkpoints are cosigned, and the old key's
+    /// only up to the announcement's size. Learning the same transition
+    /// again changes nothing.
+    pub async fn add_key_transition(&self, body: &[u8]) -> Result<(), Refusal> {
+        let p: TransitionProof =
+            serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let t = KeyTransition::parse(p.entry.as_bytes())
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let configured = self
+            .logs
+            .get(&t.origin)
+            .ok_or_else(|| Refusal::UnknownLog(t.origin.clone()))?;
+        let size = p
+            .log_index
+            .checked_add(1)
+            .ok_or_else(|| Refusal::Malformed("the index is too large".into()))?;
+        let current: Vec<Verifier> = {
+            let learnt = self.learnt.read().expect("lock");
+            let learnt = learnt.get(&t.origin).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(l) = learnt.iter().find(|l| l.from_size == size) {
+                return if l.new == t.new_key && l.old == t.old_key {
+                    Ok(())
+                } else {
+                    Err(Refusal::Inconsistent(
+                        "another key transition is at this index".into(),
+                    ))
+                };
+            }
+            if learnt
+                .iter()
+                .any(|l| l.new.public_key() == t.new_key.public_key())
+                || configured
+                    .iter()
+                    .any(|k| k.public_key() == t.new_key.public_key())
+            {
+                return Err(Refusal::Inconsistent(
+                    "the new key was a key of this log before".into(),
+                ));
+            }
+            match learnt.last() {
+                Some(l) => vec![l.new.clone()],
+                None => configured.clone(),
+            }
+        };
+        if !current.contains(&t.old_key) {
+            return Err(Refusal::BadSignature);
+        }
+        let (cp, _) = Checkpoint::open(
+            p.checkpoint.as_bytes(),
+            &t.origin,
+            std::slice::from_ref(&t.old_key),
+        )
+        .map_err(|e| match e {
+            CheckpointError::Note(_) => Refusal::BadSignature,
+            other => Refusal::Malformed(other.to_string()),
+        })?;
+        if cp.size != size {
+            return Err(Refusal::Malformed(format!(
+                "the announcement has size {}, not the entry's index + 1 ({size})",
+                cp.size
+            )));
+        }
+        crate::log::verify_inclusion(
+            p.log_index,
+            cp.size,
+            &crate::log::leaf_hash(p.entry.as_bytes()),
+            &p.inclusion,
+            &cp.root,
+        )
+        .map_err(|e| Refusal::Inconsistent(format!("the entry is not in the announcement: {e}")))?;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::Executor::execute(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let result = async {
+            let row = sqlx::query("SELECT size, root FROM logs WHERE origin = ?")
+                .bind(&t.origin)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let (have, root): (u64, Vec<u8>) = row
+                .map(|r| (r.get::<i64, _>(0) as u64, r.get::<Vec<u8>, _>(1)))
+                .unwrap_or((0, EMPTY_ROOT.to_vec()));
+            if have != cp.size {
+                return Err(Refusal::Conflict(have));
+            }
+            if root != cp.root {
+                return Err(Refusal::Inconsistent(
+                    "the announcement is not the tree this witness cosigned at its size".into(),
+                ));
+            }
+            sqlx::query("INSERT INTO key_transitions (origin, idx, entry) VALUES (?, ?, ?)")
+                .bind(&t.origin)
+                .bind(p.log_index as i64)
+                .bind(&p.entry)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        .await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        if let Err(e) = sqlx::Executor::execute(&mut *conn, end).await {
+            let _ = conn.detach();
+            return Err(e.into());
+        }
+        result?;
+        self.learnt
+            .write()
+            .expect("lock")
+            .entry(t.origin.clone())
+            .or_default()
+            .push(Learnt {
+                from_size: size,
+                old: t.old_key,
+                new: t.new_key,
+            });
+        tracing::info!(origin = %t.origin, from_size = size, "learnt a checkpoint key transition");
+        Ok(())
     }
 
     /// The witness's verifier key.
@@ -318,11 +502,11 @@ impl Witness {
         let note = Note::parse(req.checkpoint.as_bytes())
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
         let origin = note.text.split('\n').next().unwrap_or("");
-        let keys = self
-            .logs
-            .get(origin)
-            .ok_or_else(|| Refusal::UnknownLog(origin.to_string()))?;
-        note::open(req.checkpoint.as_bytes(), keys).map_err(|e| match e {
+        if !self.logs.contains_key(origin) {
+            return Err(Refusal::UnknownLog(origin.to_string()));
+        }
+        let keys = self.keys_at(origin, None);
+        note::open(req.checkpoint.as_bytes(), &keys).map_err(|e| match e {
             NoteError::NoVerifiedSignature
             | NoteError::InvalidSignature { .. }
             | NoteError::AmbiguousKey { .. } => Refusal::BadSignature,
@@ -337,6 +521,15 @@ impl Witness {
             }
             Err(e) => return Err(Refusal::Malformed(e.to_string())),
         };
+        // Signed by a key that signs trees of this size: a retired key
+        // signs none past its transition, a new key none before it.
+        if keys.len() > 1 {
+            note::open(
+                req.checkpoint.as_bytes(),
+                &self.keys_at(origin, Some(cp.size)),
+            )
+            .map_err(|_| Refusal::BadSignature)?;
+        }
         if req.old_size > cp.size {
             return Err(Refusal::Malformed(format!(
                 "old size {} is over the checkpoint's size {}",
@@ -462,6 +655,7 @@ fn now_secs() -> u64 {
 pub fn app(w: Arc<Witness>) -> Router {
     Router::new()
         .route("/add-checkpoint", post(add_checkpoint))
+        .route("/add-key-transition", post(add_key_transition))
         .route("/{origin_hash}/checkpoint", get(checkpoint))
         .layer(DefaultBodyLimit::max(msg::MAX_REQUEST_BYTES))
         .with_state(w)
@@ -473,6 +667,18 @@ async fn add_checkpoint(State(w): State<Arc<Witness>>, body: Bytes) -> Response 
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             lines,
+        )
+            .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn add_key_transition(State(w): State<Arc<Witness>>, body: Bytes) -> Response {
+    match w.add_key_transition(&body).await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "ok\n",
         )
             .into_response(),
         Err(r) => r.into_response(),

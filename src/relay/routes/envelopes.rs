@@ -259,6 +259,7 @@ async fn submit_inner(
                 receipt: acceptance.clone(),
                 entry: leaf.entry,
                 inclusion: leaf.inclusion,
+                key_transitions: key_transitions_to(&st, leaf.log_index + 1).await?,
                 checkpoint: leaf.checkpoint,
                 relay_certificate: st.cert.pem(),
                 signer_certificate: None,
@@ -299,7 +300,8 @@ async fn stored_acceptance(st: &AppState, id: &str) -> Result<Option<Response>, 
         .await?
         .ok_or_else(|| ApiError::internal("receipts exist but no checkpoint"))?;
     let acceptance = row.receipt.clone();
-    let b = bundle(st, row, size, &checkpoint).await?;
+    let transitions = key_transitions_to(st, size).await?;
+    let b = bundle(st, row, size, &checkpoint, &transitions).await?;
     Ok(Some(
         (
             StatusCode::OK,
@@ -526,9 +528,10 @@ async fn receipts(
         .latest_checkpoint()
         .await?
         .ok_or_else(|| ApiError::internal("receipts exist but no checkpoint"))?;
+    let transitions = key_transitions_to(&st, size).await?;
     let mut bundles = Vec::new();
     for row in rows {
-        bundles.push(bundle(&st, row, size, &checkpoint).await?);
+        bundles.push(bundle(&st, row, size, &checkpoint, &transitions).await?);
     }
     Ok(Json(ReceiptsResponse {
         envelope: summary(&st, &env).await?,
@@ -538,12 +541,14 @@ async fn receipts(
     }))
 }
 
-/// Build the bundle of one stored receipt at checkpoint `size`.
+/// Build the bundle of one stored receipt at checkpoint `size`, with the
+/// log's key transitions up to it (`key_transitions_to`).
 pub async fn bundle(
     st: &AppState,
     row: LoggedReceipt,
     size: u64,
     checkpoint: &str,
+    transitions: &[crate::receipt::key_transition::TransitionProof],
 ) -> Result<ReceiptBundle, ApiError> {
     let entry = st
         .store
@@ -566,7 +571,19 @@ pub async fn bundle(
         checkpoint: checkpoint.to_string(),
         relay_certificate: st.cert.pem(),
         signer_certificate,
+        key_transitions: transitions.to_vec(),
     })
+}
+
+/// The log's key transitions announced in trees of at most `size` leaves
+/// (what a bundle with a checkpoint of that size carries).
+async fn key_transitions_to(
+    st: &AppState,
+    size: u64,
+) -> Result<Vec<crate::receipt::key_transition::TransitionProof>, ApiError> {
+    let mut all = st.store.key_transitions().await?;
+    all.retain(|t| t.log_index < size);
+    Ok(all)
 }
 
 #[derive(Deserialize)]

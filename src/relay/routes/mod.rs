@@ -5,6 +5,7 @@ pub mod directory;
 pub mod envelopes;
 pub mod health;
 pub mod log;
+pub mod log_keys;
 
 use super::error::ApiError;
 use super::Caller;
