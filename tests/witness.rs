@@ -390,6 +390,74 @@ async fn witnessed_world(backend: Backend, quorum: usize) -> Witnessed {
     }
 }
 
+/// A profile that requires witnesses uses a directory answer only for a
+/// certificate in the witnessed log: a relay (with a CA that issued a
+/// second certificate for the hospital's ID) serving a certificate it never
+/// logged gets nothing sent to it.
+async fn a_directory_answer_outside_the_witnessed_log_is_not_used(backend: Backend) {
+    let Witnessed {
+        w,
+        witnesses: _running,
+        ..
+    } = witnessed_world(backend, 2).await;
+    let clinic = w.session(&w.clinic).await;
+    let hospital = w.session(&w.hospital).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(hospital.publish()).await.unwrap();
+    let id: renkei::identity::FacilityId = HOSPITAL.parse().unwrap();
+    let genuine = bounded(clinic.directory_show(&id)).await.unwrap();
+    assert_eq!(genuine.fingerprint, cert_of(&w.hospital).fingerprint);
+    send(&w, &clinic, CLINIC, HOSPITAL).await;
+
+    // A certificate for the hospital's ID, valid under the region's CA,
+    // served from the relay's directory table but never logged.
+    let stolen = w.region.dir().join("ca-stolen");
+    std::fs::create_dir_all(stolen.join("issued")).unwrap();
+    for f in ["ca.key", "ca.crt"] {
+        std::fs::copy(w.region.dir().join("ca").join(f), stolen.join(f)).unwrap();
+    }
+    std::fs::write(
+        stolen.join("index.json"),
+        r#"{"issued": [], "crl_number": 50}"#,
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(stolen.join("ca.key"), mode).unwrap();
+    }
+    let impostor = w.region.dir().join("impostor");
+    let p = Profile::create(&impostor, HOSPITAL, Kind::Hospital, "市立中央病院", &[]).unwrap();
+    let req =
+        renkei::pki::request::parse(&std::fs::read(p.path(Profile::REQUEST)).unwrap()).unwrap();
+    let pem = renkei::pki::ca::Ca::open(&stolen)
+        .unwrap()
+        .issue(&req, 365)
+        .unwrap();
+    substitute_directory_entry(&w.db, HOSPITAL, &pem).await;
+    let e = bounded(clinic.directory_show(&id)).await.unwrap_err();
+    assert!(
+        matches!(&e, OpError::Relay(m) if m.contains("not in its witnessed log")),
+        "{e:?}"
+    );
+    let found = bounded(clinic.directory_search(None, None)).await.unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|r| matches!(r, Err(OpError::Relay(m)) if m.contains("not in its witnessed log"))),
+        "{found:?}"
+    );
+    let doc = document_for(DocKind::Referral, CLINIC, HOSPITAL, &[]);
+    let doc = w.file("referral-2.json", &doc);
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, vec![]), |_, _| {})).await;
+    assert!(sent.is_err(), "sent to a certificate outside the log");
+    assert_eq!(
+        bounded(hospital.inbox()).await.unwrap().len(),
+        1,
+        "only the first referral"
+    );
+}
+
 async fn health(w: &World) -> renkei::api::Health {
     let (st, _, body) = raw(&w.client(&w.clinic), Method::GET, "/v1/health", &[], vec![]).await;
     assert_eq!(st, 200);
@@ -461,12 +529,23 @@ async fn relay_checkpoints_are_cosigned_and_facilities_require_the_quorum(backen
         assert_eq!(w.len(), 3);
         let proof = bundle::tlog_proof(b).unwrap();
         assert!(proof.starts_with("c2sp.org/tlog-proof@v1\nextra "));
-        let p = bundle::verify_tlog_proof(proof.as_bytes(), &relay_vkey, &keys, 3).unwrap();
+        let p = bundle::verify_tlog_proof(
+            proof.as_bytes(),
+            std::slice::from_ref(&relay_vkey),
+            &keys,
+            3,
+        )
+        .unwrap();
         assert_eq!((p.log_index, &p.receipt), (b.log_index, &b.receipt));
         assert_eq!(p.cosigned.witnesses.len(), 3);
         // Fewer known witnesses than the quorum: refused.
-        let e =
-            bundle::verify_tlog_proof(proof.as_bytes(), &relay_vkey, &keys[..1], 2).unwrap_err();
+        let e = bundle::verify_tlog_proof(
+            proof.as_bytes(),
+            std::slice::from_ref(&relay_vkey),
+            &keys[..1],
+            2,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not witnessed as required"), "{e}");
     }
     // The same offline, from the files `status --export` writes.
@@ -644,7 +723,19 @@ async fn a_forked_view_is_refused_by_witnesses_and_facilities(backend: Backend) 
         ..w.config.clone()
     };
     let fork = RunningRelay::start(&w.relay_profile, &fork_data, fork_db.url(), fork_config).await;
-    // The recovery hospital only ever talks to the fork.
+    // The recovery hospital only ever talks to the fork. Its operator has
+    // not required witnesses yet (quorum 0: known witnesses' lines are
+    // checked, none is needed), so it sends through the fork and grows it
+    // (a facility that requires them refuses the fork at its first
+    // directory lookup: tested in
+    // a_directory_answer_outside_the_witnessed_log_is_not_used).
+    let set_quorum = |q: usize| {
+        Profile::open(&w.recovery)
+            .unwrap()
+            .install_witnesses(&[], Some(q))
+            .unwrap();
+    };
+    set_quorum(0);
     let recovery = bounded(Session::open(&w.recovery, Some(&fork.url)))
         .await
         .unwrap();
@@ -727,7 +818,12 @@ async fn a_forked_view_is_refused_by_witnesses_and_facilities(backend: Backend) 
         );
     }
 
-    // The facility on the fork refuses it: one cosignature, two required.
+    // The facility on the fork, now requiring two witnesses, refuses it:
+    // one cosignature, two required.
+    set_quorum(2);
+    let recovery = bounded(Session::open(&w.recovery, Some(&fork.url)))
+        .await
+        .unwrap();
     let err = bounded(recovery.status(Some(&envs[0]))).await.unwrap_err();
     assert!(
         matches!(&err, OpError::Relay(m) if m.contains("1 valid witness cosignature(s), 2 required")),
@@ -912,6 +1008,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     relay_checkpoints_are_cosigned_and_facilities_require_the_quorum,
+    a_directory_answer_outside_the_witnessed_log_is_not_used,
     a_forked_view_is_refused_by_witnesses_and_facilities,
     a_rotated_checkpoint_key_is_cosigned_and_the_quorum_holds,
 );

@@ -55,9 +55,9 @@ pub(crate) enum AuditCommand {
         /// The region's CA certificate (needed for a JSON bundle).
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// The relay's verifier key (from `renkei relay vkey`), or a file holding it.
-        #[arg(long = "relay-vkey")]
-        relay_vkey: String,
+        /// The relay's verifier key (from `renkei relay vkey`), or a file holding it; for a .tlog-proof signed after a checkpoint key rotation, also that key (`relay vkey --checkpoint-key`): repeatable.
+        #[arg(long = "relay-vkey", required = true)]
+        relay_vkey: Vec<String>,
         /// A witness verifier key whose cosignature counts (repeatable).
         #[arg(long = "witness")]
         witnesses: Vec<String>,
@@ -195,13 +195,21 @@ pub(crate) async fn audit(c: AuditCommand) -> Result<(), Failure> {
             witness_quorum,
         } => {
             use renkei::receipt::bundle;
-            let vkey = if Path::new(&relay_vkey).is_file() {
-                String::from_utf8(read(Path::new(&relay_vkey))?)?
-            } else {
-                relay_vkey
-            };
-            let log = renkei::log::Verifier::parse(vkey.trim())
-                .map_err(|e| anyhow!("--relay-vkey: bad verifier key: {e}"))?;
+            let mut vkeys = Vec::new();
+            for v in relay_vkey {
+                vkeys.push(if Path::new(&v).is_file() {
+                    String::from_utf8(read(Path::new(&v))?)?
+                } else {
+                    v
+                });
+            }
+            let mut logs = Vec::new();
+            for v in &vkeys {
+                logs.push(
+                    renkei::log::Verifier::parse(v.trim())
+                        .map_err(|e| anyhow!("--relay-vkey: bad verifier key: {e}"))?,
+                );
+            }
             let policy = renkei::profile::WitnessPolicy {
                 keys: witnesses,
                 quorum: witness_quorum,
@@ -219,7 +227,7 @@ pub(crate) async fn audit(c: AuditCommand) -> Result<(), Failure> {
             };
             if bytes.starts_with(format!("{}\n", renkei::log::proof::HEADER).as_bytes()) {
                 let p =
-                    bundle::verify_tlog_proof(&bytes, &log, &witnesses, quorum).map_err(fail)?;
+                    bundle::verify_tlog_proof(&bytes, &logs, &witnesses, quorum).map_err(fail)?;
                 println!(
                     "OK: the log holds the {} receipt signed by {} at index {}, included in the relay's checkpoint of size {}{} (the receipt's signature is checked with its JSON bundle)",
                     p.receipt.purpose.as_str(),
@@ -233,10 +241,13 @@ pub(crate) async fn audit(c: AuditCommand) -> Result<(), Failure> {
             let ca = ca.ok_or_else(|| {
                 anyhow!("a JSON receipt bundle needs --ca (the region's CA certificate)")
             })?;
-            let v = renkei::audit::sync::verify_receipt_file(&bytes, &read(&ca)?, &vkey)
+            if logs.len() > 1 {
+                return Err(anyhow!("a JSON receipt bundle is checked with one --relay-vkey: the relay certificate's (its key transitions lead to the rest)").into());
+            }
+            let v = renkei::audit::sync::verify_receipt_file(&bytes, &read(&ca)?, &vkeys[0])
                 .map_err(|e| verify_failure(anyhow!(e)))?;
             let b: renkei::receipt::ReceiptBundle = serde_json::from_slice(&bytes)?;
-            let w = bundle::check_witnesses(&b, &log, &witnesses, quorum).map_err(fail)?;
+            let w = bundle::check_witnesses(&b, &logs[0], &witnesses, quorum).map_err(fail)?;
             println!(
                 "OK: receipt signed by {} ({}), included in the relay's checkpoint of size {} signed by {}{}",
                 v.signer.id,

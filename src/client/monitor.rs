@@ -221,11 +221,13 @@ impl Session {
             .unwrap_or(0);
         let leaves = self.directory_leaves(start, &cp).await?;
         let mut found: Vec<&DirectoryLeaf> = Vec::new();
+        let mut logged: Vec<(String, String, u64)> = Vec::new();
         for l in &leaves {
             if let Some((entry_id, c, _)) = leaf_certificate(l)? {
                 if is_foreign(&c, &entry_id, &own_id, &own_key, own_recipient.as_deref()) {
                     found.push(l);
                 }
+                logged.push((c.fingerprint.clone(), entry_id, l.index));
             }
         }
         let now = crate::receipt::now_rfc3339();
@@ -233,6 +235,18 @@ impl Session {
             .begin()
             .await
             .map_err(super::store::LocalStoreError::from)?;
+        for (fingerprint, facility_id, index) in &logged {
+            sqlx::query(
+                "INSERT OR IGNORE INTO directory_logged (origin, fingerprint, facility_id, log_index) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&origin)
+            .bind(fingerprint)
+            .bind(facility_id)
+            .bind(*index as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(super::store::LocalStoreError::from)?;
+        }
         for l in &found {
             sqlx::query(
                 "INSERT OR IGNORE INTO directory_alerts (origin, log_index, entry, inclusion, checkpoint, found_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -273,6 +287,29 @@ impl Session {
             new_alerts: found.len() as u64,
             alerts: self.directory_alerts().await?,
         })
+    }
+
+    /// Whether the certificate of `fingerprint` is in a directory leaf of
+    /// the relay's log, proved included in a checkpoint this profile
+    /// accepted (with its witness quorum): first among the leaves already
+    /// scanned, then after scanning the new ones ([`Self::monitor_directory`],
+    /// which also raises its alerts).
+    pub async fn certificate_is_logged(&self, fingerprint: &str) -> Result<bool, OpError> {
+        let known = |fp: String| async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM directory_logged WHERE fingerprint = ?",
+            )
+            .bind(fp)
+            .fetch_one(self.store.pool())
+            .await
+            .map(|n| n > 0)
+            .map_err(super::store::LocalStoreError::from)
+        };
+        if known(fingerprint.to_string()).await? {
+            return Ok(true);
+        }
+        self.monitor_directory().await?;
+        Ok(known(fingerprint.to_string()).await?)
     }
 
     /// Every alert not acknowledged, in log order, with whether its

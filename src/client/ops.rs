@@ -212,11 +212,27 @@ impl Session {
         Ok(info)
     }
 
-    /// Look one facility up; its certificate is verified against the CA and CRL.
+    /// A profile that requires witnesses uses a directory answer only for
+    /// a certificate in the relay's witnessed log: one that every auditor
+    /// and the facility's own directory monitor can see.
+    async fn require_logged(&self, info: CertInfo) -> Result<CertInfo, OpError> {
+        let (_, quorum) = self.profile.config.witnesses.parsed()?;
+        if quorum == 0 || self.certificate_is_logged(&info.fingerprint).await? {
+            return Ok(info);
+        }
+        Err(OpError::Relay(format!(
+            "the relay served a certificate for {} (fingerprint {}) that is not in its witnessed log; it was not used",
+            info.id, info.fingerprint
+        )))
+    }
+
+    /// Look one facility up; its certificate is verified against the CA and
+    /// CRL (and, under a witness policy, found in the witnessed log).
     pub async fn directory_show(&self, id: &FacilityId) -> Result<CertInfo, OpError> {
         let (e, _): (DirectoryEntry, _) =
             self.client.get_json(&format!("/v1/directory/{id}")).await?;
-        self.verify_entry(&e, Some(id.as_str()))
+        let info = self.verify_entry(&e, Some(id.as_str()))?;
+        self.require_logged(info).await
     }
 
     /// Search the directory; entries that do not verify are returned as errors.
@@ -238,10 +254,14 @@ impl Session {
             format!("/v1/directory?{}", q.join("&"))
         };
         let (entries, _): (Vec<DirectoryEntry>, _) = self.client.get_json(&path).await?;
-        Ok(entries
-            .iter()
-            .map(|e| self.verify_entry(e, Some(&e.facility_id)))
-            .collect())
+        let mut out = Vec::with_capacity(entries.len());
+        for e in &entries {
+            out.push(match self.verify_entry(e, Some(&e.facility_id)) {
+                Ok(info) => self.require_logged(info).await,
+                Err(err) => Err(err),
+            });
+        }
+        Ok(out)
     }
 
     /// The thread of a package this facility sent or received.

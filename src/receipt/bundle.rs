@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Kind;
+use crate::log::note::Note;
 use crate::log::{self, Checkpoint, Hash, Verifier};
 use crate::pki::{CertInfo, TrustStore};
 use crate::receipt::key_transition::{LogKeys, TransitionProof};
@@ -229,12 +230,15 @@ pub struct ProvenReceipt {
 }
 
 /// Verify a tlog-proof written by [`tlog_proof`]: the checkpoint is
-/// signed by the relay's verifier key `log` (under its name as origin) and
-/// cosigned by at least `quorum` of `witnesses`, and the entry in its extra
-/// data, a receipt, is included in that checkpoint's tree.
+/// signed by one of `logs` (the relay's verifier keys: its certificate's
+/// and the checkpoint keys it rotated to, one origin) and cosigned by at
+/// least `quorum` of `witnesses`, and the entry in its extra data, a
+/// receipt, is included in that checkpoint's tree. A tlog-proof carries no
+/// key transitions: after a rotation, give the key that signed it (the
+/// JSON bundle proves how that key descends from the certificate's).
 pub fn verify_tlog_proof(
     text: &[u8],
-    log: &Verifier,
+    logs: &[Verifier],
     witnesses: &[log::cosignature::WitnessKey],
     quorum: usize,
 ) -> Result<ProvenReceipt, BundleError> {
@@ -248,6 +252,17 @@ pub fn verify_tlog_proof(
         Ok(LogEntry::Receipt { signer, receipt }) => (signer, receipt),
         _ => return Err(BundleError::Entry(p.index)),
     };
+    let signed_by = Note::parse(p.checkpoint.as_bytes())
+        .map_err(|e| BundleError::Checkpoint(e.to_string()))?
+        .signatures;
+    let log = logs
+        .iter()
+        .find(|v| {
+            signed_by
+                .iter()
+                .any(|s| s.name == v.name() && s.key_id == v.key_id())
+        })
+        .ok_or_else(|| BundleError::Checkpoint("no given relay verifier key signed it".into()))?;
     let cosigned = p
         .verify(&log::leaf_hash(entry), log.name(), log, witnesses, quorum)
         .map_err(|e| match e {
@@ -266,14 +281,23 @@ pub fn verify_tlog_proof(
 }
 
 /// Require `quorum` valid cosignatures of `witnesses` on the bundle's
-/// checkpoint (besides the relay's signature, checked by [`verify`]).
+/// checkpoint, as signed by the key its key transitions lead to from
+/// `root` (the relay certificate's verifier key; [`verify`] checks the
+/// rest).
 pub fn check_witnesses(
     b: &ReceiptBundle,
-    log: &Verifier,
+    root: &Verifier,
     witnesses: &[log::cosignature::WitnessKey],
     quorum: usize,
 ) -> Result<Vec<(String, u64)>, BundleError> {
-    log::cosignature::open(b.checkpoint.as_bytes(), log.name(), log, witnesses, quorum)
+    let mut chain = LogKeys::new(root.clone());
+    chain
+        .learn_all(&b.key_transitions)
+        .map_err(|e| BundleError::Checkpoint(e.to_string()))?;
+    let (_, key) = chain
+        .open(b.checkpoint.as_bytes())
+        .map_err(|e| BundleError::Checkpoint(e.to_string()))?;
+    log::cosignature::open(b.checkpoint.as_bytes(), root.name(), key, witnesses, quorum)
         .map(|c| c.witnesses)
         .map_err(cosignature_error)
 }

@@ -758,6 +758,7 @@ impl Sequencer {
                             receipt: None,
                             job: i,
                             prove: true,
+                            directory: false,
                         });
                         Ok(Pending::Leaf)
                     }
