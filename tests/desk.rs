@@ -599,7 +599,7 @@ async fn login(d: &Desk) -> String {
 fn csrf_of(page: &str) -> String {
     let i = page
         .find("name=\"csrf\" value=\"")
-        .expect("a form with a CSRF token");
+        .unwrap_or_else(|| panic!("a form with a CSRF token in:\n{page}"));
     let rest = &page[i + 19..];
     rest[..rest.find('"').unwrap()].to_string()
 }

@@ -799,6 +799,7 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .busy_timeout(std::time::Duration::from_secs(10));
+    let _one = crate::client::store::one_open_at_a_time().await;
     let pool = SqlitePoolOptions::new()
         .max_connections(2)
         .connect_with(opts)

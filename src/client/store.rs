@@ -15,6 +15,16 @@ use crate::receipt::SignedReceipt;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/client");
 
+/// Hold while connecting to and migrating a local SQLite store: one such
+/// opening at a time in this process. The desk opens the same store from
+/// its background sync and a page at once; on a new file two openings
+/// would race (switching to WAL answers "database is locked", and sqlx
+/// takes no lock for SQLite migrations: "table already exists").
+pub(crate) async fn one_open_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_AT_A_TIME.lock().await
+}
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalStoreError {
@@ -117,6 +127,7 @@ impl LocalStore {
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
+        let _one = one_open_at_a_time().await;
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(opts)
@@ -637,6 +648,19 @@ fn received_row(r: &sqlx::sqlite::SqliteRow) -> ReceivedRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The desk opens one store from its sync and its pages at once; the
+    /// first migration must happen once, not race.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_store_opened_many_times_at_once_is_migrated_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let opens = (0..8).map(|_| LocalStore::open(dir.path()));
+            for r in futures_util::future::join_all(opens).await {
+                r.expect("opens");
+            }
+        }
+    }
 
     #[cfg(unix)]
     #[tokio::test]

@@ -100,11 +100,6 @@ async fn facility(desk: &Desk) -> Result<(usize, usize), String> {
         refresh_directory(&s).await?;
         desk.sync.write().expect("lock").directory_at = Some(std::time::Instant::now());
     }
-    // Directory self-monitoring: a certificate for this facility's ID
-    // that it did not publish raises the banner until it is revoked.
-    let report = s.monitor_directory().await.map_err(|e| e.to_string())?;
-    desk.sync.write().expect("lock").directory_alerts =
-        report.alerts.into_iter().filter(|a| a.active).collect();
     let flushed = s.flush_outbox().await.map_err(|e| e.to_string())?;
     let received = s
         .receive_all(&desk.received_dir())
@@ -114,6 +109,13 @@ async fn facility(desk: &Desk) -> Result<(usize, usize), String> {
         .filter(|(_, r)| r.is_ok())
         .count();
     refresh_pending(&s).await?;
+    // Directory self-monitoring, after the day's work is done (a relay
+    // that fails it still delivered what it could): a certificate for
+    // this facility's ID that it did not publish raises the banner until
+    // it is revoked.
+    let report = s.monitor_directory().await.map_err(|e| e.to_string())?;
+    desk.sync.write().expect("lock").directory_alerts =
+        report.alerts.into_iter().filter(|a| a.active).collect();
     Ok((received, flushed.accepted.len()))
 }
 
