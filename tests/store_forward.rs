@@ -314,10 +314,11 @@ impl Gate {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_receipt_that_cannot_be_posted_is_kept_and_posted_on_the_next_run() {
+/// A relay process on its own database (`name`), both facilities
+/// published, and one referral sent from the clinic to the hospital.
+async fn one_referral_sent(name: &str) -> (Region, TestDb, RelayProcess, Session, String) {
     let region = Region::new();
-    let db = TestDb::new("durable").await;
+    let db = TestDb::new(name).await;
     let data = region.dir().join("relay-data");
     let logs = region.folder("logs");
     let relay = RelayProcess::start(&region.relay, &data, &db.url, &logs);
@@ -326,6 +327,12 @@ async fn a_delivery_receipt_that_cannot_be_posted_is_kept_and_posted_on_the_next
     let package_id = bounded("send", send_referral(&clinic, 4096))
         .await
         .expect("send");
+    (region, db, relay, clinic, package_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_receipt_that_cannot_be_posted_is_kept_and_posted_on_the_next_run() {
+    let (region, _db, relay, clinic, package_id) = one_referral_sent("durable").await;
     let envelope = clinic.store.outbox(None).await.unwrap()[0]
         .envelope_id
         .clone();
@@ -388,16 +395,7 @@ async fn a_delivery_receipt_that_cannot_be_posted_is_kept_and_posted_on_the_next
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_interrupted_by_a_crash_is_finished_beside_a_folder_that_took_its_name() {
-    let region = Region::new();
-    let db = TestDb::new("release").await;
-    let data = region.dir().join("relay-data");
-    let logs = region.folder("logs");
-    let relay = RelayProcess::start(&region.relay, &data, &db.url, &logs);
-    publish(&region, &relay.url).await;
-    let clinic = session(&region.clinic, &relay.url).await;
-    let package_id = bounded("send", send_referral(&clinic, 4096))
-        .await
-        .expect("send");
+    let (region, _db, relay, _clinic, package_id) = one_referral_sent("release").await;
     let hospital = session(&region.hospital, &relay.url).await;
     let out = region.folder("received");
     let got = bounded("receive all", hospital.receive_all(&out))

@@ -204,14 +204,7 @@ impl RelayState {
         database_url: Option<&str>,
         config: RelayConfig,
     ) -> Result<AppState, RelayError> {
-        let p = Profile::open(profile)?;
-        if p.config.kind != crate::identity::Kind::Relay {
-            return Err(RelayError::Config(format!(
-                "{} is a {} profile, not a relay profile",
-                profile.display(),
-                p.config.kind
-            )));
-        }
+        let p = relay_profile(profile)?;
         let cert = p.certificate()?;
         let key = Arc::new(p.signing_key()?);
         let checkpoint_key = checkpoint_key_of(&config, &key)?;
@@ -474,6 +467,19 @@ fn store_log_config(
         batch_wait: Duration::from_millis(config.batch_wait_ms),
         witnesses,
     }
+}
+
+/// Open a profile that must be a relay's.
+pub(crate) fn relay_profile(profile: &Path) -> Result<Profile, RelayError> {
+    let p = Profile::open(profile)?;
+    if p.config.kind != crate::identity::Kind::Relay {
+        return Err(RelayError::Config(format!(
+            "{} is a {} profile, not a relay profile",
+            profile.display(),
+            p.config.kind
+        )));
+    }
+    Ok(p)
 }
 
 /// The serial numbers (hex, as in [`CertInfo::serial`]) revoked by the

@@ -27,7 +27,6 @@ use super::{
 };
 use crate::keys::SigningKey;
 use crate::log::Verifier;
-use crate::profile::Profile;
 use crate::receipt::bundle::log_origin;
 use crate::receipt::key_transition::KeyTransition;
 
@@ -58,14 +57,7 @@ pub async fn rotate_checkpoint_key(
     config: &RelayConfig,
     new_key: &SigningKey,
 ) -> Result<Rotation, RelayError> {
-    let p = Profile::open(profile)?;
-    if p.config.kind != crate::identity::Kind::Relay {
-        return Err(RelayError::Config(format!(
-            "{} is a {} profile, not a relay profile",
-            profile.display(),
-            p.config.kind
-        )));
-    }
+    let p = super::relay_profile(profile)?;
     let cert = p.certificate()?;
     let key = Arc::new(p.signing_key()?);
     let current = checkpoint_key_of(config, &key)?;
