@@ -418,6 +418,76 @@ async fn a_referral_reply_and_receipts_through_two_desks_in_the_browser() {
     b.client.clone().close().await.ok();
 }
 
+/// A certificate for the clinic's own ID, issued with a stolen copy of
+/// the CA and published by someone else, raises the red banner on the
+/// clinic's desk after its next sync (directory self-monitoring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    renkei_no_chromium,
+    ignore = "needs Chromium and its WebDriver (`/usr/bin/chromium`, `chromedriver`: apt-get install chromium chromium-driver, as scripts/test does); build.rs did not find them"
+)]
+async fn a_certificate_in_the_clinics_name_that_it_never_published_raises_the_banner() {
+    use renkei::identity::Kind;
+    use renkei::profile::Profile;
+    let w = World::start(Backend::Sqlite).await;
+    publish_all(&w).await;
+    let clinic = Desk::start(&w.clinic, &w.relay.url, Duration::from_secs(1800)).await;
+    let b = Browser::start().await;
+    b.goto(&clinic.running.url).await;
+    b.sync().await;
+    assert!(b
+        .client
+        .find(Locator::Css("[data-directory-alert]"))
+        .await
+        .is_err());
+
+    let stolen = w.region.dir().join("ca-stolen");
+    std::fs::create_dir_all(stolen.join("issued")).unwrap();
+    for f in ["ca.key", "ca.crt"] {
+        std::fs::copy(w.region.dir().join("ca").join(f), stolen.join(f)).unwrap();
+    }
+    std::fs::write(
+        stolen.join("index.json"),
+        r#"{"issued": [], "crl_number": 50}"#,
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(stolen.join("ca.key"), mode).unwrap();
+    }
+    let impostor = w.region.dir().join("impostor");
+    let mut p =
+        Profile::create(&impostor, CLINIC, Kind::Clinic, "さくら内科クリニック", &[]).unwrap();
+    let req =
+        renkei::pki::request::parse(&std::fs::read(p.path(Profile::REQUEST)).unwrap()).unwrap();
+    let cert = renkei::pki::ca::Ca::open(&stolen)
+        .unwrap()
+        .issue(&req, 365)
+        .unwrap();
+    p.install(
+        Some(cert.as_bytes()),
+        Some(w.region.ca_pem().as_bytes()),
+        Some(w.region.initial_crl.as_bytes()),
+        None,
+    )
+    .unwrap();
+    bounded(w.session(&impostor).await.publish()).await.unwrap();
+
+    b.sync().await;
+    let page = b.wait_text("身に覚えのない証明書が公開されました").await;
+    let serial = renkei::pki::CertInfo::parse_pem(cert.as_bytes(), "impostor")
+        .unwrap()
+        .serial;
+    assert!(
+        page.contains(&serial),
+        "the banner names the serial:\n{page}"
+    );
+    assert!(page.contains("失効してもらってください"), "{page}");
+    b.shot("directory-alert").await;
+    b.client.clone().close().await.ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     renkei_no_chromium,

@@ -184,7 +184,31 @@ pub(crate) struct Chrome {
     pub flash: Option<String>,
     /// Still-valid certificates for this facility's ID that it did not
     /// publish (the red banner on every page).
-    pub directory_alerts: Vec<crate::client::monitor::DirectoryAlert>,
+    pub directory_alerts: Vec<AlertLine>,
+}
+
+/// One certificate of the red banner, as the page shows it (the
+/// publication time in 西暦 with 和暦 beside it, Japan time).
+pub(crate) struct AlertLine {
+    pub serial: String,
+    pub fingerprint: String,
+    pub name: String,
+    pub issuer: String,
+    pub published: String,
+    pub log_index: u64,
+}
+
+impl AlertLine {
+    fn of(a: &crate::client::monitor::DirectoryAlert) -> AlertLine {
+        AlertLine {
+            serial: a.serial.clone(),
+            fingerprint: a.fingerprint.clone(),
+            name: a.name.clone(),
+            issuer: a.issuer.clone(),
+            published: when(&a.published_at),
+            log_index: a.log_index,
+        }
+    }
 }
 
 impl Chrome {
@@ -218,7 +242,8 @@ impl Chrome {
         let (sync_line, sync_problem, directory_alerts) = {
             let s = desk.sync.read().expect("lock");
             let (line, problem) = s.line();
-            (line, problem, s.directory_alerts.clone())
+            let alerts = s.directory_alerts.iter().map(AlertLine::of).collect();
+            (line, problem, alerts)
         };
         Chrome {
             title: title.to_string(),
