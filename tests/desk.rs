@@ -441,37 +441,13 @@ async fn a_certificate_in_the_clinics_name_that_it_never_published_raises_the_ba
         .await
         .is_err());
 
-    let stolen = w.region.dir().join("ca-stolen");
-    std::fs::create_dir_all(stolen.join("issued")).unwrap();
-    for f in ["ca.key", "ca.crt"] {
-        std::fs::copy(w.region.dir().join("ca").join(f), stolen.join(f)).unwrap();
-    }
-    std::fs::write(
-        stolen.join("index.json"),
-        r#"{"issued": [], "crl_number": 50}"#,
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::Permissions::from_mode(0o600);
-        std::fs::set_permissions(stolen.join("ca.key"), mode).unwrap();
-    }
-    let impostor = w.region.dir().join("impostor");
-    let mut p =
-        Profile::create(&impostor, CLINIC, Kind::Clinic, "さくら内科クリニック", &[]).unwrap();
-    let req =
-        renkei::pki::request::parse(&std::fs::read(p.path(Profile::REQUEST)).unwrap()).unwrap();
-    let cert = renkei::pki::ca::Ca::open(&stolen)
-        .unwrap()
-        .issue(&req, 365)
-        .unwrap();
-    p.install(
-        Some(cert.as_bytes()),
-        Some(w.region.ca_pem().as_bytes()),
-        Some(w.region.initial_crl.as_bytes()),
-        None,
-    )
-    .unwrap();
+    let impostor = w.region.impostor(
+        &w.region.stolen_ca(),
+        CLINIC,
+        Kind::Clinic,
+        "さくら内科クリニック",
+    );
+    let cert = std::fs::read_to_string(impostor.join(Profile::CERT)).unwrap();
     bounded(w.session(&impostor).await.publish()).await.unwrap();
 
     b.sync().await;

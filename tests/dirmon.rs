@@ -12,13 +12,12 @@
 mod relay_support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use relay_support::*;
 use renkei::audit::sync::Auditor;
 use renkei::client::ops::OpError;
 use renkei::identity::Kind;
-use renkei::pki::ca::Ca;
 use renkei::pki::CertInfo;
 use renkei::profile::Profile;
 use sqlx::Connection;
@@ -76,41 +75,6 @@ async fn reconcile_cli(w: &World, ca: &Path) -> (i32, String, String) {
     .await
 }
 
-/// A copy of the CA folder whose index forgets everything issued: a
-/// stolen CA key used outside the operator's records.
-fn rogue_ca(w: &World) -> PathBuf {
-    let from = w.region.dir().join("ca");
-    let to = w.region.dir().join("ca-stolen");
-    fs::create_dir_all(to.join("issued")).unwrap();
-    for f in ["ca.key", "ca.crt"] {
-        fs::copy(from.join(f), to.join(f)).unwrap();
-    }
-    fs::write(to.join("index.json"), r#"{"issued": [], "crl_number": 50}"#).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(to.join("ca.key"), fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    to
-}
-
-/// An impostor's profile for `id`: its own keys, a certificate from `ca`.
-fn impostor(w: &World, ca: &Path, id: &str) -> PathBuf {
-    let dir = w.region.dir().join(format!("impostor-{id}"));
-    let mut p = Profile::create(&dir, id, Kind::Clinic, "さくら内科クリニック", &[]).unwrap();
-    let csr = fs::read(p.path(Profile::REQUEST)).unwrap();
-    let req = renkei::pki::request::parse(&csr).unwrap();
-    let cert = Ca::open(ca).unwrap().issue(&req, 365).unwrap();
-    p.install(
-        Some(cert.as_bytes()),
-        Some(w.region.ca_pem().as_bytes()),
-        Some(w.region.initial_crl.as_bytes()),
-        None,
-    )
-    .unwrap();
-    dir
-}
-
 /// Issue the profile's request again with the region's CA and install it
 /// (a renewal: same keys, new certificate).
 fn renew(w: &World, profile: &Path) -> CertInfo {
@@ -151,8 +115,10 @@ async fn a_certificate_the_facility_never_published_is_reported(backend: Backend
 
     // Someone with the CA key issues a certificate in the clinic's name
     // for their own keys and publishes it.
-    let stolen = rogue_ca(&w);
-    let imp = impostor(&w, &stolen, CLINIC);
+    let stolen = w.region.stolen_ca();
+    let imp = w
+        .region
+        .impostor(&stolen, CLINIC, Kind::Clinic, "さくら内科クリニック");
     let imp_cert = CertInfo::parse_pem(&fs::read(imp.join("cert.pem")).unwrap(), "x").unwrap();
     let imp_session = w.session(&imp).await;
     bounded(imp_session.publish())

@@ -411,29 +411,13 @@ async fn a_directory_answer_outside_the_witnessed_log_is_not_used(backend: Backe
 
     // A certificate for the hospital's ID, valid under the region's CA,
     // served from the relay's directory table but never logged.
-    let stolen = w.region.dir().join("ca-stolen");
-    std::fs::create_dir_all(stolen.join("issued")).unwrap();
-    for f in ["ca.key", "ca.crt"] {
-        std::fs::copy(w.region.dir().join("ca").join(f), stolen.join(f)).unwrap();
-    }
-    std::fs::write(
-        stolen.join("index.json"),
-        r#"{"issued": [], "crl_number": 50}"#,
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::Permissions::from_mode(0o600);
-        std::fs::set_permissions(stolen.join("ca.key"), mode).unwrap();
-    }
-    let impostor = w.region.dir().join("impostor");
-    let p = Profile::create(&impostor, HOSPITAL, Kind::Hospital, "市立中央病院", &[]).unwrap();
-    let req =
-        renkei::pki::request::parse(&std::fs::read(p.path(Profile::REQUEST)).unwrap()).unwrap();
-    let pem = renkei::pki::ca::Ca::open(&stolen)
-        .unwrap()
-        .issue(&req, 365)
-        .unwrap();
+    let impostor = w.region.impostor(
+        &w.region.stolen_ca(),
+        HOSPITAL,
+        Kind::Hospital,
+        "市立中央病院",
+    );
+    let pem = std::fs::read_to_string(impostor.join(Profile::CERT)).unwrap();
     substitute_directory_entry(&w.db, HOSPITAL, &pem).await;
     let e = bounded(clinic.directory_show(&id)).await.unwrap_err();
     assert!(

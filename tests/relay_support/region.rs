@@ -89,6 +89,44 @@ impl Region {
     }
 }
 
+impl Region {
+    /// A copy of the CA folder whose index forgets everything issued: a
+    /// stolen CA key used outside the operator's records.
+    pub fn stolen_ca(&self) -> PathBuf {
+        let to = self.dir().join(unique("ca-stolen"));
+        fs::create_dir_all(to.join("issued")).expect("stolen CA folder");
+        for f in ["ca.key", "ca.crt"] {
+            fs::copy(self.dir().join("ca").join(f), to.join(f)).expect("copy CA file");
+        }
+        fs::write(to.join("index.json"), r#"{"issued": [], "crl_number": 50}"#).expect("index");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::Permissions::from_mode(0o600);
+            fs::set_permissions(to.join("ca.key"), mode).expect("chmod");
+        }
+        to
+    }
+
+    /// An impostor's profile for `id`: its own keys, a certificate from
+    /// the CA folder `ca`, this region's CA certificate and first CRL.
+    pub fn impostor(&self, ca: &Path, id: &str, kind: Kind, name: &str) -> PathBuf {
+        let dir = self.dir().join(unique(&format!("impostor-{id}")));
+        let mut p = Profile::create(&dir, id, kind, name, &[]).expect("profile create");
+        let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
+        let req = renkei::pki::request::parse(&csr).expect("request parses");
+        let cert = Ca::open(ca).expect("CA").issue(&req, 365).expect("issue");
+        p.install(
+            Some(cert.as_bytes()),
+            Some(self.ca_pem().as_bytes()),
+            Some(self.initial_crl.as_bytes()),
+            None,
+        )
+        .expect("install");
+        dir
+    }
+}
+
 /// The certificate of a profile (parsed, not verified against anything).
 pub fn cert_of(profile: &Path) -> CertInfo {
     let pem = fs::read(profile.join(Profile::CERT)).expect("cert.pem");
