@@ -32,7 +32,7 @@ recipient=$(grep -o 'age1[0-9a-z]*' "$work/hospital/age.key" | head -1)
 echo "== seal ${size} MiB: renkei seal vs age -e (same recipient set size: hospital + sender copy)"
 sender_r=$(grep -o 'age1[0-9a-z]*' "$work/clinic/age.key" | head -1)
 hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/seal.json" \
-  --prepare "rm -f $work/p.age $work/a.age" \
+  --prepare "sh -c 'rm -f $work/p.age $work/a.age; sync'" \
   -n renkei "$bin seal --profile $work/clinic --to $work/hospital/cert.pem --document $work/doc.json --attach $work/scan.dcm -o $work/p.age" \
   -n age "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm"
 
@@ -41,7 +41,7 @@ age -e -r "$recipient" -o "$work/a.age" "$work/scan.dcm"
 
 echo "== open ${size} MiB: renkei open (decrypt + verify + write members) vs age -d (decrypt + write)"
 hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/open.json" \
-  --prepare "rm -rf $work/out $work/a.out" \
+  --prepare "sh -c 'rm -rf $work/out $work/a.out; sync'" \
   -n renkei "$bin open --profile $work/hospital $work/p.age -o $work/out" \
   -n age "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age"
 

@@ -206,6 +206,7 @@ pub fn attachments_from_files(files: &[PathBuf]) -> Result<Vec<MemberSource<'sta
 pub struct NewFile {
     tmp: tempfile::NamedTempFile,
     path: PathBuf,
+    writeback: crate::writeback::Writeback,
 }
 
 impl NewFile {
@@ -222,6 +223,7 @@ impl NewFile {
         Ok(NewFile {
             tmp,
             path: path.to_path_buf(),
+            writeback: Default::default(),
         })
     }
 
@@ -238,7 +240,11 @@ impl NewFile {
 
 impl Write for NewFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tmp.write(buf)
+        let n = self.tmp.write(buf)?;
+        // A large package goes to disk as it is written: the fsync at
+        // commit then waits only for its tail.
+        self.writeback.wrote(self.tmp.as_file(), n);
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.tmp.flush()

@@ -30,3 +30,4 @@ pub mod receipt;
 pub mod relay;
 #[cfg(feature = "net")]
 pub mod witness;
+pub mod writeback;

@@ -184,7 +184,7 @@ impl Session {
                     attachments,
                     limits: Limits::default(),
                 },
-                io::BufWriter::new(tmp.as_file()),
+                io::BufWriter::new(crate::writeback::Sequential::new(tmp.as_file())),
             )?;
             tmp.as_file().sync_all()?;
             Ok::<_, OpError>((tmp, sealed, recipients))

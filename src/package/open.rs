@@ -16,6 +16,7 @@ use crate::document::{self, Expect, Issue, Summary};
 use crate::identity::FacilityId;
 use crate::keys::{verify_ed25519, AgeIdentity};
 use crate::pki::{CertError, CertInfo, TrustStore};
+use crate::writeback::WriteBehind;
 
 /// Why a package was not opened. Every variant but [`OpenError::Io`] means
 /// the package failed verification; nothing from it may be used.
@@ -338,9 +339,12 @@ pub fn open_into<R: Read>(
                                 private_dir(parent)?;
                             }
                         }
-                        let mut f = private_file(&dest)?;
+                        // Written and fsynced by a thread of its own
+                        // while this one decrypts and hashes.
+                        let mut f =
+                            WriteBehind::new(private_file(&dest)?).map_err(OpenError::Io)?;
                         copy_split(&mut reader, &mut f)?;
-                        f.sync_all().map_err(OpenError::Io)?;
+                        f.finish().map_err(OpenError::Io)?;
                     }
                     let (n, digest) = reader.finish();
                     if n != size {
@@ -537,16 +541,17 @@ fn check_document(file: &Path, size: u64, manifest: &Manifest) -> Result<Summary
     document::validate(&bytes, &Expect::from_manifest(manifest)).map_err(OpenError::Document)
 }
 
-/// Copy a member to disk, telling decryption/truncation failures (reading)
-/// apart from local write failures.
-fn copy_split<R: Read, W: io::Write>(r: &mut R, w: &mut W) -> Result<(), OpenError> {
-    let mut buf = vec![0u8; 64 * 1024];
+/// Copy a member to disk (read straight into the writer's buffer),
+/// telling decryption/truncation failures (reading) apart from local
+/// write failures.
+fn copy_split<R: Read>(r: &mut R, w: &mut WriteBehind) -> Result<(), OpenError> {
     loop {
-        let n = r.read(&mut buf).map_err(stream_err)?;
+        let room = w.space().map_err(OpenError::Io)?;
+        let n = r.read(room).map_err(stream_err)?;
         if n == 0 {
             return Ok(());
         }
-        w.write_all(&buf[..n]).map_err(OpenError::Io)?;
+        w.advance(n);
     }
 }
 

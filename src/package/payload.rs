@@ -8,8 +8,10 @@
 //! The AEAD is ring's; chunks are sealed and opened in batches of
 //! [`BATCH`] (2 MiB) by a second thread, pipelined with the caller's own
 //! work (reading and hashing members when sealing, parsing the tar, hashing
-//! and writing members when opening), so that both cores work; at most
-//! three batch buffers exist per stream (about 6 MiB). A batch's plaintext
+//! and writing members when opening), so that both cores work. Sealing
+//! also hashes and writes the ciphertext on a third thread ([`encrypt`]).
+//! At most six batch buffers exist per stream (12 MiB) when sealing, three
+//! when opening. A batch's plaintext
 //! is released to the reader only after every chunk of the batch
 //! authenticated; the end of the stream (the final flag) is authenticated
 //! before [`Decryptor`] reports the end.
@@ -92,7 +94,7 @@ struct SealJob {
 
 /// A sealed batch: the ciphertext is `buf[..len]` (`None`: the counter
 /// overflowed).
-struct Sealed {
+struct SealedBatch {
     buf: Vec<u8>,
     len: Option<usize>,
 }
@@ -101,18 +103,126 @@ fn worker_gone() -> io::Error {
     io::Error::other("the payload encryption thread stopped")
 }
 
-/// Encrypts a payload into `out`, hashing everything written (the header
-/// given to [`Encryptor::new`], the nonce and the payload: the envelope
-/// ID). Write the plaintext, then [`finish`].
+/// Batch buffers one encryption uses at most: one being staged, one
+/// waiting for and one in the sealing thread, two waiting for and one in
+/// the output thread (12 MiB).
+const SEAL_BUFFERS: usize = 6;
+
+/// What [`encrypt`] wrote.
+pub struct Encrypted<W, T> {
+    /// What the body returned.
+    pub value: T,
+    /// The output, flushed.
+    pub out: W,
+    /// Bytes written (header, nonce and payload).
+    pub size: u64,
+    /// SHA-256 of every byte written: the envelope ID.
+    pub sha256: [u8; 32],
+}
+
+/// Encrypt a payload into `out`: write `header` and the payload nonce,
+/// then the plaintext that `body` writes into the [`Encryptor`] it is
+/// given, sealed in 64 KiB chunks, the last one final.
 ///
-/// The main thread stages plaintext; a second thread seals each batch and
-/// hashes its ciphertext while the main thread reads and stages the next
-/// one; the main thread writes sealed batches out in order. At most three
-/// batch buffers exist (one staging, two in flight).
-///
-/// [`finish`]: Encryptor::finish
-pub struct Encryptor<W: Write> {
-    out: W,
+/// Three threads share the work: the caller's (`body`: reading and
+/// hashing members, staging plaintext), a sealing thread (ChaCha20-Poly1305
+/// of each batch) and an output thread (SHA-256 of the ciphertext for the
+/// envelope ID, and writing it to `out`, in order). At most
+/// [`SEAL_BUFFERS`] batch buffers exist. If `body` fails, or the output
+/// fails, everything stops and the error is returned (the output's own
+/// error when writing failed); what was written is then unusable and the
+/// caller discards it.
+pub fn encrypt<W, T, E>(
+    mut out: W,
+    file_key: &FileKey,
+    header: &[u8],
+    body: impl FnOnce(&mut Encryptor) -> Result<T, E>,
+) -> Result<Encrypted<W, T>, E>
+where
+    W: Write + Send,
+    E: From<io::Error>,
+{
+    use ring::rand::SecureRandom as _;
+    let mut nonce = [0u8; NONCE];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| io::Error::other("the system random generator failed"))?;
+    let key = PayloadKey::derive(file_key, &nonce).0;
+    let (jobs, job_rx) = mpsc::sync_channel::<SealJob>(1);
+    let (sealed_tx, sealed_rx) = mpsc::sync_channel::<SealedBatch>(2);
+    let (free_tx, free) = mpsc::sync_channel::<Vec<u8>>(SEAL_BUFFERS);
+    std::thread::scope(|s| {
+        let sealer = std::thread::Builder::new()
+            .name("renkei-seal".into())
+            .spawn_scoped(s, move || {
+                for mut job in job_rx {
+                    let len = seal_batch(&key, &mut job.buf, job.filled, job.counter, job.last);
+                    if sealed_tx.send(SealedBatch { buf: job.buf, len }).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let output = std::thread::Builder::new()
+            .name("renkei-seal-out".into())
+            .spawn_scoped(s, move || -> io::Result<(W, u64, [u8; 32])> {
+                let mut hash = Context::new(&SHA256);
+                out.write_all(header)?;
+                out.write_all(&nonce)?;
+                hash.update(header);
+                hash.update(&nonce);
+                let mut size = (header.len() + NONCE) as u64;
+                for batch in sealed_rx {
+                    let len = batch.len.ok_or_else(|| {
+                        io::Error::other("the payload is too long (chunk counter overflow)")
+                    })?;
+                    let ct = &batch.buf[..len];
+                    hash.update(ct);
+                    out.write_all(ct)?;
+                    size += len as u64;
+                    // Never blocks: the channel holds every buffer there is.
+                    let _ = free_tx.send(batch.buf);
+                }
+                out.flush()?;
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(hash.finish().as_ref());
+                Ok((out, size, digest))
+            })?;
+        let mut enc = Encryptor {
+            buf: vec![0u8; BATCH * SLOT],
+            filled: 0,
+            counter: 0,
+            jobs: Some(jobs),
+            free,
+            made: 1,
+        };
+        let result = body(&mut enc).and_then(|value| {
+            enc.submit(true)?;
+            Ok(value)
+        });
+        // Closing the job channel ends both threads, whatever happened.
+        drop(enc);
+        let sealer = sealer.join();
+        let written = output.join().map_err(|_| worker_gone())?;
+        match (result, written) {
+            (_, Err(e)) => Err(e.into()),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(value), Ok((out, size, sha256))) => {
+                sealer.map_err(|_| worker_gone())?;
+                Ok(Encrypted {
+                    value,
+                    out,
+                    size,
+                    sha256,
+                })
+            }
+        }
+    })
+}
+
+/// The plaintext side of [`encrypt`]: stages what is written into 64 KiB
+/// chunks of 2 MiB batches and hands each full batch to the sealing
+/// thread.
+pub struct Encryptor {
     /// BATCH slots of SLOT bytes; plaintext is staged at the start of
     /// each slot, the tag goes after it.
     buf: Vec<u8>,
@@ -121,68 +231,15 @@ pub struct Encryptor<W: Write> {
     /// Index of the first chunk of the current batch.
     counter: u64,
     jobs: Option<mpsc::SyncSender<SealJob>>,
-    sealed: mpsc::Receiver<Sealed>,
-    in_flight: usize,
-    worker: Option<std::thread::JoinHandle<Context>>,
-    size: u64,
+    /// Buffers the output thread is done with.
+    free: mpsc::Receiver<Vec<u8>>,
+    /// Buffers allocated so far (at most [`SEAL_BUFFERS`]).
+    made: usize,
 }
 
-impl<W: Write> Encryptor<W> {
-    /// Write `header` and the payload nonce to `out` and start the stream.
-    pub fn new(mut out: W, file_key: &FileKey, header: &[u8]) -> io::Result<Self> {
-        use ring::rand::SecureRandom as _;
-        let mut nonce = [0u8; NONCE];
-        ring::rand::SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| io::Error::other("the system random generator failed"))?;
-        out.write_all(header)?;
-        out.write_all(&nonce)?;
-        let mut hash = Context::new(&SHA256);
-        hash.update(header);
-        hash.update(&nonce);
-        let key = PayloadKey::derive(file_key, &nonce).0;
-        let (jobs, rx) = mpsc::sync_channel::<SealJob>(1);
-        let (tx, sealed) = mpsc::sync_channel::<Sealed>(2);
-        let worker = std::thread::Builder::new()
-            .name("renkei-seal".into())
-            .spawn(move || {
-                for mut job in rx {
-                    let len = seal_batch(&key, &mut job.buf, job.filled, job.counter, job.last);
-                    if let Some(len) = len {
-                        hash.update(&job.buf[..len]);
-                    }
-                    if tx.send(Sealed { buf: job.buf, len }).is_err() {
-                        break;
-                    }
-                }
-                hash
-            })?;
-        Ok(Encryptor {
-            out,
-            buf: vec![0u8; BATCH * SLOT],
-            filled: 0,
-            counter: 0,
-            jobs: Some(jobs),
-            sealed,
-            in_flight: 0,
-            worker: Some(worker),
-            size: (header.len() + NONCE) as u64,
-        })
-    }
-
-    /// Write out the oldest sealed batch; return its buffer.
-    fn collect(&mut self) -> io::Result<Vec<u8>> {
-        let s = self.sealed.recv().map_err(|_| worker_gone())?;
-        self.in_flight -= 1;
-        let len = s
-            .len
-            .ok_or_else(|| io::Error::other("the payload is too long (chunk counter overflow)"))?;
-        self.out.write_all(&s.buf[..len])?;
-        self.size += len as u64;
-        Ok(s.buf)
-    }
-
-    /// Hand the staged batch to the sealing thread.
+impl Encryptor {
+    /// Hand the staged batch to the sealing thread (the final one if
+    /// `last`) and take a buffer for the next.
     fn submit(&mut self, last: bool) -> io::Result<()> {
         let n = self.filled.div_ceil(CHUNK).max(1) as u64;
         let job = SealJob {
@@ -191,49 +248,68 @@ impl<W: Write> Encryptor<W> {
             counter: self.counter,
             last,
         };
-        self.jobs
-            .as_ref()
-            .expect("not finished")
-            .send(job)
-            .map_err(|_| worker_gone())?;
-        self.in_flight += 1;
+        let jobs = self.jobs.as_ref().ok_or_else(worker_gone)?;
+        jobs.send(job).map_err(|_| worker_gone())?;
         self.counter += n;
         self.filled = 0;
-        if !last {
-            self.buf = if self.in_flight >= 2 {
-                self.collect()?
-            } else {
-                vec![0u8; BATCH * SLOT]
-            };
+        if last {
+            self.jobs = None;
+        } else if self.made < SEAL_BUFFERS {
+            self.made += 1;
+            self.buf = vec![0u8; BATCH * SLOT];
+        } else {
+            self.buf = self.free.recv().map_err(|_| worker_gone())?;
         }
         Ok(())
     }
+}
 
-    /// Seal the final chunk, write everything out and return the output,
-    /// the number of bytes written (header included) and their SHA-256.
-    pub fn finish(mut self) -> io::Result<(W, u64, [u8; 32])> {
-        self.submit(true)?;
-        self.jobs = None;
-        while self.in_flight > 0 {
-            self.collect()?;
+impl Encryptor {
+    /// Read `input` to its end straight into the batch (no copy in
+    /// between), updating `hash` with every byte as it lands; return the
+    /// number of bytes read.
+    pub fn write_from(&mut self, input: &mut impl Read, hash: &mut Context) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            if self.filled == BATCH * CHUNK {
+                // A full batch is sealed only once more data comes (the
+                // last chunk of the stream carries the final flag): one
+                // byte tells.
+                let mut probe = [0u8; 1];
+                if read_retrying(input, &mut probe)? == 0 {
+                    return Ok(total);
+                }
+                self.submit(false)?;
+                self.buf[0] = probe[0];
+                hash.update(&probe);
+                self.filled = 1;
+                total += 1;
+            }
+            let slot = self.filled / CHUNK;
+            let at = self.filled % CHUNK;
+            let start = slot * SLOT + at;
+            let room = &mut self.buf[start..slot * SLOT + CHUNK];
+            let n = read_retrying(input, room)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            hash.update(&room[..n]);
+            self.filled += n;
+            total += n as u64;
         }
-        let hash = self
-            .worker
-            .take()
-            .expect("joined once")
-            .join()
-            .map_err(|_| worker_gone())?;
-        self.out.flush()?;
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(hash.finish().as_ref());
-        let size = self.size;
-        // Move the writer out; the channels are dropped with `self`.
-        let Encryptor { out, .. } = self;
-        Ok((out, size, digest))
     }
 }
 
-impl<W: Write> Write for Encryptor<W> {
+fn read_retrying(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+impl Write for Encryptor {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
@@ -253,7 +329,7 @@ impl<W: Write> Write for Encryptor<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 }
 
@@ -506,14 +582,16 @@ mod tests {
     }
 
     fn seal(plain: &[u8], pieces: usize) -> Vec<u8> {
-        let mut e = Encryptor::new(Vec::new(), &key(), b"").unwrap();
-        for p in plain.chunks(pieces.max(1)) {
-            e.write_all(p).unwrap();
-        }
-        let (out, size, digest) = e.finish().unwrap();
-        assert_eq!(size, out.len() as u64);
-        assert_eq!(digest[..], ring::digest::digest(&SHA256, &out).as_ref()[..]);
-        out
+        let e = encrypt(Vec::new(), &key(), b"", |e| -> io::Result<()> {
+            for p in plain.chunks(pieces.max(1)) {
+                e.write_all(p)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(e.size, e.out.len() as u64);
+        assert_eq!(e.sha256[..], ring::digest::digest(&SHA256, &e.out).as_ref()[..]);
+        e.out
     }
 
     fn open(ct: &[u8]) -> io::Result<Vec<u8>> {
@@ -552,6 +630,48 @@ mod tests {
     }
 
     #[test]
+    fn reading_straight_into_batches_round_trips_and_hashes_every_byte() {
+        // write_from at chunk and batch boundaries, alone and between
+        // ordinary writes; a reader that returns short reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(40_000);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        for n in [
+            0,
+            1,
+            CHUNK,
+            BATCH * CHUNK - 1,
+            BATCH * CHUNK,
+            BATCH * CHUNK + 1,
+            2 * BATCH * CHUNK,
+        ] {
+            let p = data(n);
+            for before in [0usize, 3] {
+                let e = encrypt(Vec::new(), &key(), b"", |e| -> io::Result<u64> {
+                    e.write_all(&p[..before.min(n)])?;
+                    let mut hash = Context::new(&SHA256);
+                    let got = e.write_from(&mut Trickle(&p[before.min(n)..]), &mut hash)?;
+                    assert_eq!(
+                        hash.finish().as_ref(),
+                        ring::digest::digest(&SHA256, &p[before.min(n)..]).as_ref()
+                    );
+                    Ok(got)
+                })
+                .unwrap();
+                assert_eq!(e.value, (n - before.min(n)) as u64);
+                assert_eq!(e.out.len(), NONCE + n + n.div_ceil(CHUNK).max(1) * TAG);
+                assert_eq!(open(&e.out).unwrap(), p, "{n} {before}");
+            }
+        }
+    }
+
+    #[test]
     fn the_age_crate_reads_what_we_write_and_we_read_what_it_writes() {
         // Through whole age files: our header and payload against the age
         // crate's decryptor, and the age crate's encryptor against ours.
@@ -561,9 +681,12 @@ mod tests {
             let p = data(n);
             let fk = crate::package::header::new_file_key();
             let head = crate::package::header::write(&fk, &[&r]).unwrap();
-            let mut e = Encryptor::new(Vec::new(), &fk, &head).unwrap();
-            e.write_all(&p).unwrap();
-            let (file, size, digest) = e.finish().unwrap();
+            let Encrypted {
+                out: file,
+                size,
+                sha256: digest,
+                ..
+            } = encrypt(Vec::new(), &fk, &head, |e| e.write_all(&p)).unwrap();
             assert_eq!(size, file.len() as u64);
             assert_eq!(
                 digest[..],

@@ -2,7 +2,6 @@
 
 use std::io::{self, Read, Write};
 
-use super::hash::HashingReader;
 use super::manifest::{Manifest, MemberEntry, RecipientEntry, SenderEntry};
 use super::{header, payload};
 use super::{
@@ -103,7 +102,7 @@ pub struct Sealed {
 }
 
 /// Seal a package into `out`.
-pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealError> {
+pub fn seal<W: Write + Send>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealError> {
     let sender_id = req.sender_cert.facility_id()?.clone();
     if req.sender_cert.signing_key != req.sender_key.public_key() {
         return Err(SealError::Encrypt(
@@ -208,7 +207,8 @@ pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealEr
         .expect("0 is valid");
     let mtime = created.unix_timestamp().max(0) as u64;
     // age v1: our own header (the age crate wraps the file key for each
-    // recipient) and our own STREAM payload, sealed on a second thread.
+    // recipient) and our own STREAM payload: this thread writes the tar
+    // and hashes the members, two more seal, hash and write the ciphertext.
     let file_key = header::new_file_key();
     let to: Vec<&dyn age::Recipient> = age_recipients
         .iter()
@@ -216,99 +216,127 @@ pub fn seal<W: Write>(mut req: SealRequest<'_>, out: W) -> Result<Sealed, SealEr
         .collect();
     let head = header::write(&file_key, &to).map_err(SealError::Encrypt)?;
     // The encryptor hashes everything it writes: the envelope ID.
-    let stream = payload::Encryptor::new(out, &file_key, &head)?;
+    let sealed = payload::encrypt(out, &file_key, &head, |stream| {
+        write_members(
+            stream,
+            mtime,
+            doc,
+            req.attachments,
+            req.sender_cert,
+            |members| Manifest {
+                format: super::FORMAT.into(),
+                package_id: package_id.clone(),
+                kind: req.kind,
+                created: created
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("formattable"),
+                sender: SenderEntry {
+                    facility_id: sender_id,
+                    name: req.sender_cert.name.clone(),
+                    cert_sha256: req.sender_cert.fingerprint.clone(),
+                },
+                recipients,
+                sender_copy: req.sender_copy,
+                thread_id: req.thread_id.unwrap_or(package_id.clone()),
+                in_reply_to: req.in_reply_to,
+                members,
+            },
+            req.sender_key,
+        )
+    })?;
     drop(file_key);
-    let mut tar = tar::Builder::new(stream);
-    tar.mode(tar::HeaderMode::Deterministic);
+    let mut out = sealed.out;
+    out.flush()?;
+    Ok(Sealed {
+        manifest: sealed.value,
+        envelope_id: sealed.sha256,
+        ciphertext_size: sealed.size,
+        summary,
+    })
+}
+
+/// The inner tar stream, written into `stream`: the document, the
+/// attachments, the sender's certificate (each hashed as it passes), then
+/// the manifest that `manifest` makes from their entries, and its
+/// signature.
+fn write_members(
+    stream: &mut payload::Encryptor,
+    mtime: u64,
+    doc: MemberSource<'_>,
+    attachments: Vec<MemberSource<'_>>,
+    sender_cert: &CertInfo,
+    manifest: impl FnOnce(Vec<MemberEntry>) -> Manifest,
+    sender_key: &SigningKey,
+) -> Result<Manifest, SealError> {
     let mut members = Vec::new();
-
-    let append =
-        |tar: &mut tar::Builder<_>, m: MemberSource<'_>| -> Result<MemberEntry, SealError> {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(m.size);
-            header.set_mode(0o644);
-            header.set_mtime(mtime);
-            header.set_entry_type(tar::EntryType::Regular);
-            // Large reads from the member (tar copies 8 KiB at a time).
-            let mut reader =
-                HashingReader::new(io::BufReader::with_capacity(1 << 20, m.reader.take(m.size)));
-            tar.append_data(&mut header, &m.path, &mut reader)
-                .map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        SealError::SizeChanged(m.path.clone(), m.size, 0)
-                    } else {
-                        SealError::Io(e)
-                    }
-                })?;
-            let (n, digest) = reader.finish();
-            if n != m.size {
-                return Err(SealError::SizeChanged(m.path, m.size, n));
-            }
-            Ok(MemberEntry {
-                path: m.path,
-                media_type: m.media_type,
-                size: n,
-                sha256: hex::encode(digest),
-            })
-        };
-
-    members.push(append(&mut tar, doc)?);
-    for a in req.attachments {
-        members.push(append(&mut tar, a)?);
-    }
-    let cert_pem = req.sender_cert.pem().into_bytes();
-    members.push(append(
-        &mut tar,
-        MemberSource {
-            path: SENDER_CERT_PATH.into(),
-            media_type: "application/pem-certificate-chain".into(),
-            size: cert_pem.len() as u64,
-            reader: Box::new(io::Cursor::new(cert_pem)),
-        },
-    )?);
-
-    let manifest = Manifest {
-        format: super::FORMAT.into(),
-        package_id: package_id.clone(),
-        kind: req.kind,
-        created: created
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("formattable"),
-        sender: SenderEntry {
-            facility_id: sender_id,
-            name: req.sender_cert.name.clone(),
-            cert_sha256: req.sender_cert.fingerprint.clone(),
-        },
-        recipients,
-        sender_copy: req.sender_copy,
-        thread_id: req.thread_id.unwrap_or(package_id),
-        in_reply_to: req.in_reply_to,
-        members,
+    let mut append = |m: MemberSource<'_>| -> Result<MemberEntry, SealError> {
+        stream.write_all(&member_header(&m.path, m.size, mtime)?)?;
+        // Straight from the member into the batch, hashed as it lands.
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        let n = stream.write_from(&mut m.reader.take(m.size), &mut hash)?;
+        if n != m.size {
+            return Err(SealError::SizeChanged(m.path, m.size, n));
+        }
+        stream.write_all(&[0u8; BLOCK][..padding(n)])?;
+        Ok(MemberEntry {
+            path: m.path,
+            media_type: m.media_type,
+            size: n,
+            sha256: hex::encode(hash.finish()),
+        })
     };
+
+    members.push(append(doc)?);
+    for a in attachments {
+        members.push(append(a)?);
+    }
+    let cert_pem = sender_cert.pem().into_bytes();
+    members.push(append(MemberSource {
+        path: SENDER_CERT_PATH.into(),
+        media_type: "application/pem-certificate-chain".into(),
+        size: cert_pem.len() as u64,
+        reader: Box::new(io::Cursor::new(cert_pem)),
+    })?);
+
+    let manifest = manifest(members);
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("serializable");
-    let sig = req
-        .sender_key
-        .sign(&Manifest::signed_message(&manifest_bytes));
+    let sig = sender_key.sign(&Manifest::signed_message(&manifest_bytes));
     for (p, bytes) in [
         (MANIFEST_PATH, &manifest_bytes[..]),
         (SIGNATURE_PATH, &sig[..]),
     ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, p, bytes)?;
+        stream.write_all(&member_header(p, bytes.len() as u64, mtime)?)?;
+        stream.write_all(bytes)?;
+        stream.write_all(&[0u8; BLOCK][..padding(bytes.len() as u64)])?;
     }
-    let stream = tar.into_inner()?;
-    let (mut out, size, digest) = stream.finish()?;
-    out.flush()?;
-    Ok(Sealed {
-        manifest,
-        envelope_id: digest,
-        ciphertext_size: size,
-        summary,
-    })
+    // The end of the archive: two zero blocks.
+    stream.write_all(&[0u8; 2 * BLOCK])?;
+    Ok(manifest)
+}
+
+/// Bytes of a tar block.
+const BLOCK: usize = 512;
+
+/// Zero bytes that complete `n` bytes of member data to whole blocks.
+fn padding(n: u64) -> usize {
+    (BLOCK - (n % BLOCK as u64) as usize) % BLOCK
+}
+
+/// The tar records that introduce a member of `size` bytes named `path`:
+/// a GNU header (deterministic: mode 0644, the package's time, no owner),
+/// preceded by a GNU long-name record when the path does not fit in it,
+/// as the tar crate encodes them.
+fn member_header(path: &str, size: u64, mtime: u64) -> io::Result<Vec<u8>> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    // No data: the builder writes the header records only (and no
+    // padding); its end-of-archive blocks are not taken.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut header, path, io::empty())?;
+    Ok(std::mem::take(b.get_mut()))
 }
 
 /// Read the document (declared `size` bytes) into memory, bounded by

@@ -1,0 +1,283 @@
+//! Writing large files so that making them durable is cheap.
+//!
+//! renkei fsyncs what it must not lose (a sealed package before it is
+//! named, every opened member before the folder is released). Written
+//! through the page cache and flushed only at the end, a package of
+//! several GiB would first fill memory with dirty pages and then wait for
+//! all of them at the fsync. Instead, after every [`WINDOW`] bytes the
+//! kernel is asked to start writing the window to disk at once (Linux:
+//! `posix_fadvise(DONTNEED)`, which starts asynchronous writeback of the
+//! window's dirty pages; pages still dirty or being written stay cached),
+//! so the disk works while renkei computes and the final fsync waits only
+//! for the tail.
+//! The advice changes no data and no guarantee: durability still comes
+//! from the fsync alone.
+//!
+//! [`WriteBehind`] also moves the writing itself to a thread of its own.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+/// Bytes written between two writeback starts.
+pub const WINDOW: u64 = 8 << 20;
+
+/// Counts what is written sequentially to a new file (from offset 0) and
+/// starts the writeback of every full [`WINDOW`].
+#[derive(Default)]
+pub struct Writeback {
+    written: u64,
+    started: u64,
+}
+
+impl Writeback {
+    /// Note that `n` more bytes were written to `file`.
+    pub fn wrote(&mut self, file: &File, n: usize) {
+        self.written += n as u64;
+        if self.written - self.started >= WINDOW {
+            start(file, self.started, self.written - self.started);
+            self.started = self.written;
+        }
+    }
+}
+
+/// A new file written sequentially from its start, with the writeback of
+/// each window started as it fills.
+pub struct Sequential<'a> {
+    file: &'a File,
+    writeback: Writeback,
+}
+
+impl<'a> Sequential<'a> {
+    /// Write `file` (new and empty).
+    pub fn new(file: &'a File) -> Sequential<'a> {
+        Sequential {
+            file,
+            writeback: Writeback::default(),
+        }
+    }
+}
+
+impl Write for Sequential<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&*self.file).write(buf)?;
+        self.writeback.wrote(self.file, n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn start(file: &File, offset: u64, len: u64) {
+    // Advice only: an error changes nothing (the fsync still decides).
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start(_file: &File, _offset: u64, _len: u64) {}
+
+/// Bytes per buffer handed to the writing thread.
+const BUFFER: usize = 1 << 20;
+/// Buffers one [`WriteBehind`] uses at most: one being filled, two
+/// waiting, one being written.
+const BUFFERS: usize = 4;
+
+/// A new file written by a thread of its own: the caller fills 1 MiB
+/// buffers ([`WriteBehind::space`] to read straight into one, or
+/// [`Write::write`] to copy) and full buffers are handed over, so that
+/// the caller goes on decrypting and hashing while the kernel copies and
+/// the disk writes. [`WriteBehind::finish`] writes the rest, fsyncs and
+/// returns the first error; dropped unfinished, it stops the thread
+/// without an fsync (the caller deletes the file).
+pub struct WriteBehind {
+    /// `BUFFER` bytes, the first `filled` of them to be written.
+    buf: Vec<u8>,
+    filled: usize,
+    jobs: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
+    free: mpsc::Receiver<Vec<u8>>,
+    made: usize,
+    abandon: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl WriteBehind {
+    /// Start writing `file` (new and empty) on its own thread.
+    pub fn new(mut file: File) -> io::Result<WriteBehind> {
+        let (jobs, rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS - 2);
+        let (free_tx, free) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+        let abandon = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&abandon);
+        let thread = std::thread::Builder::new()
+            .name("renkei-write".into())
+            .spawn(move || {
+                let mut wb = Writeback::default();
+                for (buf, len) in rx {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    file.write_all(&buf[..len])?;
+                    wb.wrote(&file, len);
+                    // Never blocks: the channel holds every buffer there is.
+                    let _ = free_tx.send(buf);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                file.sync_all()
+            })?;
+        Ok(WriteBehind {
+            buf: vec![0u8; BUFFER],
+            filled: 0,
+            jobs: Some(jobs),
+            free,
+            made: 1,
+            abandon,
+            thread: Some(thread),
+        })
+    }
+
+    /// The thread's error, once it stopped early.
+    fn failure(&mut self) -> io::Error {
+        self.jobs = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => io::Error::other("the file writing thread stopped"),
+        }
+    }
+
+    fn hand_over(&mut self) -> io::Result<()> {
+        let next = if self.made < BUFFERS {
+            self.made += 1;
+            vec![0u8; BUFFER]
+        } else {
+            match self.free.recv() {
+                Ok(b) => b,
+                Err(_) => return Err(self.failure()),
+            }
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        let len = std::mem::take(&mut self.filled);
+        let sent = match &self.jobs {
+            Some(jobs) => jobs.send((full, len)).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failure())
+        }
+    }
+
+    /// Room to read into (never empty); say how much was put there with
+    /// [`WriteBehind::advance`]. An error is the writing thread's.
+    pub fn space(&mut self) -> io::Result<&mut [u8]> {
+        if self.filled == BUFFER {
+            self.hand_over()?;
+        }
+        Ok(&mut self.buf[self.filled..])
+    }
+
+    /// `n` bytes were put at the start of [`WriteBehind::space`].
+    pub fn advance(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(BUFFER);
+    }
+
+    /// Write what is buffered, wait for the thread, fsync the file.
+    pub fn finish(mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            self.hand_over()?;
+        }
+        self.jobs = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("the file writing thread stopped")),
+        }
+    }
+}
+
+impl Write for WriteBehind {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.space()?;
+        let n = data.len().min(room.len());
+        room[..n].copy_from_slice(&data[..n]);
+        self.advance(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.abandon.store(true, Ordering::Relaxed);
+            self.jobs = None;
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn what_is_written_behind_arrives_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(BUFFERS * BUFFER * 3 + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut w = WriteBehind::new(File::create(&path).unwrap()).unwrap();
+        // Copied in, and read straight into the buffer, in turn.
+        for (i, mut piece) in data.chunks(65_000).enumerate() {
+            if i % 2 == 0 {
+                w.write_all(piece).unwrap();
+            } else {
+                while !piece.is_empty() {
+                    let n = piece.read(w.space().unwrap()).unwrap();
+                    w.advance(n);
+                }
+            }
+        }
+        w.finish().unwrap();
+        let mut got = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut got).unwrap();
+        assert!(got == data);
+    }
+
+    #[test]
+    fn a_write_error_is_reported_not_lost() {
+        // /dev/full fails every write with ENOSPC: the error reaches the
+        // caller, at a later write or at finish.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut w = WriteBehind::new(full).unwrap();
+        let chunk = vec![1u8; 100_000];
+        let mut failed = None;
+        for _ in 0..100 {
+            if let Err(e) = w.write_all(&chunk) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => w.finish().unwrap_err(),
+        };
+        assert_eq!(e.raw_os_error(), Some(28), "{e}");
+    }
+}
