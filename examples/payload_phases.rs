@@ -77,12 +77,9 @@ fn main() {
     let t = Instant::now();
     let fk = header::new_file_key();
     let head = header::write(&fk, &[&r]).unwrap();
-    let ours = payload::encrypt(
-        Vec::with_capacity(n + n / 1000 + 4096),
-        &fk,
-        &head,
-        |e| e.write_all(&plain),
-    )
+    let ours = payload::encrypt(Vec::with_capacity(n + n / 1000 + 4096), &fk, &head, |e| {
+        e.write_all(&plain)
+    })
     .unwrap()
     .out;
     rate("renkei payload encrypt + SHA-256 of output, 3 threads", t);

@@ -590,7 +590,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(e.size, e.out.len() as u64);
-        assert_eq!(e.sha256[..], ring::digest::digest(&SHA256, &e.out).as_ref()[..]);
+        assert_eq!(
+            e.sha256[..],
+            ring::digest::digest(&SHA256, &e.out).as_ref()[..]
+        );
         e.out
     }
 
