@@ -860,6 +860,50 @@ fn deceptive_attachment_names_are_refused_at_seal() {
 }
 
 #[test]
+fn a_member_that_shrinks_or_grows_while_it_is_sealed_is_refused() {
+    // The declared size is what the file had when it was chosen; a file
+    // cut short or appended to meanwhile must not be sealed as it is.
+    let (_region, clinic, hospital) = pair();
+    for (declared, actual) in [
+        (10u64, 5usize),
+        (10, 11),
+        (3 << 20, (3 << 20) - 1),
+        (3 << 20, (3 << 20) + 7),
+    ] {
+        let mut out = Vec::new();
+        let r = renkei::package::seal(
+            renkei::package::SealRequest {
+                sender_key: &clinic.key,
+                sender_cert: &clinic.cert,
+                sender_copy: false,
+                recipients: std::slice::from_ref(&hospital.cert),
+                kind: renkei::package::PackageKind::Referral,
+                thread_id: None,
+                in_reply_to: None,
+                document: document(document_for(
+                    renkei::document::DocKind::Referral,
+                    CLINIC,
+                    HOSPITAL,
+                    &["attachments/scan.dcm"],
+                )),
+                attachments: vec![renkei::package::MemberSource {
+                    size: declared,
+                    ..mem("attachments/scan.dcm", vec![7u8; actual])
+                }],
+                limits: Limits::default(),
+            },
+            &mut out,
+        );
+        match r {
+            Err(renkei::package::SealError::SizeChanged(path, d, _)) => {
+                assert_eq!((path.as_str(), d), ("attachments/scan.dcm", declared));
+            }
+            other => panic!("{declared} declared, {actual} read: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn deceptive_attachment_names_are_refused_at_open() {
     let (_region, clinic, hospital) = pair();
     for name in DECEPTIVE_NAMES {

@@ -24,7 +24,8 @@ pub enum SealError {
     /// Two members with one name (compared ignoring case and Unicode normalization).
     #[error("two members are named {0:?} (names are compared ignoring upper and lower case); rename one attachment")]
     Duplicate(String),
-    /// A member changed size while it was being read.
+    /// A member changed size while it was being read (the bytes read, or
+    /// one more than expected when it grew).
     #[error("{0} changed while it was being sealed (expected {1} bytes, read {2}); try again")]
     SizeChanged(String, u64, u64),
     /// Too many or too large members.
@@ -273,9 +274,14 @@ fn write_members(
         stream.write_all(&member_header(&m.path, m.size, mtime)?)?;
         // Straight from the member into the batch, hashed as it lands.
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-        let n = stream.write_from(&mut m.reader.take(m.size), &mut hash)?;
+        let mut reader = m.reader;
+        let n = stream.write_from(&mut (&mut reader).take(m.size), &mut hash)?;
         if n != m.size {
             return Err(SealError::SizeChanged(m.path, m.size, n));
+        }
+        // A file that grew while it was read is not sealed cut short.
+        if reader.read(&mut [0u8; 1])? != 0 {
+            return Err(SealError::SizeChanged(m.path, m.size, m.size + 1));
         }
         stream.write_all(&[0u8; BLOCK][..padding(n)])?;
         Ok(MemberEntry {
