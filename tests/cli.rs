@@ -1000,3 +1000,81 @@ fn an_overdue_crl_warns_and_a_stale_one_refuses_sealing_and_opening() {
         stderr(&o)
     );
 }
+
+/// A tmpfs of `size` mounted over `dir`, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: PathBuf, size: &str) -> SmallDisk {
+        fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t tmpfs over {}", dir.display());
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    renkei_no_tmpfs,
+    ignore = "needs `mount -t tmpfs` (root with CAP_SYS_ADMIN), which build.rs found not to work here"
+)]
+fn sealing_and_opening_onto_a_full_disk_fail_and_leave_nothing() {
+    // A 3 MiB attachment; a 1 MiB disk. The bytes go through the writing
+    // threads (the sealed file's, an opened member's): their error must
+    // reach the user, and no half-written file or folder may stay.
+    let r = CliRegion::new();
+    let csv: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(r.p("検査結果.csv"), &csv).unwrap();
+    ok(r.seal(
+        "referral.age",
+        &["--attach", r.p("検査結果.csv").to_str().unwrap()],
+    ));
+    let disk = SmallDisk::mount(r.p("small"), "1m");
+
+    let o = r.seal(
+        "small/referral.age",
+        &["--attach", r.p("検査結果.csv").to_str().unwrap()],
+    );
+    assert!(!o.status.success(), "sealing onto a full disk succeeded");
+    assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+    let left: Vec<_> = fs::read_dir(&disk.0).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    let o = renkei!(
+        "open",
+        "--profile",
+        r.p("hospital"),
+        r.p("referral.age"),
+        "-o",
+        r.p("small/inbox")
+    );
+    assert!(!o.status.success(), "opening onto a full disk succeeded");
+    assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+    let left: Vec<_> = fs::read_dir(&disk.0).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // With room, the same package opens.
+    drop(disk);
+    ok(renkei!(
+        "open",
+        "--profile",
+        r.p("hospital"),
+        r.p("referral.age"),
+        "-o",
+        r.p("inbox")
+    ));
+    assert_eq!(
+        fs::read(r.p("inbox/attachments/検査結果.csv")).unwrap(),
+        csv
+    );
+}
