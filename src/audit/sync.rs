@@ -706,7 +706,13 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         .filename(path)
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(std::time::Duration::from_secs(10));
+        .busy_timeout(std::time::Duration::from_secs(10))
+        // A sync writes every new entry in one transaction: with the
+        // default 2 MiB page cache the receipts' envelope index (random
+        // keys) spilled and was read back page by page, and each
+        // statement's journal went to a temporary file.
+        .pragma("cache_size", "-65536")
+        .pragma("temp_store", "memory");
     let _one = crate::client::store::one_open_at_a_time().await;
     let pool = SqlitePoolOptions::new()
         .max_connections(2)
