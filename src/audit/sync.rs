@@ -710,8 +710,10 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         // A sync writes every new entry in one transaction: with the
         // default 2 MiB page cache the receipts' envelope index (random
         // keys) spilled and was read back page by page, and each
-        // statement's journal went to a temporary file.
-        .pragma("cache_size", "-65536")
+        // statement's journal went to a temporary file. Not much more:
+        // the pages still dirty at the commit are written after the last
+        // signature is checked.
+        .pragma("cache_size", "-16384")
         .pragma("temp_store", "memory");
     let _one = crate::client::store::one_open_at_a_time().await;
     let pool = SqlitePoolOptions::new()
