@@ -59,7 +59,8 @@ pub struct SyncReport {
     pub entries_verified: u64,
     /// Of which receipts (signatures checked).
     pub receipts_verified: u64,
-    /// Seconds spent verifying signatures.
+    /// Seconds the busiest signature-checking thread spent checking
+    /// (signatures are checked while the next tiles are fetched).
     pub verify_seconds: f64,
     /// The accepted checkpoint.
     pub checkpoint: String,
