@@ -32,13 +32,14 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 relay_pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
+echo "== load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== $runs × renkei audit sync (fresh audit.db each) and $runs × bare ring Ed25519 loop"
 for i in $(seq "$runs"); do
   rm -f "$work"/auditor/audit.db*
   /usr/bin/time -f "%e %M" -o "$work/time.$i" \
     timeout 300 "$bin" audit sync --profile "$work/auditor" --relay "https://localhost:$port" --json >"$work/sync.$i.json"
   /usr/bin/time -f "%e %M" -o "$work/btime.$i" "$ex/ed25519_baseline" "$n" >"$work/base.$i.json"
-  echo "  run $i: sync $(cat "$work/time.$i") (s KiB); baseline $(cat "$work/base.$i.json")"
+  echo "  run $i: sync $(cat "$work/time.$i") (s KiB); baseline $(cat "$work/base.$i.json"); load $(cut -d' ' -f1 /proc/loadavg)"
 done
 
 python3 - "$work" "$runs" <<'PY'

@@ -5,14 +5,16 @@
 //! state lives in `PROFILE/audit.db`.
 
 use std::collections::HashMap;
-
-use futures_util::StreamExt as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, Transaction};
 
-use crate::client::http::{ClientError, RelayClient};
+use crate::client::http::{empty, ClientError, Connection, RelayClient};
 use crate::identity::Kind;
 use crate::log::tiles::{self, TileKind, TilePath};
 use crate::log::{self, Checkpoint, CompactTree, ConsistencyProof, Hash, Verifier};
@@ -57,7 +59,8 @@ pub struct SyncReport {
     pub entries_verified: u64,
     /// Of which receipts (signatures checked).
     pub receipts_verified: u64,
-    /// Seconds spent verifying signatures.
+    /// Seconds the busiest signature-checking thread spent checking
+    /// (signatures are checked while the next tiles are fetched).
     pub verify_seconds: f64,
     /// The accepted checkpoint.
     pub checkpoint: String,
@@ -227,145 +230,60 @@ impl Auditor {
                     .await);
             }
         }
-        // Fetch entries: new ones, or everything when `full`.
+        // The new entries (or every entry when `full`), checked as their
+        // tiles arrive: each entry is parsed once and its log-order checks
+        // run here, its signature is checked on every core while the next
+        // tiles are fetched, and its rows are written in one transaction,
+        // committed only when the tree, the checkpoint and every entry
+        // passed (rolled back otherwise).
         let start = if full { 0 } else { from_size };
-        let mut entries: Vec<String> = Vec::new();
-        // Several tiles in flight at once (each on its own connection), in
-        // log order.
-        let mut tiles_wanted = Vec::new();
-        let mut n = start / 256;
-        while n * 256 < cp.size {
-            let tp = TilePath::at_size(TileKind::Entries, n, cp.size)
-                .ok_or_else(|| AuditError::Usage("tile".into()))?;
-            tiles_wanted.push((n, tp));
-            n += 1;
+        let mut walk = Walk::new(&self.trust, &relay_cert, &keys);
+        if !full {
+            self.resume(&mut walk, start).await?;
         }
-        let mut fetched =
-            futures_util::stream::iter(tiles_wanted.into_iter().map(|(n, tp)| async move {
-                let bytes = self.fetch(&format!("/v1/log/{}", tp.path())).await;
-                (n, tp, bytes)
-            }))
-            .buffered(4);
-        while let Some((n, tp, bytes)) = futures_util::StreamExt::next(&mut fetched).await {
-            let bytes = bytes?;
-            let bundle = tiles::parse_entry_bundle(&bytes).map_err(|e| {
-                AuditError::Misbehaviour(format!("entry bundle {}: {e}", tp.path()))
-            })?;
-            for (i, e) in bundle.iter().enumerate() {
-                let idx = n * 256 + i as u64;
-                if idx >= start {
-                    entries.push(String::from_utf8(e.to_vec()).unwrap_or_default());
-                }
-            }
-            if (bundle.len() as u64) < u64::from(tp.width) {
-                // Fewer entries than the checkpoint implies: find which.
-                let have: Vec<Hash> = bundle.iter().map(|e| log::leaf_hash(e)).collect();
-                let relay = self
-                    .relay_leaf_hashes(n * 256, n * 256 + u64::from(tp.width), cp.size)
-                    .await?;
-                let missing = relay
-                    .iter()
-                    .zip(have.iter().chain(std::iter::repeat(&[0u8; 32])))
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(have.len());
-                let idx = n * 256 + missing as u64;
-                return Err(self
-                    .caught(Some(idx), format!("log entry {idx} is missing (deleted)"))
-                    .await);
+        let mut intake = Intake {
+            walk,
+            leaves: if full { Vec::new() } else { stored.clone() },
+            walked: 0,
+            verifiers: Verifiers::start(cores()),
+            store: StoreWriter::begin(&self.pool).await?,
+        };
+        let checked: Result<(), Stop> = async {
+            self.take_entries(&cp, start, &mut intake).await?;
+            self.check_tree(full, &stored, &intake.leaves, &cp, &announcements)
+                .await?;
+            match intake.walk.problem.take() {
+                Some((idx, why)) => Err(Stop::Caught(Some(idx), format!("log entry {idx}: {why}"))),
+                None => Ok(()),
             }
         }
-        drop(fetched);
-        // Recompute the tree from our stored leaves plus the fetched ones.
-        let mut leaves: Vec<Hash> = if full { Vec::new() } else { stored.clone() };
-        leaves.extend(entries.iter().map(|e| log::leaf_hash(e.as_bytes())));
-        if full {
-            if let Some(i) = stored.iter().zip(leaves.iter()).position(|(a, b)| a != b) {
-                return Err(self.caught(Some(i as u64), format!("log entry {i} differs from the copy this auditor verified before (rewritten)")).await);
-            }
+        .await;
+        let Intake {
+            walked,
+            verifiers,
+            store,
+            ..
+        } = intake;
+        if let Err(stop) = checked {
+            verifiers.abandon();
+            store.abandon().await;
+            return Err(match stop {
+                Stop::Caught(idx, what) => self.caught(idx, what).await,
+                Stop::Failed(e) => e,
+            });
         }
-        let mut tree = CompactTree::new();
-        for h in leaves.iter().take(cp.size as usize) {
-            tree.append(*h)
-                .map_err(|e| AuditError::Usage(e.to_string()))?;
-        }
-        if leaves.len() as u64 != cp.size || tree.root() != cp.root {
-            let idx = self.first_divergence(&leaves, 0, cp.size).await?;
+        let verified = verifiers.finish().await;
+        if let Some(idx) = verified.first_bad {
+            store.abandon().await;
             return Err(self
-                .caught(idx, format!("the entries do not hash to the checkpoint's root{} (edited, swapped or replaced)", at(idx)))
-                .await);
-        }
-        // Each key learnt now was announced in this very tree: the root of
-        // its first `size` leaves is the announcement's.
-        for a in &announcements {
-            let mut t = CompactTree::new();
-            for h in leaves.iter().take(a.size as usize) {
-                t.append(*h).map_err(|e| AuditError::Usage(e.to_string()))?;
-            }
-            if t.size() != a.size || t.root() != a.root {
-                return Err(self
-                    .caught(Some(a.size - 1), format!("the key transition announced at size {} is not in the log the checkpoint of size {} commits to", a.size, cp.size))
-                    .await);
-            }
-        }
-        // Verify every new entry.
-        let t0 = std::time::Instant::now();
-        let new_start = if full { 0 } else { from_size };
-        let (receipts_verified, bad) = self
-            .verify_entries(&relay_cert, &keys, new_start, &entries, full)
-            .await?;
-        let verify_seconds = t0.elapsed().as_secs_f64();
-        if let Some((idx, why)) = bad {
-            return Err(self
-                .caught(Some(idx), format!("log entry {idx}: {why}"))
+                .caught(
+                    Some(idx),
+                    format!("log entry {idx}: the receipt's signature does not verify with its signer's certificate"),
+                )
                 .await);
         }
         // Accept.
-        // Many rows per statement: one statement per row made storing
-        // cost more than verifying.
-        let mut tx = self.pool.begin().await?;
-        const ROWS: usize = 500;
-        for (c, chunk) in entries.chunks(ROWS).enumerate() {
-            let first = new_start + (c * ROWS) as u64;
-            let mut sql =
-                String::from("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES ");
-            sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
-            let mut q = sqlx::query(&sql);
-            for (i, e) in chunk.iter().enumerate() {
-                let idx = first + i as u64;
-                q = q
-                    .bind(idx as i64)
-                    .bind(e.as_str())
-                    .bind(hexh(&leaves[idx as usize]));
-            }
-            q.execute(&mut *tx).await?;
-            let receipts: Vec<(u64, String, SignedReceipt)> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| match LogEntry::parse(e.as_bytes()) {
-                    Ok(LogEntry::Receipt { signer, receipt }) => {
-                        Some((first + i as u64, signer, receipt))
-                    }
-                    _ => None,
-                })
-                .collect();
-            if receipts.is_empty() {
-                continue;
-            }
-            let mut sql = String::from(
-                "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES ",
-            );
-            sql.push_str(&vec!["(?, ?, ?, ?, ?)"; receipts.len()].join(", "));
-            let mut q = sqlx::query(&sql);
-            for (idx, signer, receipt) in &receipts {
-                q = q
-                    .bind(*idx as i64)
-                    .bind(receipt.envelope_id())
-                    .bind(receipt.purpose.as_str())
-                    .bind(signer.as_str())
-                    .bind(receipt.body.as_str());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let mut tx = store.finish().await?;
         for k in keys.keys().iter().skip(1) {
             sqlx::query("INSERT OR IGNORE INTO checkpoint_keys (from_size, vkey) VALUES (?, ?)")
                 .bind(k.from_size as i64)
@@ -383,11 +301,113 @@ impl Auditor {
         Ok(SyncReport {
             from_size,
             to_size: cp.size,
-            entries_verified: entries.len() as u64,
-            receipts_verified,
-            verify_seconds,
+            entries_verified: walked,
+            receipts_verified: verified.receipts,
+            verify_seconds: verified.busy_seconds,
             checkpoint: note,
         })
+    }
+
+    /// Fetch the entry tiles from leaf `start` to the checkpoint's size (a
+    /// few at a time, on kept-alive connections, in log order) and hand
+    /// each tile's entries to `intake`.
+    async fn take_entries(
+        &self,
+        cp: &Checkpoint,
+        start: u64,
+        intake: &mut Intake<'_>,
+    ) -> Result<(), Stop> {
+        let mut tiles_wanted = Vec::new();
+        let mut n = start / 256;
+        while n * 256 < cp.size {
+            let tp = TilePath::at_size(TileKind::Entries, n, cp.size)
+                .ok_or_else(|| AuditError::Usage("tile".into()))?;
+            tiles_wanted.push((n, tp));
+            n += 1;
+        }
+        let conns = std::sync::Mutex::new(Vec::new());
+        let conns = &conns;
+        let mut fetched =
+            futures_util::stream::iter(tiles_wanted.into_iter().map(|(n, tp)| async move {
+                let bytes = self
+                    .fetch_kept(conns, &format!("/v1/log/{}", tp.path()))
+                    .await;
+                (n, tp, bytes)
+            }))
+            .buffered(4);
+        while let Some((n, tp, bytes)) = fetched.next().await {
+            let bytes = bytes?;
+            let bundle = tiles::parse_entry_bundle(&bytes).map_err(|e| {
+                AuditError::Misbehaviour(format!("entry bundle {}: {e}", tp.path()))
+            })?;
+            intake.take(n * 256, &bundle, start).await?;
+            if (bundle.len() as u64) < u64::from(tp.width) {
+                // Fewer entries than the checkpoint implies: find which.
+                let have: Vec<Hash> = bundle.iter().map(|e| log::leaf_hash(e)).collect();
+                let relay = self
+                    .relay_leaf_hashes(n * 256, n * 256 + u64::from(tp.width), cp.size)
+                    .await?;
+                let missing = relay
+                    .iter()
+                    .zip(have.iter().chain(std::iter::repeat(&[0u8; 32])))
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(have.len());
+                let idx = n * 256 + missing as u64;
+                return Err(Stop::Caught(
+                    Some(idx),
+                    format!("log entry {idx} is missing (deleted)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Recompute the tree from the stored leaves plus the fetched ones and
+    /// check it against the checkpoint, and each key learnt now against
+    /// the tree its announcement names.
+    async fn check_tree(
+        &self,
+        full: bool,
+        stored: &[Hash],
+        leaves: &[Hash],
+        cp: &Checkpoint,
+        announcements: &[Checkpoint],
+    ) -> Result<(), Stop> {
+        if full {
+            if let Some(i) = stored.iter().zip(leaves.iter()).position(|(a, b)| a != b) {
+                return Err(Stop::Caught(
+                    Some(i as u64),
+                    format!("log entry {i} differs from the copy this auditor verified before (rewritten)"),
+                ));
+            }
+        }
+        let mut tree = CompactTree::new();
+        for h in leaves.iter().take(cp.size as usize) {
+            tree.append(*h)
+                .map_err(|e| AuditError::Usage(e.to_string()))?;
+        }
+        if leaves.len() as u64 != cp.size || tree.root() != cp.root {
+            let idx = self.first_divergence(leaves, 0, cp.size).await?;
+            return Err(Stop::Caught(
+                idx,
+                format!("the entries do not hash to the checkpoint's root{} (edited, swapped or replaced)", at(idx)),
+            ));
+        }
+        // Each key learnt now was announced in this very tree: the root of
+        // its first `size` leaves is the announcement's.
+        for a in announcements {
+            let mut t = CompactTree::new();
+            for h in leaves.iter().take(a.size as usize) {
+                t.append(*h).map_err(|e| AuditError::Usage(e.to_string()))?;
+            }
+            if t.size() != a.size || t.root() != a.root {
+                return Err(Stop::Caught(
+                    Some(a.size - 1),
+                    format!("the key transition announced at size {} is not in the log the checkpoint of size {} commits to", a.size, cp.size),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The first leaf index in `[from, size)` where `ours` differs from the
@@ -486,175 +506,64 @@ impl Auditor {
         Ok(relay)
     }
 
-    /// Verify entries starting at leaf `start`: directory entries against
-    /// the CA, receipts against their signers' certificates (published in
-    /// the log before the receipt), and the receipt chain per envelope.
-    /// Returns the number of receipts verified, or the first bad entry.
-    async fn verify_entries(
+    /// What the entries before `start` taught: the certificates they
+    /// published and each envelope's receipts so far.
+    async fn resume(&self, walk: &mut Walk<'_>, start: u64) -> Result<(), AuditError> {
+        for r in sqlx::query("SELECT entry FROM entries WHERE idx < ? AND entry LIKE '{\"type\":\"certificate\"%' ORDER BY idx").bind(start as i64).fetch_all(&self.pool).await? {
+            if let Ok(LogEntry::Certificate { facility_id, certificate, .. }) = LogEntry::parse(r.get::<String, _>(0).as_bytes()) {
+                if let Ok(c) = CertInfo::parse_pem(certificate.as_bytes(), "certificate") {
+                    walk.certs.entry(facility_id).or_default().push(c);
+                }
+            }
+        }
+        for r in sqlx::query("SELECT idx, envelope_id, purpose, body FROM receipts ORDER BY idx")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let st = walk.envelopes.entry(r.get::<String, _>(1)).or_default();
+            st.note(
+                r.get::<i64, _>(0) as u64,
+                &r.get::<String, _>(2),
+                &r.get::<String, _>(3),
+            );
+        }
+        Ok(())
+    }
+
+    /// GET `path` on one of the kept-alive connections in `conns` (a new
+    /// one when none is free) and keep the connection for the next tile:
+    /// one TLS handshake per connection, not one per tile.
+    async fn fetch_kept(
         &self,
-        relay: &CertInfo,
-        keys: &LogKeys,
-        start: u64,
-        entries: &[String],
-        full: bool,
-    ) -> Result<(u64, Option<(u64, String)>), AuditError> {
-        // Certificates published before `start`.
-        let mut certs: HashMap<String, Vec<CertInfo>> = HashMap::new();
-        let mut envelopes: HashMap<String, EnvelopeState> = HashMap::new();
-        if !full {
-            for r in sqlx::query("SELECT entry FROM entries WHERE idx < ? AND entry LIKE '{\"type\":\"certificate\"%' ORDER BY idx").bind(start as i64).fetch_all(&self.pool).await? {
-                if let Ok(LogEntry::Certificate { facility_id, certificate, .. }) = LogEntry::parse(r.get::<String, _>(0).as_bytes()) {
-                    if let Ok(c) = CertInfo::parse_pem(certificate.as_bytes(), "certificate") {
-                        certs.entry(facility_id).or_default().push(c);
+        conns: &std::sync::Mutex<Vec<Connection>>,
+        path: &str,
+    ) -> Result<Bytes, AuditError> {
+        let kept = conns.lock().ok().and_then(|mut c| c.pop());
+        let (conn, resp) = match kept {
+            Some(mut conn) if !conn.is_closed() => {
+                match conn.send(hyper::Method::GET, path, &[], empty()).await {
+                    Ok(resp) => (conn, resp),
+                    // The relay closed it meanwhile: once more on a new one.
+                    Err(_) => {
+                        let mut conn = self.client.connect().await?;
+                        let resp = conn.send(hyper::Method::GET, path, &[], empty()).await?;
+                        (conn, resp)
                     }
                 }
             }
-            for r in
-                sqlx::query("SELECT idx, envelope_id, purpose, body FROM receipts ORDER BY idx")
-                    .fetch_all(&self.pool)
-                    .await?
-            {
-                let st = envelopes.entry(r.get::<String, _>(1)).or_default();
-                st.note(
-                    r.get::<i64, _>(0) as u64,
-                    &r.get::<String, _>(2),
-                    &r.get::<String, _>(3),
-                );
+            _ => {
+                let mut conn = self.client.connect().await?;
+                let resp = conn.send(hyper::Method::GET, path, &[], empty()).await?;
+                (conn, resp)
+            }
+        };
+        let (_, body, _) = RelayClient::read(resp, 32 << 20).await?;
+        if !conn.is_closed() {
+            if let Ok(mut c) = conns.lock() {
+                c.push(conn);
             }
         }
-        // Pass 1 (sequential): structure, directory, which key signs what.
-        let mut jobs: Vec<(u64, [u8; 32], SignedReceipt)> = Vec::new();
-        for (i, text) in entries.iter().enumerate() {
-            let idx = start + i as u64;
-            let entry = match LogEntry::parse(text.as_bytes()) {
-                Ok(e) => e,
-                Err(e) => return Ok((0, Some((idx, format!("not a log entry ({e})"))))),
-            };
-            match entry {
-                LogEntry::Certificate {
-                    facility_id,
-                    certificate,
-                    ..
-                } => {
-                    let c = match CertInfo::parse_pem(certificate.as_bytes(), "certificate")
-                        .and_then(|c| {
-                            self.trust.verify(&c.der, None).or_else(|e| match e {
-                                crate::pki::CertError::Revoked { .. }
-                                | crate::pki::CertError::Expired { .. } => {
-                                    CertInfo::parse(&c.der, "certificate")
-                                }
-                                other => Err(other),
-                            })
-                        }) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            return Ok((
-                                0,
-                                Some((idx, format!("published certificate does not verify: {e}"))),
-                            ))
-                        }
-                    };
-                    if !c.kind.is_facility() || c.id.to_string() != facility_id {
-                        return Ok((
-                            0,
-                            Some((idx, "published certificate names another facility".into())),
-                        ));
-                    }
-                    certs.entry(facility_id).or_default().push(c);
-                }
-                LogEntry::KeyTransition { new_key, .. } => {
-                    // Every key transition in the log is one the relay
-                    // announces (and this auditor learnt).
-                    let known = keys
-                        .keys()
-                        .iter()
-                        .any(|k| k.from_size == idx + 1 && k.key.encode() == new_key);
-                    if !known {
-                        return Ok((
-                            0,
-                            Some((
-                                idx,
-                                "a key transition the relay does not announce (or that does not follow the log's keys)".into(),
-                            )),
-                        ));
-                    }
-                }
-                LogEntry::Crl { crl, .. } => {
-                    if TrustStore::new(self.trust.ca_der(), Some(crl.as_bytes())).is_err() {
-                        return Ok((
-                            0,
-                            Some((idx, "published CRL is not signed by the region's CA".into())),
-                        ));
-                    }
-                }
-                LogEntry::Receipt { signer, receipt } => {
-                    let key = if signer == relay.id.to_string() {
-                        if !matches!(receipt.purpose, Purpose::Acceptance | Purpose::Expiry) {
-                            return Ok((
-                                0,
-                                Some((
-                                    idx,
-                                    "the relay signed a receipt only a facility may sign".into(),
-                                )),
-                            ));
-                        }
-                        relay.signing_key
-                    } else {
-                        if matches!(receipt.purpose, Purpose::Acceptance | Purpose::Expiry) {
-                            return Ok((
-                                0,
-                                Some((
-                                    idx,
-                                    format!("{signer} signed a receipt only the relay may sign"),
-                                )),
-                            ));
-                        }
-                        // The newest certificate of the signer published before this entry.
-                        match certs.get(&signer).and_then(|v| v.last()) {
-                            Some(c) => c.signing_key,
-                            None => return Ok((0, Some((idx, format!("{signer} signed a receipt but never published a certificate"))))),
-                        }
-                    };
-                    let env = envelopes.entry(receipt.envelope_id()).or_default();
-                    if let Some(why) = env.check(idx, &signer, &receipt) {
-                        return Ok((0, Some((idx, why))));
-                    }
-                    jobs.push((idx, key, receipt));
-                }
-            }
-        }
-        // Pass 2 (parallel over the cores): Ed25519 signatures.
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .max(1);
-        let chunk = jobs.len().div_ceil(threads).max(1);
-        let bad = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .find(|(_, key, r)| r.verify(key).is_err())
-                            .map(|(i, _, _)| *i)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok().flatten())
-                .min()
-        });
-        if let Some(idx) = bad {
-            return Ok((
-                0,
-                Some((
-                    idx,
-                    "the receipt's signature does not verify with its signer's certificate".into(),
-                )),
-            ));
-        }
-        Ok((jobs.len() as u64, None))
+        Ok(body)
     }
 
     /// Every receipt of one envelope this auditor verified, in log order.
@@ -798,7 +707,15 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         .filename(path)
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(std::time::Duration::from_secs(10));
+        .busy_timeout(std::time::Duration::from_secs(10))
+        // A sync writes every new entry in one transaction: with the
+        // default 2 MiB page cache the receipts' envelope index (random
+        // keys) spilled and was read back page by page, and each
+        // statement's journal went to a temporary file. Not much more:
+        // the pages still dirty at the commit are written after the last
+        // signature is checked.
+        .pragma("cache_size", "-16384")
+        .pragma("temp_store", "memory");
     let _one = crate::client::store::one_open_at_a_time().await;
     let pool = SqlitePoolOptions::new()
         .max_connections(2)
@@ -806,6 +723,467 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+/// Why a sync stopped before accepting the checkpoint: the relay was
+/// caught (recorded as a problem once the store's transaction is rolled
+/// back), or something else failed.
+enum Stop {
+    Caught(Option<u64>, String),
+    Failed(AuditError),
+}
+
+impl From<AuditError> for Stop {
+    fn from(e: AuditError) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+impl From<ClientError> for Stop {
+    fn from(e: ClientError) -> Stop {
+        Stop::Failed(e.into())
+    }
+}
+
+/// The cores the signatures are checked on.
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Where fetched entries go: the log-order checks, the recomputed leaves,
+/// the signature checks and the store.
+struct Intake<'a> {
+    walk: Walk<'a>,
+    /// Every leaf hash of the tree so far (stored ones first).
+    leaves: Vec<Hash>,
+    /// Entries taken in this sync.
+    walked: u64,
+    verifiers: Verifiers,
+    store: StoreWriter,
+}
+
+impl Intake<'_> {
+    /// One entry bundle whose first entry is leaf `first`; entries before
+    /// `start` were verified in an earlier sync and only fill the tile.
+    async fn take(&mut self, first: u64, bundle: &[&[u8]], start: u64) -> Result<(), AuditError> {
+        let mut jobs = Vec::with_capacity(bundle.len());
+        let mut rows = Rows::default();
+        for (i, e) in bundle.iter().enumerate() {
+            let idx = first + i as u64;
+            if idx < start {
+                continue;
+            }
+            let text = String::from_utf8(e.to_vec()).unwrap_or_default();
+            let leaf = log::leaf_hash(text.as_bytes());
+            self.leaves.push(leaf);
+            self.walked += 1;
+            if let Some((job, receipt)) = self.walk.entry(idx, &text) {
+                jobs.push(job);
+                rows.receipts.push(receipt);
+            }
+            if self.walk.problem.is_none() {
+                rows.entries.push((idx, text, leaf));
+            }
+        }
+        self.verifiers.submit(jobs).await;
+        self.store.write(rows).await
+    }
+}
+
+/// The checks that follow the log's order, one entry at a time with no
+/// I/O: directory entries against the CA, which key signs each receipt
+/// (the relay's, or the newest certificate its signer published before
+/// it), key transitions against the keys the relay announced, and each
+/// envelope's story. Stops at the first problem.
+struct Walk<'a> {
+    trust: &'a TrustStore,
+    relay: &'a CertInfo,
+    relay_id: String,
+    keys: &'a LogKeys,
+    /// Certificates published so far, per facility, in log order.
+    certs: HashMap<String, Vec<CertInfo>>,
+    envelopes: HashMap<String, EnvelopeState>,
+    /// The first entry that failed, and why.
+    problem: Option<(u64, String)>,
+}
+
+/// One receipt signature to check.
+struct Job {
+    idx: u64,
+    key: [u8; 32],
+    receipt: SignedReceipt,
+}
+
+impl<'a> Walk<'a> {
+    fn new(trust: &'a TrustStore, relay: &'a CertInfo, keys: &'a LogKeys) -> Walk<'a> {
+        Walk {
+            trust,
+            relay,
+            relay_id: relay.id.to_string(),
+            keys,
+            certs: HashMap::new(),
+            envelopes: HashMap::new(),
+            problem: None,
+        }
+    }
+
+    /// Check entry `idx`; a receipt gives its signature to check and its
+    /// row. Nothing after the first problem is checked.
+    fn entry(&mut self, idx: u64, text: &str) -> Option<(Job, ReceiptRow)> {
+        if self.problem.is_some() {
+            return None;
+        }
+        match self.check(idx, text) {
+            Ok(receipt) => receipt,
+            Err(why) => {
+                self.problem = Some((idx, why));
+                None
+            }
+        }
+    }
+
+    fn check(&mut self, idx: u64, text: &str) -> Result<Option<(Job, ReceiptRow)>, String> {
+        let entry =
+            LogEntry::parse(text.as_bytes()).map_err(|e| format!("not a log entry ({e})"))?;
+        match entry {
+            LogEntry::Certificate {
+                facility_id,
+                certificate,
+                ..
+            } => {
+                let c = CertInfo::parse_pem(certificate.as_bytes(), "certificate")
+                    .and_then(|c| {
+                        self.trust.verify(&c.der, None).or_else(|e| match e {
+                            crate::pki::CertError::Revoked { .. }
+                            | crate::pki::CertError::Expired { .. } => {
+                                CertInfo::parse(&c.der, "certificate")
+                            }
+                            other => Err(other),
+                        })
+                    })
+                    .map_err(|e| format!("published certificate does not verify: {e}"))?;
+                if !c.kind.is_facility() || c.id.to_string() != facility_id {
+                    return Err("published certificate names another facility".into());
+                }
+                self.certs.entry(facility_id).or_default().push(c);
+                Ok(None)
+            }
+            LogEntry::KeyTransition { new_key, .. } => {
+                // Every key transition in the log is one the relay
+                // announces (and this auditor learnt).
+                let known = self
+                    .keys
+                    .keys()
+                    .iter()
+                    .any(|k| k.from_size == idx + 1 && k.key.encode() == new_key);
+                if !known {
+                    return Err("a key transition the relay does not announce (or that does not follow the log's keys)".into());
+                }
+                Ok(None)
+            }
+            LogEntry::Crl { crl, .. } => {
+                if TrustStore::new(self.trust.ca_der(), Some(crl.as_bytes())).is_err() {
+                    return Err("published CRL is not signed by the region's CA".into());
+                }
+                Ok(None)
+            }
+            LogEntry::Receipt { signer, receipt } => {
+                let by_relay = matches!(receipt.purpose, Purpose::Acceptance | Purpose::Expiry);
+                let key = if signer == self.relay_id {
+                    if !by_relay {
+                        return Err("the relay signed a receipt only a facility may sign".into());
+                    }
+                    self.relay.signing_key
+                } else {
+                    if by_relay {
+                        return Err(format!("{signer} signed a receipt only the relay may sign"));
+                    }
+                    // The newest certificate of the signer published before this entry.
+                    match self.certs.get(&signer).and_then(|v| v.last()) {
+                        Some(c) => c.signing_key,
+                        None => {
+                            return Err(format!(
+                                "{signer} signed a receipt but never published a certificate"
+                            ))
+                        }
+                    }
+                };
+                let body = Body::parse(&receipt).map_err(|e| e.to_string())?;
+                let envelope_id = body.envelope_id().to_string();
+                let env = self.envelopes.entry(envelope_id.clone()).or_default();
+                if let Some(why) = env.check_body(idx, &signer, &receipt, body) {
+                    return Err(why);
+                }
+                let row = ReceiptRow {
+                    idx,
+                    envelope_id,
+                    purpose: receipt.purpose,
+                    signer,
+                    body: receipt.body.clone(),
+                };
+                Ok(Some((Job { idx, key, receipt }, row)))
+            }
+        }
+    }
+}
+
+/// What the signature checks found.
+struct Verified {
+    /// Receipts handed to the checkers.
+    receipts: u64,
+    /// The first (lowest) leaf whose signature does not verify.
+    first_bad: Option<u64>,
+    /// Seconds the busiest checker spent verifying.
+    busy_seconds: f64,
+}
+
+/// Ed25519 checks (ring, one signature at a time) on every core, fed tile
+/// by tile while the next tiles are still being fetched.
+struct Verifiers {
+    queue: tokio::sync::mpsc::Sender<Vec<Job>>,
+    threads: Vec<std::thread::JoinHandle<std::time::Duration>>,
+    first_bad: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    receipts: u64,
+}
+
+impl Verifiers {
+    fn start(threads: usize) -> Verifiers {
+        // A few tiles queued per core: enough to keep every core busy,
+        // few enough that fetching waits for verifying, not memory.
+        let (queue, jobs) = tokio::sync::mpsc::channel::<Vec<Job>>(2 * threads);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let first_bad = Arc::new(AtomicU64::new(u64::MAX));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let (jobs, first_bad, stop) = (jobs.clone(), first_bad.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut busy = std::time::Duration::ZERO;
+                    loop {
+                        let batch = match jobs.lock() {
+                            Ok(mut jobs) => jobs.blocking_recv(),
+                            Err(_) => None,
+                        };
+                        let Some(batch) = batch else { break };
+                        if stop.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let t0 = std::time::Instant::now();
+                        for job in &batch {
+                            // After a bad signature only an earlier one matters.
+                            if job.idx < first_bad.load(Ordering::Relaxed)
+                                && job.receipt.verify(&job.key).is_err()
+                            {
+                                first_bad.fetch_min(job.idx, Ordering::Relaxed);
+                            }
+                        }
+                        busy += t0.elapsed();
+                    }
+                    busy
+                })
+            })
+            .collect();
+        Verifiers {
+            queue,
+            threads,
+            first_bad,
+            stop,
+            receipts: 0,
+        }
+    }
+
+    /// Queue signatures (waits while the checkers are a few tiles behind).
+    async fn submit(&mut self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        self.receipts += jobs.len() as u64;
+        // The checkers only stop when the queue is dropped.
+        let _ = self.queue.send(jobs).await;
+    }
+
+    /// Wait for every queued signature to be checked.
+    async fn finish(self) -> Verified {
+        let Verifiers {
+            queue,
+            threads,
+            first_bad,
+            receipts,
+            ..
+        } = self;
+        drop(queue);
+        let busy = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .filter_map(|t| t.join().ok())
+                .max()
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        let bad = first_bad.load(Ordering::Relaxed);
+        Verified {
+            receipts,
+            first_bad: (bad != u64::MAX).then_some(bad),
+            busy_seconds: busy.as_secs_f64(),
+        }
+    }
+
+    /// Stop checking: the sync failed for another reason.
+    fn abandon(self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The rows of one tile's entries.
+#[derive(Default)]
+struct Rows {
+    /// (leaf index, exact entry text, leaf hash).
+    entries: Vec<(u64, String, Hash)>,
+    receipts: Vec<ReceiptRow>,
+}
+
+/// A receipt as the `receipts` table keeps it.
+struct ReceiptRow {
+    idx: u64,
+    envelope_id: String,
+    purpose: Purpose,
+    signer: String,
+    body: String,
+}
+
+impl Rows {
+    /// Many rows per statement: one statement per row made storing cost
+    /// more than verifying.
+    async fn insert(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+        const ROWS: usize = 500;
+        for chunk in self.entries.chunks(ROWS) {
+            let mut sql =
+                String::from("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES ");
+            sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
+            let mut q = sqlx::query(&sql);
+            for (idx, entry, leaf) in chunk {
+                q = q.bind(*idx as i64).bind(entry.as_str()).bind(hexh(leaf));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in self.receipts.chunks(ROWS) {
+            let mut sql = String::from(
+                "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES ",
+            );
+            sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.idx as i64)
+                    .bind(r.envelope_id.as_str())
+                    .bind(r.purpose.as_str())
+                    .bind(r.signer.as_str())
+                    .bind(r.body.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes rows while the log is still being checked, in one transaction
+/// that [`Auditor::sync`] commits only when everything passed.
+struct StoreWriter {
+    rows: Option<tokio::sync::mpsc::Sender<Rows>>,
+    task: Option<tokio::task::JoinHandle<Result<Transaction<'static, Sqlite>, sqlx::Error>>>,
+}
+
+impl StoreWriter {
+    async fn begin(pool: &SqlitePool) -> Result<StoreWriter, AuditError> {
+        let mut tx = pool.begin().await?;
+        let (rows, mut queue) = tokio::sync::mpsc::channel::<Rows>(8);
+        let task = tokio::spawn(async move {
+            while let Some(rows) = queue.recv().await {
+                rows.insert(&mut tx).await?;
+            }
+            Ok(tx)
+        });
+        Ok(StoreWriter {
+            rows: Some(rows),
+            task: Some(task),
+        })
+    }
+
+    /// Queue rows (waits while the writer is a few tiles behind).
+    async fn write(&mut self, rows: Rows) -> Result<(), AuditError> {
+        if rows.entries.is_empty() && rows.receipts.is_empty() {
+            return Ok(());
+        }
+        let sent = match &self.rows {
+            Some(queue) => queue.send(rows).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped: say why.
+        self.rows = None;
+        self.wait().await.map(drop)
+    }
+
+    async fn wait(&mut self) -> Result<Transaction<'static, Sqlite>, AuditError> {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(tx) => Ok(tx?),
+                Err(e) => Err(AuditError::Usage(format!(
+                    "the audit store's writer stopped: {e}"
+                ))),
+            },
+            None => Err(AuditError::Usage("the audit store's writer stopped".into())),
+        }
+    }
+
+    /// Every row written: the transaction, to be committed.
+    async fn finish(mut self) -> Result<Transaction<'static, Sqlite>, AuditError> {
+        self.rows = None;
+        self.wait().await
+    }
+
+    /// Nothing of this sync is kept.
+    async fn abandon(mut self) {
+        self.rows = None;
+        if let Ok(tx) = self.wait().await {
+            let _ = tx.rollback().await;
+        }
+    }
+}
+
+/// A receipt's body, parsed once for its purpose.
+enum Body {
+    Submission(Submission),
+    Acceptance(Acceptance),
+    Delivery(Delivery),
+    Expiry(Expiry),
+}
+
+impl Body {
+    fn parse(r: &SignedReceipt) -> Result<Body, crate::receipt::ReceiptError> {
+        Ok(match r.purpose {
+            Purpose::Submission => Body::Submission(r.parse(Purpose::Submission)?),
+            Purpose::Acceptance => Body::Acceptance(r.parse(Purpose::Acceptance)?),
+            Purpose::Delivery => Body::Delivery(r.parse(Purpose::Delivery)?),
+            Purpose::Expiry => Body::Expiry(r.parse(Purpose::Expiry)?),
+        })
+    }
+
+    fn envelope_id(&self) -> &str {
+        match self {
+            Body::Submission(s) => &s.envelope_id,
+            Body::Acceptance(a) => &a.envelope_id,
+            Body::Delivery(d) => &d.envelope_id,
+            Body::Expiry(x) => &x.envelope_id,
+        }
+    }
 }
 
 /// What the auditor knows of one envelope while walking the log.
@@ -857,13 +1235,24 @@ impl EnvelopeState {
     }
 
     /// Check a new receipt against the envelope's story so far.
+    #[cfg(test)]
     fn check(&mut self, idx: u64, signer: &str, r: &SignedReceipt) -> Option<String> {
-        match r.purpose {
-            Purpose::Submission => {
-                let s: Submission = match r.parse(Purpose::Submission) {
-                    Ok(s) => s,
-                    Err(e) => return Some(e.to_string()),
-                };
+        match Body::parse(r) {
+            Ok(body) => self.check_body(idx, signer, r, body),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// [`EnvelopeState::check`] with the body parsed.
+    fn check_body(
+        &mut self,
+        idx: u64,
+        signer: &str,
+        r: &SignedReceipt,
+        body: Body,
+    ) -> Option<String> {
+        match body {
+            Body::Submission(s) => {
                 if self.submission.is_some() {
                     return Some("a second submission of one envelope".into());
                 }
@@ -877,11 +1266,7 @@ impl EnvelopeState {
                     s.recipients.iter().map(|x| x.to_string()).collect(),
                 ));
             }
-            Purpose::Acceptance => {
-                let a: Acceptance = match r.parse(Purpose::Acceptance) {
-                    Ok(a) => a,
-                    Err(e) => return Some(e.to_string()),
-                };
+            Body::Acceptance(a) => {
                 match &self.submission {
                     Some((sidx, _, _)) if *sidx == a.log_index => {}
                     _ => return Some("an acceptance without the submission it names".into()),
@@ -904,59 +1289,58 @@ impl EnvelopeState {
                     }
                 };
             }
-            Purpose::Delivery | Purpose::Expiry => {
-                let recipient = match r.purpose {
-                    Purpose::Delivery => {
-                        match r.parse::<Delivery>(Purpose::Delivery) {
-                            Ok(d) => {
-                                if d.recipient.as_str() != signer {
-                                    return Some("a delivery receipt signed by someone else than its recipient".into());
-                                }
-                                d.recipient.to_string()
-                            }
-                            Err(e) => return Some(e.to_string()),
-                        }
+            Body::Delivery(d) => {
+                if d.recipient.as_str() != signer {
+                    return Some(
+                        "a delivery receipt signed by someone else than its recipient".into(),
+                    );
+                }
+                return self.outcome(d.recipient.to_string());
+            }
+            Body::Expiry(x) => {
+                // No expiry before the time the acceptance announced.
+                match (unix(&x.expired_at), self.expires_at) {
+                    (Some(at), Some(earliest)) if at < earliest => {
+                        return Some(format!(
+                            "an expiry of {} signed at {}, before the {} the relay announced when it accepted the envelope",
+                            x.recipient,
+                            x.expired_at,
+                            crate::pki::cert::rfc3339(earliest)
+                        ))
                     }
-                    _ => {
-                        match r.parse::<Expiry>(Purpose::Expiry) {
-                            Ok(x) => {
-                                // No expiry before the time the acceptance announced.
-                                match (unix(&x.expired_at), self.expires_at) {
-                                (Some(at), Some(earliest)) if at < earliest => {
-                                    return Some(format!(
-                                        "an expiry of {} signed at {}, before the {} the relay announced when it accepted the envelope",
-                                        x.recipient,
-                                        x.expired_at,
-                                        crate::pki::cert::rfc3339(earliest)
-                                    ))
-                                }
-                                (None, _) => return Some("the expiry's time is unreadable".into()),
-                                _ => {}
-                            }
-                                if let Some(f) = &x.fetched_at {
-                                    if unix(f).is_none_or(|f| Some(f) > unix(&x.expired_at)) {
-                                        return Some("the expiry's fetch time is unreadable or after the expiry".into());
-                                    }
-                                }
-                                x.recipient.to_string()
-                            }
-                            Err(e) => return Some(e.to_string()),
-                        }
+                    (None, _) => return Some("the expiry's time is unreadable".into()),
+                    _ => {}
+                }
+                if let Some(f) = &x.fetched_at {
+                    if unix(f).is_none_or(|f| Some(f) > unix(&x.expired_at)) {
+                        return Some(
+                            "the expiry's fetch time is unreadable or after the expiry".into(),
+                        );
                     }
-                };
-                match &self.submission {
-                    Some((_, _, recipients)) if recipients.contains(&recipient) => {}
-                    _ => return Some(format!("an outcome for {recipient}, who is not a recipient of a submitted envelope")),
                 }
-                if !self.accepted {
-                    return Some("an outcome before the relay's acceptance".into());
-                }
-                if self.outcomes.contains(&recipient) {
-                    return Some(format!("a second outcome for {recipient}"));
-                }
-                self.outcomes.push(recipient);
+                return self.outcome(x.recipient.to_string());
             }
         }
+        None
+    }
+
+    /// A delivery's or an expiry's outcome for `recipient`.
+    fn outcome(&mut self, recipient: String) -> Option<String> {
+        match &self.submission {
+            Some((_, _, recipients)) if recipients.contains(&recipient) => {}
+            _ => {
+                return Some(format!(
+                    "an outcome for {recipient}, who is not a recipient of a submitted envelope"
+                ))
+            }
+        }
+        if !self.accepted {
+            return Some("an outcome before the relay's acceptance".into());
+        }
+        if self.outcomes.contains(&recipient) {
+            return Some(format!("a second outcome for {recipient}"));
+        }
+        self.outcomes.push(recipient);
         None
     }
 }
