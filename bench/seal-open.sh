@@ -3,7 +3,10 @@
 # Go age encrypting/decrypting the same file, in the same run. Reports the
 # median wall time of each (hyperfine), the speed relative to age
 # (age time / renkei time: above 1 means renkei is faster), and peak memory
-# (GNU time). The last line is the summary:
+# (GNU time). renkei fsyncs what it writes and age does not: the same run
+# also times age followed by an fsync of its output (`sync FILE`), the
+# peer made as durable, and prints that ratio too. The last line is the
+# summary (against plain age):
 #
 #   seal/age X.XX, open/age-d X.XX, peak RSS N MiB
 #
@@ -34,7 +37,8 @@ sender_r=$(grep -o 'age1[0-9a-z]*' "$work/clinic/age.key" | head -1)
 hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/seal.json" \
   --prepare "sh -c 'rm -f $work/p.age $work/a.age; sync'" \
   -n renkei "$bin seal --profile $work/clinic --to $work/hospital/cert.pem --document $work/doc.json --attach $work/scan.dcm -o $work/p.age" \
-  -n age "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm"
+  -n age "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm" \
+  -n age-fsync "sh -c 'age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm && sync $work/a.age'"
 
 "$bin" seal --profile "$work/clinic" --to "$work/hospital/cert.pem" --document "$work/doc.json" --attach "$work/scan.dcm" -o "$work/p.age" 2>/dev/null
 age -e -r "$recipient" -o "$work/a.age" "$work/scan.dcm"
@@ -43,7 +47,8 @@ echo "== open ${size} MiB: renkei open (decrypt + verify + write members) vs age
 hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/open.json" \
   --prepare "sh -c 'rm -rf $work/out $work/a.out; sync'" \
   -n renkei "$bin open --profile $work/hospital $work/p.age -o $work/out" \
-  -n age "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age"
+  -n age "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age" \
+  -n age-fsync "sh -c 'age -d -i $work/hospital/age.key -o $work/a.out $work/a.age && sync $work/a.out'"
 
 echo "== peak memory (max RSS)"
 rm -rf "$work/out" "$work/a.out" "$work/p2.age"
@@ -60,9 +65,10 @@ w = sys.argv[1]
 speed = {}
 for name in ("seal", "open"):
     r = {x["command"]: x for x in json.load(open(f"{w}/{name}.json"))["results"]}
-    a, b = r["renkei"]["median"], r["age"]["median"]
+    a, b, c = r["renkei"]["median"], r["age"]["median"], r["age-fsync"]["median"]
     speed[name] = b / a
     print(f"{name}: renkei median {a:.3f} s, age median {b:.3f} s, age/renkei = {b/a:.2f}")
+    print(f"{name}: age then fsync of its output (as durable as renkei) median {c:.3f} s, (age+fsync)/renkei = {c/a:.2f}")
 rss = max(int(open(f"{w}/rss-{n}").read().split()[-1]) for n in ("seal", "open"))
 print(f"seal/age {speed['seal']:.2f}, open/age-d {speed['open']:.2f}, peak RSS {rss // 1024} MiB")
 PY
