@@ -1389,6 +1389,43 @@ mod tests {
         SignedReceipt::sign(Purpose::Acceptance, &a, key)
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkers_report_the_lowest_bad_signature_whatever_the_order() {
+        // Three tiles checked on three threads; bad signatures at leaves
+        // 700 and 205 (a receipt checked against another facility's key),
+        // the later tile submitted first: the lowest is reported, and every
+        // receipt was handed over.
+        let key = SigningKey::generate();
+        let other = SigningKey::generate();
+        let tile = |first: u64, bad: &[u64]| -> Vec<Job> {
+            (first..first + 256)
+                .map(|idx| Job {
+                    idx,
+                    key: if bad.contains(&idx) {
+                        other.public_key()
+                    } else {
+                        key.public_key()
+                    },
+                    receipt: submission(&key),
+                })
+                .collect()
+        };
+        let mut v = Verifiers::start(3);
+        v.submit(tile(512, &[700])).await;
+        v.submit(tile(0, &[])).await;
+        v.submit(tile(256, &[])).await;
+        v.submit(tile(200, &[205])).await;
+        let found = v.finish().await;
+        assert_eq!(found.first_bad, Some(205));
+        assert_eq!(found.receipts, 4 * 256);
+
+        let mut v = Verifiers::start(2);
+        v.submit(tile(0, &[])).await;
+        let found = v.finish().await;
+        assert_eq!(found.first_bad, None);
+        assert_eq!(found.receipts, 256);
+    }
+
     #[test]
     fn an_acceptance_must_name_the_logged_submission_body() {
         let key = SigningKey::generate();
