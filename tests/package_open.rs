@@ -20,6 +20,37 @@ fn pair() -> (Region, Facility, Facility) {
     (region, clinic, hospital)
 }
 
+/// Seal a referral from `clinic` to `hospital` (no copy for the sender)
+/// whose document lists `listed` as its attachments, carrying
+/// `attachments`.
+fn seal_referral(
+    clinic: &Facility,
+    hospital: &Facility,
+    listed: &[&str],
+    attachments: Vec<MemberSource<'static>>,
+) -> Result<package::Sealed, package::SealError> {
+    package::seal(
+        package::SealRequest {
+            sender_key: &clinic.key,
+            sender_cert: &clinic.cert,
+            sender_copy: false,
+            recipients: std::slice::from_ref(&hospital.cert),
+            kind: package::PackageKind::Referral,
+            thread_id: None,
+            in_reply_to: None,
+            document: document(document_for(
+                renkei::document::DocKind::Referral,
+                CLINIC,
+                HOSPITAL,
+                listed,
+            )),
+            attachments,
+            limits: Limits::default(),
+        },
+        io::sink(),
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Positive cases
 // ---------------------------------------------------------------------------
@@ -832,26 +863,7 @@ const DECEPTIVE_NAMES: &[&str] = &[
 fn deceptive_attachment_names_are_refused_at_seal() {
     let (_region, clinic, hospital) = pair();
     for name in DECEPTIVE_NAMES {
-        let r = renkei::package::seal(
-            renkei::package::SealRequest {
-                sender_key: &clinic.key,
-                sender_cert: &clinic.cert,
-                sender_copy: false,
-                recipients: std::slice::from_ref(&hospital.cert),
-                kind: renkei::package::PackageKind::Referral,
-                thread_id: None,
-                in_reply_to: None,
-                document: document(document_for(
-                    renkei::document::DocKind::Referral,
-                    CLINIC,
-                    HOSPITAL,
-                    &[],
-                )),
-                attachments: vec![mem(name, "x")],
-                limits: Limits::default(),
-            },
-            io::sink(),
-        );
+        let r = seal_referral(&clinic, &hospital, &[], vec![mem(name, "x")]);
         assert!(
             matches!(r, Err(renkei::package::SealError::BadName(..))),
             "{name:?}: {r:?}"
@@ -870,29 +882,14 @@ fn a_member_that_shrinks_or_grows_while_it_is_sealed_is_refused() {
         (3 << 20, (3 << 20) - 1),
         (3 << 20, (3 << 20) + 7),
     ] {
-        let mut out = Vec::new();
-        let r = renkei::package::seal(
-            renkei::package::SealRequest {
-                sender_key: &clinic.key,
-                sender_cert: &clinic.cert,
-                sender_copy: false,
-                recipients: std::slice::from_ref(&hospital.cert),
-                kind: renkei::package::PackageKind::Referral,
-                thread_id: None,
-                in_reply_to: None,
-                document: document(document_for(
-                    renkei::document::DocKind::Referral,
-                    CLINIC,
-                    HOSPITAL,
-                    &["attachments/scan.dcm"],
-                )),
-                attachments: vec![renkei::package::MemberSource {
-                    size: declared,
-                    ..mem("attachments/scan.dcm", vec![7u8; actual])
-                }],
-                limits: Limits::default(),
-            },
-            &mut out,
+        let r = seal_referral(
+            &clinic,
+            &hospital,
+            &["attachments/scan.dcm"],
+            vec![MemberSource {
+                size: declared,
+                ..mem("attachments/scan.dcm", vec![7u8; actual])
+            }],
         );
         match r {
             Err(renkei::package::SealError::SizeChanged(path, d, _)) => {
@@ -928,26 +925,7 @@ fn names_equal_ignoring_case_or_normalization_are_refused_at_seal_and_at_open() 
         ),
         ("attachments/Café.pdf", "attachments/CAFE\u{301}.pdf"),
     ] {
-        let r = renkei::package::seal(
-            renkei::package::SealRequest {
-                sender_key: &clinic.key,
-                sender_cert: &clinic.cert,
-                sender_copy: false,
-                recipients: std::slice::from_ref(&hospital.cert),
-                kind: renkei::package::PackageKind::Referral,
-                thread_id: None,
-                in_reply_to: None,
-                document: document(document_for(
-                    renkei::document::DocKind::Referral,
-                    CLINIC,
-                    HOSPITAL,
-                    &[],
-                )),
-                attachments: vec![mem(a, "1"), mem(b, "2")],
-                limits: Limits::default(),
-            },
-            io::sink(),
-        );
+        let r = seal_referral(&clinic, &hospital, &[], vec![mem(a, "1"), mem(b, "2")]);
         assert!(
             matches!(&r, Err(renkei::package::SealError::Duplicate(n)) if n == b),
             "{a} {b}: {r:?}"
@@ -1399,26 +1377,7 @@ fn long_attachment_names_round_trip() {
     }
     // One byte longer is refused when sealing.
     let too_long = format!("attachments/{}", "b".repeat(max_name + 1));
-    let r = renkei::package::seal(
-        renkei::package::SealRequest {
-            sender_key: &clinic.key,
-            sender_cert: &clinic.cert,
-            sender_copy: false,
-            recipients: std::slice::from_ref(&hospital.cert),
-            kind: renkei::package::PackageKind::Referral,
-            thread_id: None,
-            in_reply_to: None,
-            document: document(document_for(
-                renkei::document::DocKind::Referral,
-                CLINIC,
-                HOSPITAL,
-                &[],
-            )),
-            attachments: vec![mem(&too_long, "x")],
-            limits: Limits::default(),
-        },
-        io::sink(),
-    );
+    let r = seal_referral(&clinic, &hospital, &[], vec![mem(&too_long, "x")]);
     assert!(
         matches!(r, Err(renkei::package::SealError::BadName(..))),
         "{r:?}"
