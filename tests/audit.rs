@@ -5,6 +5,8 @@
 //! fork — caught with the leaf index named (library and CLI, exit code 3),
 //! and facilities keeping evidence of an inconsistent relay.
 
+#[macro_use]
+mod both_backends;
 mod audit_support;
 
 use std::path::Path;
@@ -464,27 +466,6 @@ async fn facility_keeps_evidence_of_a_truncated_log(backend: Backend) {
     let ev = clinic.store.evidence().await.unwrap();
     assert!(!ev.is_empty());
     assert!(ev[0].2.contains(&format!("\n{k}\n")) || ev[0].3.contains(&format!("\n{k}\n")));
-}
-
-/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await
-                }
-            }
-        )*
-    };
 }
 
 on_both_backends!(

@@ -9,6 +9,8 @@
 //! agree; a relay that alters a directory leaf is caught; the directory
 //! table of the relay is filled for a database from before it existed.
 
+#[macro_use]
+mod both_backends;
 mod relay_support;
 
 use std::fs;
@@ -333,27 +335,6 @@ async fn directory_leaves_of_an_older_database_are_found(backend: Backend) {
     let later = bounded(hospital.directory_leaves(1, &cp)).await.unwrap();
     assert_eq!(later.len(), 2);
     assert!(cp.size > 3, "receipts were logged between");
-}
-
-/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await
-                }
-            }
-        )*
-    };
 }
 
 on_both_backends!(

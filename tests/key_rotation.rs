@@ -5,6 +5,8 @@
 //! bundles offline and the auditor across two rotations; a checkpoint
 //! signed by a key no transition announces refused with evidence kept.
 
+#[macro_use]
+mod both_backends;
 mod relay_support;
 
 use std::path::{Path, PathBuf};
@@ -319,27 +321,6 @@ async fn the_relay_rotates_its_checkpoint_key_without_a_new_log(backend: Backend
     }
     let e = bounded(clinic.status(Some(&env3))).await.unwrap_err();
     assert!(e.is_verification_failure(), "{e}");
-}
-
-/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await
-                }
-            }
-        )*
-    };
 }
 
 on_both_backends!(the_relay_rotates_its_checkpoint_key_without_a_new_log);

@@ -7,6 +7,8 @@
 //! `NAME::postgres` on a fresh PostgreSQL database (see
 //! tests/relay_support/backend.rs; PostgreSQL must be reachable).
 
+#[macro_use]
+mod both_backends;
 mod relay_support;
 
 use std::fs;
@@ -2814,27 +2816,6 @@ async fn two_instances_on_postgres_and_object_storage_share_no_filesystem() {
         assert!(files_under(&d.join("blobs")).is_empty(), "{}", d.display());
     }
     b.stop().await;
-}
-
-/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await
-                }
-            }
-        )*
-    };
 }
 
 on_both_backends!(

@@ -5,6 +5,8 @@
 //! The relay tests run on both backends (`NAME::sqlite`, `NAME::postgres`,
 //! see tests/relay_support).
 
+#[macro_use]
+mod both_backends;
 mod relay_support;
 
 use std::path::{Path, PathBuf};
@@ -967,27 +969,6 @@ async fn a_rotated_checkpoint_key_is_cosigned_and_the_quorum_holds(backend: Back
     assert_eq!(e.status().as_u16(), 403, "{e}");
     let e = x.witness.add_key_transition(b"{}").await.unwrap_err();
     assert_eq!(e.status().as_u16(), 400, "{e}");
-}
-
-/// `NAME::sqlite` and `NAME::postgres` tests for each `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(Backend::Postgres).await
-                }
-            }
-        )*
-    };
 }
 
 on_both_backends!(

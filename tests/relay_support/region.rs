@@ -67,10 +67,27 @@ impl Region {
         } else {
             Vec::new()
         };
-        let mut p = Profile::create(&dir, id, kind, name, &dns).expect("profile create");
+        self.certified(dir, id, kind, name, &dns, &self.ca, 730)
+    }
+
+    /// Create the profile `dir` with its own keys, have `issuer` certify
+    /// it for `days`, and install it with this region's CA certificate and
+    /// first CRL.
+    #[allow(clippy::too_many_arguments)]
+    fn certified(
+        &self,
+        dir: PathBuf,
+        id: &str,
+        kind: Kind,
+        name: &str,
+        dns: &[String],
+        issuer: &Ca,
+        days: u32,
+    ) -> PathBuf {
+        let mut p = Profile::create(&dir, id, kind, name, dns).expect("profile create");
         let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
         let req = renkei::pki::request::parse(&csr).expect("request parses");
-        let cert = self.ca.issue(&req, 730).expect("issue");
+        let cert = issuer.issue(&req, days).expect("issue");
         p.install(
             Some(cert.as_bytes()),
             Some(self.ca_pem().as_bytes()),
@@ -112,18 +129,7 @@ impl Region {
     /// the CA folder `ca`, this region's CA certificate and first CRL.
     pub fn impostor(&self, ca: &Path, id: &str, kind: Kind, name: &str) -> PathBuf {
         let dir = self.dir().join(unique(&format!("impostor-{id}")));
-        let mut p = Profile::create(&dir, id, kind, name, &[]).expect("profile create");
-        let csr = fs::read(p.path(Profile::REQUEST)).expect("request");
-        let req = renkei::pki::request::parse(&csr).expect("request parses");
-        let cert = Ca::open(ca).expect("CA").issue(&req, 365).expect("issue");
-        p.install(
-            Some(cert.as_bytes()),
-            Some(self.ca_pem().as_bytes()),
-            Some(self.initial_crl.as_bytes()),
-            None,
-        )
-        .expect("install");
-        dir
+        self.certified(dir, id, kind, name, &[], &Ca::open(ca).expect("CA"), 365)
     }
 }
 
