@@ -12,7 +12,8 @@
 # uploading envelopes of about SIZE bytes (sealing outside the timed part):
 #   per-connection: nginx; 1 relay on SQLite; 2 relays on one PostgreSQL
 #   keep-alive:     the same three
-#   1 GiB:          one upload of about 1 GiB to nginx and to the SQLite relay
+#   1 GiB:          one upload of about 1 GiB to nginx and to the SQLite relay,
+#                   BIG_RUNS times each (default 3), alternately; medians
 # Every relay case starts on a fresh database and data folder, on disk; its
 # log is audited afterwards (`renkei audit sync` from an empty state).
 #
@@ -23,6 +24,9 @@
 #
 #   bench/relay-load.sh                      (60 s, 32 clients, 64 KiB)
 #   DURATION=5 bench/relay-load.sh           (smoke run)
+#   CASES="big" bench/relay-load.sh          (some cases only: per-connection,
+#                                             keep-alive, big; the closing line
+#                                             needs all three)
 #   DURATION=60 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
 #
 # Needs nginx (apt-get install -y nginx), psql, python3, and a PostgreSQL
@@ -36,6 +40,7 @@ clients=${CLIENTS:-32}
 size=${SIZE:-65536}
 big=${BIG:-1073741824}
 pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432}
+cases=${CASES:-per-connection keep-alive big}
 command -v psql >/dev/null || { echo "missing psql: apt-get install -y postgresql-client" >&2; exit 1; }
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "missing nginx: apt-get install -y nginx" >&2; exit 1; }
@@ -178,6 +183,7 @@ run_case() {
 echo "== region ($work); load average $(loadavg)"
 "$load" setup "$work/region" >/dev/null
 for policy in per-connection keep-alive; do
+  [[ " $cases " == *" $policy "* ]] || continue
   flags=""; [ "$policy" = keep-alive ] && flags="--keep-alive"
   start_nginx "nginx-$policy"
   run_case "nginx-$policy" "nginx, $policy" "--nginx $flags" "nginx-$policy"
@@ -192,11 +198,45 @@ for policy in per-connection keep-alive; do
   start_relay "pgone-$policy" "$work/pgone-$policy-data" "$url"
   run_case "pgone-$policy" "control: 1 relay on PostgreSQL, $policy" "$flags" "pgone-$policy"
 done
-# One large upload each.
-start_nginx nginx-big
-run_case nginx-big "nginx, one upload of ~$((big >> 20)) MiB" "--nginx --once" nginx-big
-start_relay sq-big "$work/sq-big-data"
-run_case sq-big "1 relay on SQLite, one upload of ~$((big >> 20)) MiB" "--once" sq-big
+# One large upload each, BIG_RUNS times (default 3), alternating between
+# the two servers, each after a `sync` (the previous upload's dirty pages
+# written), medians reported.
+big_runs=${BIG_RUNS:-3}
+if [[ " $cases " == *" big "* ]]; then
+  start_nginx nginx-big
+  start_relay sq-big "$work/sq-big-data"
+  echo "== one upload of ~$((big >> 20)) MiB, $big_runs times each, nginx and 1 relay on SQLite alternately"
+  loadavg >"$work/nginx-big.load"; cp "$work/nginx-big.load" "$work/sq-big.load"
+  for i in $(seq "$big_runs"); do
+    for s in nginx-big sq-big; do
+      f=""; [ $s = nginx-big ] && f="--nginx"
+      sync
+      # shellcheck disable=SC2086
+      timeout 900 "$load" run "$work/region" "https://localhost:$(cat "$work/$s.port")" 1 1 "$big" --once $f >"$work/$s.$i.json"
+      echo "   $s: $(cat "$work/$s.$i.json")"
+    done
+  done
+  for s in nginx-big sq-big; do
+    python3 - "$work" "$s" "$big_runs" <<'PY'
+import json, statistics, sys
+w, s, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = [json.load(open(f"{w}/{s}.{i}.json")) for i in range(1, n + 1)]
+med = dict(runs[0])
+for k in ("seconds", "mib_per_second", "seal_seconds"):
+    med[k] = statistics.median(r[k] for r in runs)
+med["errors"] = sum(r["errors"] for r in runs)
+med["error_samples"] = [e for r in runs for e in r["error_samples"]]
+med["runs"] = [round(r["mib_per_second"], 1) for r in runs]
+json.dump(med, open(f"{w}/{s}.json", "w"))
+PY
+    cpu_secs "$s" >"$work/$s.cpu"; peak_rss "$s" >"$work/$s.rss"; echo 0 >"$work/$s.pgcpu"
+    : >"$work/$s.gen"; : >"$work/$s.seq"
+  done
+  echo n/a >"$work/nginx-big.audit"
+  audit sq-big "$(cat "$work/sq-big.port")"
+  echo "   audit: $(cat "$work/sq-big.audit")"
+  stop_servers
+fi
 
 python3 - "$work" "$size" "$big" <<'PY'
 import json, os, re, sys
@@ -206,7 +246,7 @@ def load(name):
     r["audit"] = open(f"{w}/{name}.audit").read().strip()
     r["rss"] = " + ".join(f"{int(k) / 1024:.0f}" for k in open(f"{w}/{name}.rss").read().split())
     r["cpu"] = " + ".join(open(f"{w}/{name}.cpu").read().split())
-    r["gen"] = sum(float(x) for x in open(f"{w}/{name}.gen").read().split()[-2:])
+    r["gen"] = sum(float(x) for x in open(f"{w}/{name}.gen").read().split()[-2:] if x[0].isdigit())
     r["load"] = open(f"{w}/{name}.load").read().strip()
     r["pgcpu"] = open(f"{w}/{name}.pgcpu").read().strip()
     seq = [dict(re.findall(r"(\w+)=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", l))) for l in open(f"{w}/{name}.seq").read().splitlines()]
@@ -221,6 +261,8 @@ rows = {}
 for policy in ("per-connection", "keep-alive"):
     for kind, label in (("nginx", "nginx"), ("sq", "relay, SQLite"), ("pg", "2 relays, PostgreSQL"), ("pgone", "control: 1 relay, PostgreSQL")):
         name = f"{kind}-{policy}"
+        if not os.path.exists(f"{w}/{name}.json"):
+            continue
         r = load(name); rows[name] = r
         s = r["seq"]; b = s["batches"] or 1
         seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f} | {s['busy_us'] / b / 1000:.1f}" if s["batches"] else "- | - | - | - | -"
@@ -230,16 +272,27 @@ for policy in ("per-connection", "keep-alive"):
             want = 2 + 2 * r["submissions"]
             audit = f"pass, {a['to_size']} entries" + ("" if a["to_size"] == want or r["errors"] else f" (expected {want}!)")
         print(f"| {label}, {policy} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {audit} | {r['rss']} | {r['cpu']} | {r['pgcpu']} | {r['gen']:.1f} | {r['load']} | {seqcols} |")
-nb, sb = load("nginx-big"), load("sq-big")
-rows["nginx-big"], rows["sq-big"] = nb, sb
-for n, l in ((nb, "nginx"), (sb, "relay, SQLite")):
-    print(f"one upload, {l}: {n['bytes']} bytes in {n['seconds']:.2f} s = {n['mib_per_second']:.1f} MiB/s (sealing took {n['seal_seconds']:.1f} s, not timed); errors {n['errors']}; server peak RSS {n['rss']} MiB; load before {n['load']}")
+for name, l in (("nginx-big", "nginx"), ("sq-big", "relay, SQLite")):
+    if not os.path.exists(f"{w}/{name}.json"):
+        continue
+    n = rows[name] = load(name)
+    print(f"one upload, {l}: {n['bytes']} bytes, median of {len(n['runs'])} runs {n['seconds']:.2f} s = {n['mib_per_second']:.1f} MiB/s (runs: {', '.join(map(str, n['runs']))} MiB/s; sealing took {n['seal_seconds']:.1f} s, not timed); errors {n['errors']}; server peak RSS {n['rss']} MiB, CPU {n['cpu']} s over all runs; load before {n['load']}")
 for name, r in rows.items():
     for e in r.get("error_samples", []):
         print(f"error sample ({name}): {e}")
 def ratio(a, b):
     return a / b if b > 0 else 0.0
 pc, ka = "per-connection", "keep-alive"
+ok = all(r["errors"] == 0 and r["audit"] in ("pass", "n/a") for r in rows.values())
+if len(rows) < 10:
+    print(f"(some cases only: {' '.join(rows)}; no closing line)")
+    if "sq-big" in rows and "nginx-big" in rows:
+        print(f"1GiB relay/nginx {ratio(rows['sq-big']['mib_per_second'], rows['nginx-big']['mib_per_second']):.2f}")
+    for policy in (pc, ka):
+        if "sq-" + policy in rows and "nginx-" + policy in rows:
+            print(f"{policy} relay/nginx {ratio(rows['sq-'+policy]['per_second'], rows['nginx-'+policy]['per_second']):.2f} (sqlite)")
+    sys.exit(0 if ok else 1)
+nb, sb = rows["nginx-big"], rows["sq-big"]
 for policy in (pc, ka):
     print(f"{policy}: 2 PostgreSQL relays / 1 PostgreSQL relay = {ratio(rows['pg-'+policy]['per_second'], rows['pgone-'+policy]['per_second']):.2f}; 2 PostgreSQL relays / 1 SQLite relay = {ratio(rows['pg-'+policy]['per_second'], rows['sq-'+policy]['per_second']):.2f}")
 print(f"relay/nginx per-connection {ratio(rows['sq-'+pc]['per_second'], rows['nginx-'+pc]['per_second']):.2f} (sqlite) "
@@ -247,6 +300,5 @@ print(f"relay/nginx per-connection {ratio(rows['sq-'+pc]['per_second'], rows['ng
       f"keep-alive {ratio(rows['sq-'+ka]['per_second'], rows['nginx-'+ka]['per_second']):.2f} (sqlite) "
       f"{ratio(rows['pg-'+ka]['per_second'], rows['nginx-'+ka]['per_second']):.2f} (postgres x2); "
       f"1GiB {ratio(sb['mib_per_second'], nb['mib_per_second']):.2f}")
-ok = all(r["errors"] == 0 and r["audit"] in ("pass", "n/a") for r in rows.values())
 sys.exit(0 if ok else 1)
 PY

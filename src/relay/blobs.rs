@@ -87,6 +87,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
+use crate::writeback::{AlignedBuf, Direct};
+
 /// Blob storage errors. The I/O details are for the relay's log; clients
 /// are told only which kind of failure it was.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +179,9 @@ pub trait StagedBlob: Send {
         self.len() == 0
     }
 
-    /// Lowercase hex SHA-256 of the bytes written so far.
-    fn sha256_hex(&self) -> String;
+    /// Lowercase hex SHA-256 of the bytes written so far (once every one
+    /// of them is hashed).
+    fn sha256_hex(&mut self) -> BoxFuture<'_, Result<String, BlobError>>;
 
     /// Make the bytes durable and publish them at `id`, which must be
     /// their SHA-256; once this returns `Ok`, [`BlobStore::open`] on any
@@ -261,16 +264,27 @@ impl BlobStore for FsBlobStore {
             let path = self
                 .staging()
                 .join(format!("upload-{}", uuid::Uuid::new_v4()));
-            let file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .await?;
+            let file = {
+                let path = path.clone();
+                blocking(move || {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(path)
+                })
+                .await?
+            };
             Ok(Box::new(FsStaged {
-                file: Some(file),
+                sink: Some(Sink {
+                    file,
+                    digest: ring::digest::Context::new(&ring::digest::SHA256),
+                    out: Direct::default(),
+                }),
+                in_flight: None,
+                buf: None,
+                spare: None,
                 path,
                 root: self.root.clone(),
-                digest: ring::digest::Context::new(&ring::digest::SHA256),
                 len: 0,
                 committed: false,
             }) as Box<dyn StagedBlob>)
@@ -378,25 +392,104 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// A staged file under `blobs/staging`.
+/// Bytes gathered from the upload before they are handed to the blocking
+/// pool to be hashed and written: one hop per MiB (a 64 KiB upload makes
+/// one), while the next MiB arrives.
+const BATCH: usize = 1 << 20;
+
+/// A staged file under `blobs/staging`. The upload's chunks are gathered
+/// into aligned [`BATCH`]-byte buffers; each full buffer is hashed and
+/// written on the blocking pool while the next one fills, straight to the
+/// disk ([`Direct`]: no copy into the page cache), so that the fsync at
+/// [`StagedBlob::commit`] waits only for the last, partial batch.
 struct FsStaged {
-    file: Option<tokio::fs::File>,
+    /// The file and the hash of what reached it, unless a batch is in
+    /// flight.
+    sink: Option<Sink>,
+    /// The batch being hashed and written; it gives the sink back.
+    in_flight: Option<tokio::task::JoinHandle<(Sink, AlignedBuf, std::io::Result<()>)>>,
+    /// The batch being filled (none before the first byte).
+    buf: Option<AlignedBuf>,
+    /// The previous batch's buffer, for the next one.
+    spare: Option<AlignedBuf>,
     path: PathBuf,
     root: PathBuf,
-    digest: ring::digest::Context,
     len: u64,
     committed: bool,
+}
+
+/// What the blocking pool works on, one batch at a time.
+struct Sink {
+    file: std::fs::File,
+    digest: ring::digest::Context,
+    out: Direct,
+}
+
+impl Sink {
+    fn put(&mut self, batch: &AlignedBuf) -> std::io::Result<()> {
+        self.digest.update(batch.data());
+        self.out.write_all(&self.file, batch.data())
+    }
+}
+
+impl FsStaged {
+    /// Wait for the batch in flight and take the sink back.
+    async fn settle(&mut self) -> Result<&mut Sink, BlobError> {
+        if let Some(job) = self.in_flight.take() {
+            let (sink, mut buf, written) = job
+                .await
+                .map_err(|e| BlobError::Unavailable(std::io::Error::other(e.to_string())))?;
+            self.sink = Some(sink);
+            buf.clear();
+            self.spare = Some(buf);
+            written?;
+        }
+        self.sink.as_mut().ok_or_else(closed)
+    }
+
+    /// Hand the gathered bytes to the blocking pool (after the previous
+    /// batch is written).
+    async fn hand_off(&mut self) -> Result<(), BlobError> {
+        self.settle().await?;
+        let mut sink = self.sink.take().ok_or_else(closed)?;
+        let Some(batch) = self.buf.take() else {
+            return Ok(());
+        };
+        self.buf = self.spare.take();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let written = sink.put(&batch);
+            (sink, batch, written)
+        }));
+        Ok(())
+    }
+
+    /// Every byte written so far hashed and handed to the kernel.
+    async fn drain(&mut self) -> Result<&mut Sink, BlobError> {
+        if self.buf.as_ref().is_some_and(|b| !b.is_empty()) {
+            self.hand_off().await?;
+        }
+        self.settle().await
+    }
+}
+
+fn closed() -> BlobError {
+    BlobError::Unavailable(std::io::Error::other("staged file closed"))
 }
 
 impl StagedBlob for FsStaged {
     fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>> {
         Box::pin(async move {
-            let file = self.file.as_mut().ok_or_else(|| {
-                BlobError::Unavailable(std::io::Error::other("staged file closed"))
-            })?;
-            file.write_all(chunk).await?;
-            self.digest.update(chunk);
-            self.len += chunk.len() as u64;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let buf = self.buf.get_or_insert_with(|| AlignedBuf::new(BATCH));
+                let n = buf.fill(rest);
+                let full = buf.room() == 0;
+                rest = &rest[n..];
+                self.len += n as u64;
+                if full {
+                    self.hand_off().await?;
+                }
+            }
             Ok(())
         })
     }
@@ -405,38 +498,49 @@ impl StagedBlob for FsStaged {
         self.len
     }
 
-    fn sha256_hex(&self) -> String {
-        hex::encode(self.digest.clone().finish())
+    fn sha256_hex(&mut self) -> BoxFuture<'_, Result<String, BlobError>> {
+        Box::pin(async move { Ok(hex::encode(self.drain().await?.digest.clone().finish())) })
     }
 
     fn commit(mut self: Box<Self>, id: &str) -> BoxFuture<'static, Result<(), BlobError>> {
         let id = id.to_string();
         Box::pin(async move {
-            if self.sha256_hex() != id {
+            if self.sha256_hex().await? != id {
                 return Err(BlobError::Mismatch(id));
             }
             let dest = FsBlobStore {
                 root: self.root.clone(),
             }
             .path(&id)?;
-            let mut file = self.file.take().ok_or_else(|| {
-                BlobError::Unavailable(std::io::Error::other("staged file closed"))
-            })?;
-            // Errors of buffered writes surface here (ENOSPC on flush).
-            file.flush().await?;
-            file.sync_all().await?;
-            drop(file);
-            let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-            if !tokio::fs::try_exists(&dir).await? {
-                tokio::fs::create_dir_all(&dir).await?;
-                sync_dir(&self.root).await?;
-            }
-            tokio::fs::rename(&self.path, &dest).await?;
+            let Sink { file, .. } = self.sink.take().ok_or_else(closed)?;
+            let (root, from) = (self.root.clone(), self.path.clone());
+            // One hop to the blocking pool: make the bytes durable, then
+            // name them and make the name durable.
+            blocking(move || {
+                file.sync_all()?;
+                drop(file);
+                let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !dir.try_exists()? {
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::File::open(&root)?.sync_all()?;
+                }
+                std::fs::rename(&from, &dest)?;
+                std::fs::File::open(&dir)?.sync_all()
+            })
+            .await?;
             self.committed = true;
-            sync_dir(&dir).await?;
             Ok(())
         })
     }
+}
+
+/// Run file system calls on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 impl Drop for FsStaged {
@@ -474,7 +578,7 @@ mod tests {
             s.write(c).await.unwrap();
         }
         assert_eq!(s.len(), data.len() as u64);
-        assert_eq!(s.sha256_hex(), id);
+        assert_eq!(s.sha256_hex().await.unwrap(), id);
         assert!(!store.exists(&id).await.unwrap());
         s.commit(&id).await.unwrap();
         assert!(store.exists(&id).await.unwrap());
@@ -492,6 +596,36 @@ mod tests {
         store.delete(&id).await.unwrap();
         store.delete(&id).await.unwrap();
         assert!(store.open(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn large_uploads_are_hashed_and_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        // 20 MiB and some: many batches and several writeback windows, in
+        // chunks that align with neither.
+        let data: Vec<u8> = (0..(20 << 20) + 12_345u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let id = sha(&data);
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        for c in data.chunks(100_003) {
+            s.write(c).await.unwrap();
+        }
+        assert_eq!(s.sha256_hex().await.unwrap(), id);
+        // Asking twice changes nothing.
+        assert_eq!(s.sha256_hex().await.unwrap(), id);
+        s.commit(&id).await.unwrap();
+        assert_eq!(std::fs::read(store.path(&id).unwrap()).unwrap(), data);
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+
+        // Dropped with a batch in flight: nothing stays.
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        for c in data[..3 << 20].chunks(65_536) {
+            s.write(c).await.unwrap();
+        }
+        drop(s);
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
     }
 
     #[tokio::test]

@@ -426,14 +426,14 @@ impl StagedBlob for ObjectStaged {
         self.len
     }
 
-    fn sha256_hex(&self) -> String {
-        hex::encode(self.digest.clone().finish())
+    fn sha256_hex(&mut self) -> BoxFuture<'_, Result<String, BlobError>> {
+        Box::pin(async move { Ok(hex::encode(self.digest.clone().finish())) })
     }
 
     fn commit(mut self: Box<Self>, id: &str) -> BoxFuture<'static, Result<(), BlobError>> {
         let id = id.to_string();
         Box::pin(async move {
-            if self.sha256_hex() != id || !self.key.as_ref().ends_with(&id) {
+            if self.sha256_hex().await? != id || !self.key.as_ref().ends_with(&id) {
                 return Err(BlobError::Mismatch(id));
             }
             let last = std::mem::take(&mut self.buf);

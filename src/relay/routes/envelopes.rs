@@ -244,7 +244,8 @@ async fn submit_inner(
     if !head_ok {
         check_envelope_head(&head, true)?;
     }
-    if staged.len() != sub.size || staged.sha256_hex() != sub.envelope_id {
+    if staged.len() != sub.size || staged.sha256_hex().await.map_err(blob_error)? != sub.envelope_id
+    {
         return Err(ApiError::bad_request(
             "the uploaded bytes do not match the signed submission (size or SHA-256)",
         ));
