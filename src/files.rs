@@ -206,7 +206,7 @@ pub fn attachments_from_files(files: &[PathBuf]) -> Result<Vec<MemberSource<'sta
 pub struct NewFile {
     tmp: tempfile::NamedTempFile,
     path: PathBuf,
-    writeback: crate::writeback::Writeback,
+    out: crate::writeback::Pieces,
 }
 
 impl NewFile {
@@ -223,13 +223,16 @@ impl NewFile {
         Ok(NewFile {
             tmp,
             path: path.to_path_buf(),
-            writeback: Default::default(),
+            out: Default::default(),
         })
     }
 
     /// Flush to disk and give the file its name.
-    pub fn commit(self) -> Result<(), FileError> {
+    pub fn commit(mut self) -> Result<(), FileError> {
         let path = self.path;
+        self.out
+            .flush(self.tmp.as_file())
+            .map_err(write_err(&path))?;
         self.tmp.as_file().sync_all().map_err(write_err(&path))?;
         self.tmp
             .persist_noclobber(&path)
@@ -240,14 +243,14 @@ impl NewFile {
 
 impl Write for NewFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tmp.write(buf)?;
-        // A large package goes to disk as it is written: the fsync at
-        // commit then waits only for its tail.
-        self.writeback.wrote(self.tmp.as_file(), n);
-        Ok(n)
+        // A large package goes straight to disk as it is written, a MiB at
+        // a time (writeback::Pieces): the fsync at commit then waits only
+        // for its tail.
+        self.out.write_all(self.tmp.as_file(), buf)?;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.tmp.flush()
+        self.out.flush(self.tmp.as_file())
     }
 }
 

@@ -105,57 +105,131 @@ const DIRECT_MIN: usize = 256 << 10;
 /// A buffer of at most `capacity` bytes whose first byte is at a
 /// [`DIRECT_ALIGN`]-aligned address, for [`Direct`].
 pub struct AlignedBuf {
-    /// `start` bytes of padding, then the data; never reallocated.
+    /// `start` bytes of padding, then `capacity` bytes of room; never
+    /// reallocated.
     bytes: Vec<u8>,
     start: usize,
     capacity: usize,
+    len: usize,
 }
 
 impl AlignedBuf {
     /// An empty buffer for `capacity` bytes.
     pub fn new(capacity: usize) -> AlignedBuf {
-        let bytes = Vec::with_capacity(capacity + DIRECT_ALIGN);
+        let bytes = vec![0u8; capacity + DIRECT_ALIGN];
         let start = (DIRECT_ALIGN - bytes.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
-        let mut buf = AlignedBuf {
+        AlignedBuf {
             bytes,
             start,
             capacity,
-        };
-        buf.clear();
-        buf
+            len: 0,
+        }
     }
 
     /// The bytes held.
     pub fn data(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        &self.bytes[self.start..self.start + self.len]
     }
 
     /// How many bytes are held.
     pub fn len(&self) -> usize {
-        self.bytes.len() - self.start
+        self.len
     }
 
     /// Whether no byte is held.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     /// Room left before `capacity`.
     pub fn room(&self) -> usize {
-        self.capacity - self.len()
+        self.capacity - self.len
+    }
+
+    /// The room, to put bytes into; say how many with
+    /// [`AlignedBuf::advance`].
+    pub fn space(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start + self.len..self.start + self.capacity]
+    }
+
+    /// `n` bytes were put at the start of [`AlignedBuf::space`].
+    pub fn advance(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.capacity);
     }
 
     /// Append at most [`AlignedBuf::room`] bytes of `data`; returns how
     /// many were taken.
     pub fn fill(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.room());
-        self.bytes.extend_from_slice(&data[..n]);
+        self.space()[..n].copy_from_slice(&data[..n]);
+        self.len += n;
         n
     }
 
     /// Drop the bytes held (the room is back to `capacity`).
     pub fn clear(&mut self) {
-        self.bytes.resize(self.start, 0);
+        self.len = 0;
+    }
+}
+
+/// Bytes per piece of a [`Pieces`] writer.
+const PIECE: usize = 1 << 20;
+
+/// A [`Direct`] writer fed with pieces of any size and alignment: it
+/// gathers them into an aligned buffer and writes it whenever it holds
+/// [`PIECE`] bytes. [`Pieces::flush`] writes what is left (the tail); the
+/// caller fsyncs.
+pub struct Pieces {
+    buf: AlignedBuf,
+    out: Direct,
+}
+
+impl Default for Pieces {
+    fn default() -> Self {
+        Pieces {
+            buf: AlignedBuf::new(PIECE),
+            out: Direct::default(),
+        }
+    }
+}
+
+impl Pieces {
+    /// Append all of `data` to `file` (new, and written only through
+    /// this).
+    pub fn write_all(&mut self, file: &File, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.buf.is_empty()
+                && data.len() >= PIECE
+                && data.as_ptr() as usize % DIRECT_ALIGN == 0
+            {
+                // Aligned and large: straight from the caller's buffer.
+                let n = data.len() / PIECE * PIECE;
+                self.out.write_all(file, &data[..n])?;
+                data = &data[n..];
+                continue;
+            }
+            let n = self.buf.fill(data);
+            data = &data[n..];
+            if self.buf.room() == 0 {
+                self.out.write_all(file, self.buf.data())?;
+                self.buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Write what is gathered.
+    pub fn flush(&mut self, file: &File) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.out.write_all(file, self.buf.data())?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Bytes written with `O_DIRECT` so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.out.direct_bytes()
     }
 }
 
@@ -281,11 +355,10 @@ const BUFFERS: usize = 4;
 /// returns the first error; dropped unfinished, it stops the thread
 /// without an fsync (the caller deletes the file).
 pub struct WriteBehind {
-    /// `BUFFER` bytes, the first `filled` of them to be written.
-    buf: Vec<u8>,
-    filled: usize,
-    jobs: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
-    free: mpsc::Receiver<Vec<u8>>,
+    /// The buffer being filled.
+    buf: AlignedBuf,
+    jobs: Option<mpsc::SyncSender<AlignedBuf>>,
+    free: mpsc::Receiver<AlignedBuf>,
     made: usize,
     abandon: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
@@ -293,21 +366,21 @@ pub struct WriteBehind {
 
 impl WriteBehind {
     /// Start writing `file` (new and empty) on its own thread.
-    pub fn new(mut file: File) -> io::Result<WriteBehind> {
-        let (jobs, rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS - 2);
-        let (free_tx, free) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    pub fn new(file: File) -> io::Result<WriteBehind> {
+        let (jobs, rx) = mpsc::sync_channel::<AlignedBuf>(BUFFERS - 2);
+        let (free_tx, free) = mpsc::sync_channel::<AlignedBuf>(BUFFERS);
         let abandon = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&abandon);
         let thread = std::thread::Builder::new()
             .name("renkei-write".into())
             .spawn(move || {
-                let mut wb = Writeback::default();
-                for (buf, len) in rx {
+                let mut out = Direct::default();
+                for mut buf in rx {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    file.write_all(&buf[..len])?;
-                    wb.wrote(&file, len);
+                    out.write_all(&file, buf.data())?;
+                    buf.clear();
                     // Never blocks: the channel holds every buffer there is.
                     let _ = free_tx.send(buf);
                 }
@@ -317,8 +390,7 @@ impl WriteBehind {
                 file.sync_all()
             })?;
         Ok(WriteBehind {
-            buf: vec![0u8; BUFFER],
-            filled: 0,
+            buf: AlignedBuf::new(BUFFER),
             jobs: Some(jobs),
             free,
             made: 1,
@@ -339,7 +411,7 @@ impl WriteBehind {
     fn hand_over(&mut self) -> io::Result<()> {
         let next = if self.made < BUFFERS {
             self.made += 1;
-            vec![0u8; BUFFER]
+            AlignedBuf::new(BUFFER)
         } else {
             match self.free.recv() {
                 Ok(b) => b,
@@ -347,9 +419,8 @@ impl WriteBehind {
             }
         };
         let full = std::mem::replace(&mut self.buf, next);
-        let len = std::mem::take(&mut self.filled);
         let sent = match &self.jobs {
-            Some(jobs) => jobs.send((full, len)).is_ok(),
+            Some(jobs) => jobs.send(full).is_ok(),
             None => false,
         };
         if sent {
@@ -362,20 +433,20 @@ impl WriteBehind {
     /// Room to read into (never empty); say how much was put there with
     /// [`WriteBehind::advance`]. An error is the writing thread's.
     pub fn space(&mut self) -> io::Result<&mut [u8]> {
-        if self.filled == BUFFER {
+        if self.buf.room() == 0 {
             self.hand_over()?;
         }
-        Ok(&mut self.buf[self.filled..])
+        Ok(self.buf.space())
     }
 
     /// `n` bytes were put at the start of [`WriteBehind::space`].
     pub fn advance(&mut self, n: usize) {
-        self.filled = (self.filled + n).min(BUFFER);
+        self.buf.advance(n);
     }
 
     /// Write what is buffered, wait for the thread, fsync the file.
     pub fn finish(mut self) -> io::Result<()> {
-        if self.filled > 0 {
+        if !self.buf.is_empty() {
             self.hand_over()?;
         }
         self.jobs = None;
@@ -487,10 +558,46 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_any_size_and_alignment_arrive_whole_and_in_order() {
+        let data: Vec<u8> = (0..(6 << 20) + 999u32)
+            .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut w = Pieces::default();
+        // A header of odd length first (as a sealed package has), then
+        // pieces from 1 byte to 3 MiB at every alignment.
+        let sizes = [317, 1, 4096, 3 << 20, 65_536 + 16, 1 << 20, 12_345];
+        let (mut at, mut i) = (0, 0);
+        while at < data.len() {
+            let n = sizes[i % sizes.len()].min(data.len() - at);
+            w.write_all(&file, &data[at..at + n]).unwrap();
+            at += n;
+            i += 1;
+        }
+        w.flush(&file).unwrap();
+        file.sync_all().unwrap();
+        assert!(std::fs::read(&path).unwrap() == data);
+        #[cfg(target_os = "linux")]
+        {
+            const TMPFS_MAGIC: i64 = 0x0102_1994;
+            if rustix::fs::statfs(dir.path()).unwrap().f_type as i64 != TMPFS_MAGIC {
+                assert!(w.direct_bytes() >= 4 << 20, "{}", w.direct_bytes());
+            }
+        }
+    }
+
+    #[test]
     fn aligned_buffers_are_aligned_and_bounded() {
         for cap in [4096, 1 << 20] {
             let mut b = AlignedBuf::new(cap);
             assert_eq!(b.data().as_ptr() as usize % DIRECT_ALIGN, 0);
+            assert_eq!(b.space().len(), cap);
+            b.space()[..3].copy_from_slice(b"abc");
+            b.advance(3);
+            assert_eq!(b.data(), b"abc");
+            b.clear();
             assert_eq!(b.fill(&vec![7; cap + 10]), cap);
             assert_eq!((b.len(), b.room()), (cap, 0));
             assert_eq!(b.fill(b"x"), 0);
