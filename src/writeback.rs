@@ -172,6 +172,13 @@ impl AlignedBuf {
     }
 }
 
+/// Bytes for a buffer that will hold `expected` bytes at most, and never
+/// more than `max`: whole [`DIRECT_ALIGN`] blocks, at least one.
+pub fn buffer_for(expected: u64, max: usize) -> usize {
+    let want = usize::try_from(expected).unwrap_or(usize::MAX).min(max);
+    want.div_ceil(DIRECT_ALIGN).max(1) * DIRECT_ALIGN
+}
+
 /// Bytes per piece of a [`Pieces`] writer.
 const PIECE: usize = 1 << 20;
 
@@ -357,6 +364,8 @@ const BUFFERS: usize = 4;
 pub struct WriteBehind {
     /// The buffer being filled.
     buf: AlignedBuf,
+    /// Bytes per buffer.
+    size: usize,
     jobs: Option<mpsc::SyncSender<AlignedBuf>>,
     free: mpsc::Receiver<AlignedBuf>,
     made: usize,
@@ -365,8 +374,10 @@ pub struct WriteBehind {
 }
 
 impl WriteBehind {
-    /// Start writing `file` (new and empty) on its own thread.
-    pub fn new(file: File) -> io::Result<WriteBehind> {
+    /// Start writing `file` (new and empty) on its own thread; `expected`
+    /// bytes (a hint: buffers are no larger than needed for them).
+    pub fn new(file: File, expected: u64) -> io::Result<WriteBehind> {
+        let size = buffer_for(expected, BUFFER);
         let (jobs, rx) = mpsc::sync_channel::<AlignedBuf>(BUFFERS - 2);
         let (free_tx, free) = mpsc::sync_channel::<AlignedBuf>(BUFFERS);
         let abandon = Arc::new(AtomicBool::new(false));
@@ -390,7 +401,8 @@ impl WriteBehind {
                 file.sync_all()
             })?;
         Ok(WriteBehind {
-            buf: AlignedBuf::new(BUFFER),
+            buf: AlignedBuf::new(size),
+            size,
             jobs: Some(jobs),
             free,
             made: 1,
@@ -411,7 +423,7 @@ impl WriteBehind {
     fn hand_over(&mut self) -> io::Result<()> {
         let next = if self.made < BUFFERS {
             self.made += 1;
-            AlignedBuf::new(BUFFER)
+            AlignedBuf::new(self.size)
         } else {
             match self.free.recv() {
                 Ok(b) => b,
@@ -493,7 +505,7 @@ mod tests {
         let data: Vec<u8> = (0..(BUFFERS * BUFFER * 3 + 12345))
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        let mut w = WriteBehind::new(File::create(&path).unwrap()).unwrap();
+        let mut w = WriteBehind::new(File::create(&path).unwrap(), data.len() as u64).unwrap();
         // Copied in, and read straight into the buffer, in turn.
         for (i, mut piece) in data.chunks(65_000).enumerate() {
             if i % 2 == 0 {
@@ -589,6 +601,15 @@ mod tests {
     }
 
     #[test]
+    fn buffers_are_sized_for_what_they_will_hold() {
+        assert_eq!(buffer_for(0, 1 << 20), DIRECT_ALIGN);
+        assert_eq!(buffer_for(1, 1 << 20), DIRECT_ALIGN);
+        assert_eq!(buffer_for(65_536, 1 << 20), 65_536);
+        assert_eq!(buffer_for(65_537, 1 << 20), 65_536 + DIRECT_ALIGN);
+        assert_eq!(buffer_for(u64::MAX, 1 << 20), 1 << 20);
+    }
+
+    #[test]
     fn aligned_buffers_are_aligned_and_bounded() {
         for cap in [4096, 1 << 20] {
             let mut b = AlignedBuf::new(cap);
@@ -614,7 +635,7 @@ mod tests {
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
             return;
         };
-        let mut w = WriteBehind::new(full).unwrap();
+        let mut w = WriteBehind::new(full, u64::MAX).unwrap();
         let chunk = vec![1u8; 100_000];
         let mut failed = None;
         for _ in 0..100 {

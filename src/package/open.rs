@@ -342,7 +342,7 @@ pub fn open_into<R: Read>(
                         // Written and fsynced by a thread of its own
                         // while this one decrypts and hashes.
                         let mut f =
-                            WriteBehind::new(private_file(&dest)?).map_err(OpenError::Io)?;
+                            WriteBehind::new(private_file(&dest)?, size).map_err(OpenError::Io)?;
                         copy_split(&mut reader, &mut f)?;
                         f.finish().map_err(OpenError::Io)?;
                     }

@@ -258,7 +258,7 @@ impl BlobStore for FsBlobStore {
     fn stage<'a>(
         &'a self,
         _id: &'a str,
-        _size: u64,
+        size: u64,
     ) -> BoxFuture<'a, Result<Box<dyn StagedBlob>, BlobError>> {
         Box::pin(async move {
             let path = self
@@ -281,6 +281,7 @@ impl BlobStore for FsBlobStore {
                     out: Direct::default(),
                 }),
                 in_flight: None,
+                batch: crate::writeback::buffer_for(size, BATCH),
                 buf: None,
                 spare: None,
                 path,
@@ -408,6 +409,8 @@ struct FsStaged {
     sink: Option<Sink>,
     /// The batch being hashed and written; it gives the sink back.
     in_flight: Option<tokio::task::JoinHandle<(Sink, AlignedBuf, std::io::Result<()>)>>,
+    /// Bytes per batch: [`BATCH`], or less for a smaller upload.
+    batch: usize,
     /// The batch being filled (none before the first byte).
     buf: Option<AlignedBuf>,
     /// The previous batch's buffer, for the next one.
@@ -481,7 +484,8 @@ impl StagedBlob for FsStaged {
         Box::pin(async move {
             let mut rest = chunk;
             while !rest.is_empty() {
-                let buf = self.buf.get_or_insert_with(|| AlignedBuf::new(BATCH));
+                let size = self.batch;
+                let buf = self.buf.get_or_insert_with(|| AlignedBuf::new(size));
                 let n = buf.fill(rest);
                 let full = buf.room() == 0;
                 rest = &rest[n..];
