@@ -82,6 +82,8 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -264,22 +266,17 @@ impl BlobStore for FsBlobStore {
             let path = self
                 .staging()
                 .join(format!("upload-{}", uuid::Uuid::new_v4()));
-            let file = {
-                let path = path.clone();
-                blocking(move || {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(path)
-                })
-                .await?
-            };
+            let abandoned = Arc::new(AtomicBool::new(false));
             Ok(Box::new(FsStaged {
                 sink: Some(Sink {
-                    file,
+                    path: path.clone(),
+                    file: None,
+                    abandoned: Arc::clone(&abandoned),
                     digest: ring::digest::Context::new(&ring::digest::SHA256),
                     out: Direct::default(),
                 }),
+                abandoned,
+                hashed: false,
                 in_flight: None,
                 batch: crate::writeback::buffer_for(size, BATCH),
                 buf: None,
@@ -402,11 +399,18 @@ const BATCH: usize = 1 << 20;
 /// into aligned [`BATCH`]-byte buffers; each full buffer is hashed and
 /// written on the blocking pool while the next one fills, straight to the
 /// disk ([`Direct`]: no copy into the page cache), so that the fsync at
-/// [`StagedBlob::commit`] waits only for the last, partial batch.
+/// [`StagedBlob::commit`] waits only for the last, partial batch. The file
+/// is created by the first batch written; an upload that fits in one batch
+/// is hashed where it arrives and created, written, made durable and
+/// named in one hop to the blocking pool, at the commit.
 struct FsStaged {
     /// The file and the hash of what reached it, unless a batch is in
     /// flight.
     sink: Option<Sink>,
+    /// Set when dropped uncommitted (see [`Sink::put`]).
+    abandoned: Arc<AtomicBool>,
+    /// The bytes in `buf` are hashed already (not yet written).
+    hashed: bool,
     /// The batch being hashed and written; it gives the sink back.
     in_flight: Option<tokio::task::JoinHandle<(Sink, AlignedBuf, std::io::Result<()>)>>,
     /// Bytes per batch: [`BATCH`], or less for a smaller upload.
@@ -423,15 +427,41 @@ struct FsStaged {
 
 /// What the blocking pool works on, one batch at a time.
 struct Sink {
-    file: std::fs::File,
+    path: PathBuf,
+    /// Created by the first batch written.
+    file: Option<std::fs::File>,
+    abandoned: Arc<AtomicBool>,
     digest: ring::digest::Context,
     out: Direct,
 }
 
 impl Sink {
-    fn put(&mut self, batch: &AlignedBuf) -> std::io::Result<()> {
-        self.digest.update(batch.data());
-        self.out.write_all(&self.file, batch.data())
+    /// The staged file, created when first needed.
+    fn create(&mut self) -> std::io::Result<&std::fs::File> {
+        if self.file.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&self.path)?;
+            // Dropped meanwhile: its Drop may have looked for the file
+            // before it existed (it sets the flag first, then removes).
+            if self.abandoned.load(Ordering::SeqCst) {
+                let _ = std::fs::remove_file(&self.path);
+                return Err(std::io::Error::other("the upload was abandoned"));
+            }
+            self.file = Some(file);
+        }
+        Ok(self.file.as_ref().expect("created above"))
+    }
+
+    /// Hash (unless `hashed`) and write a batch.
+    fn put(&mut self, batch: &AlignedBuf, hashed: bool) -> std::io::Result<()> {
+        if !hashed {
+            self.digest.update(batch.data());
+        }
+        self.create()?;
+        let file = self.file.as_ref().expect("created above");
+        self.out.write_all(file, batch.data())
     }
 }
 
@@ -456,19 +486,32 @@ impl FsStaged {
         self.settle().await?;
         let mut sink = self.sink.take().ok_or_else(closed)?;
         let Some(batch) = self.buf.take() else {
+            self.sink = Some(sink);
             return Ok(());
         };
         self.buf = self.spare.take();
+        let hashed = std::mem::take(&mut self.hashed);
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let written = sink.put(&batch);
+            let written = sink.put(&batch, hashed);
             (sink, batch, written)
         }));
         Ok(())
     }
 
-    /// Every byte written so far hashed and handed to the kernel.
-    async fn drain(&mut self) -> Result<&mut Sink, BlobError> {
-        if self.buf.as_ref().is_some_and(|b| !b.is_empty()) {
+    /// Every byte written so far hashed: here when nothing was written to
+    /// the file yet (the bytes are then written at the commit), by
+    /// writing the gathered bytes otherwise.
+    async fn hash_all(&mut self) -> Result<&mut Sink, BlobError> {
+        let pending = self.buf.as_ref().is_some_and(|b| !b.is_empty()) && !self.hashed;
+        let first =
+            self.in_flight.is_none() && self.sink.as_ref().is_some_and(|s| s.file.is_none());
+        if pending && first {
+            let (sink, buf) = (self.sink.as_mut(), self.buf.as_ref());
+            if let (Some(sink), Some(buf)) = (sink, buf) {
+                sink.digest.update(buf.data());
+                self.hashed = true;
+            }
+        } else if pending {
             self.hand_off().await?;
         }
         self.settle().await
@@ -483,6 +526,10 @@ impl StagedBlob for FsStaged {
     fn write<'a>(&'a mut self, chunk: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>> {
         Box::pin(async move {
             let mut rest = chunk;
+            if self.hashed {
+                // Hashed by a look at the digest: written as it is.
+                self.hand_off().await?;
+            }
             while !rest.is_empty() {
                 let size = self.batch;
                 let buf = self.buf.get_or_insert_with(|| AlignedBuf::new(size));
@@ -503,7 +550,7 @@ impl StagedBlob for FsStaged {
     }
 
     fn sha256_hex(&mut self) -> BoxFuture<'_, Result<String, BlobError>> {
-        Box::pin(async move { Ok(hex::encode(self.drain().await?.digest.clone().finish())) })
+        Box::pin(async move { Ok(hex::encode(self.hash_all().await?.digest.clone().finish())) })
     }
 
     fn commit(mut self: Box<Self>, id: &str) -> BoxFuture<'static, Result<(), BlobError>> {
@@ -516,13 +563,21 @@ impl StagedBlob for FsStaged {
                 root: self.root.clone(),
             }
             .path(&id)?;
-            let Sink { file, .. } = self.sink.take().ok_or_else(closed)?;
+            // Hashed, and written unless they are in the last batch.
+            self.settle().await?;
+            let mut sink = self.sink.take().ok_or_else(closed)?;
+            let last = self.buf.take().filter(|b| !b.is_empty());
             let (root, from) = (self.root.clone(), self.path.clone());
-            // One hop to the blocking pool: make the bytes durable, then
-            // name them and make the name durable.
+            // One hop to the blocking pool: write the last batch, make the
+            // bytes durable, then name them and make the name durable.
             blocking(move || {
+                sink.create()?;
+                let file = sink.file.as_ref().expect("created above");
+                if let Some(last) = last {
+                    sink.out.write_all(file, last.data())?;
+                }
                 file.sync_all()?;
-                drop(file);
+                drop(sink);
                 let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
                 if !dir.try_exists()? {
                     std::fs::create_dir_all(&dir)?;
@@ -550,6 +605,9 @@ async fn blocking<T: Send + 'static>(
 impl Drop for FsStaged {
     fn drop(&mut self) {
         if !self.committed {
+            // A batch in flight may create the file after this: it looks
+            // at the flag once it has (Sink::file).
+            self.abandoned.store(true, Ordering::SeqCst);
             // Best effort: a left-over is removed by the stale sweep.
             let _ = std::fs::remove_file(&self.path);
         }
@@ -629,6 +687,25 @@ mod tests {
             s.write(c).await.unwrap();
         }
         drop(s);
+        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn asking_for_the_hash_midway_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(3 << 20) + 77u32).map(|i| (i % 253) as u8).collect();
+        let id = sha(&data);
+        // Small, then past one batch, then the rest, asking each time.
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        let mut at = 0;
+        for cut in [100, 200, (1 << 20) + 5, data.len()] {
+            s.write(&data[at..cut]).await.unwrap();
+            at = cut;
+            assert_eq!(s.sha256_hex().await.unwrap(), sha(&data[..cut]));
+        }
+        s.commit(&id).await.unwrap();
+        assert!(std::fs::read(store.path(&id).unwrap()).unwrap() == data);
         assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
     }
 
