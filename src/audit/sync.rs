@@ -1079,20 +1079,25 @@ struct ReceiptRow {
 
 impl Rows {
     /// Many rows per statement: one statement per row made storing cost
-    /// more than verifying.
-    async fn insert(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    /// more than verifying. The rows' strings are moved into the
+    /// statements, not copied.
+    async fn insert(self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
         const ROWS: usize = 500;
-        for chunk in self.entries.chunks(ROWS) {
+        let mut entries = self.entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let chunk: Vec<_> = entries.by_ref().take(ROWS).collect();
             let mut sql =
                 String::from("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES ");
             sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
             let mut q = sqlx::query(&sql);
             for (idx, entry, leaf) in chunk {
-                q = q.bind(*idx as i64).bind(entry.as_str()).bind(hexh(leaf));
+                q = q.bind(idx as i64).bind(entry).bind(hexh(&leaf));
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in self.receipts.chunks(ROWS) {
+        let mut receipts = self.receipts.into_iter().peekable();
+        while receipts.peek().is_some() {
+            let chunk: Vec<_> = receipts.by_ref().take(ROWS).collect();
             let mut sql = String::from(
                 "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer) VALUES ",
             );
@@ -1101,9 +1106,9 @@ impl Rows {
             for r in chunk {
                 q = q
                     .bind(r.idx as i64)
-                    .bind(r.envelope_id.as_str())
+                    .bind(r.envelope_id)
                     .bind(r.purpose.as_str())
-                    .bind(r.signer.as_str());
+                    .bind(r.signer);
             }
             q.execute(&mut *tx).await?;
         }
