@@ -1546,7 +1546,7 @@ mod tests {
         );
         assert_eq!(
             envelope_receipts(&pool, &"ab".repeat(32)).await.unwrap(),
-            [want.clone()]
+            std::slice::from_ref(&want)
         );
         assert_eq!(
             all_receipts(&pool).await.unwrap(),
