@@ -14,6 +14,8 @@ use std::path::Path;
 use audit_support::*;
 use renkei::audit::sync::{verify_receipt_file, AuditError, Auditor};
 use renkei::client::ops::{OpError, Session};
+use renkei::client::RelayClient;
+use renkei::log::tiles::{self, TileKind, TilePath};
 use renkei::log::{Checkpoint, Signer};
 use renkei::profile::Profile;
 use renkei::receipt::bundle::relay_verifier;
@@ -468,7 +470,58 @@ async fn facility_keeps_evidence_of_a_truncated_log(backend: Backend) {
     assert!(ev[0].2.contains(&format!("\n{k}\n")) || ev[0].3.contains(&format!("\n{k}\n")));
 }
 
+async fn entry_tiles_serve_entries_exactly_as_stored(backend: Backend) {
+    // The relay reads a tile's entries joined by newlines; an entry that
+    // holds one (the relay never writes one) must still come out whole.
+    let w = World::start(backend).await;
+    let (_c, _h, ids) = activity(&w, 2).await;
+    let k = leaf_of(&w, &ids[1], "submission").await;
+    let (_, text) = log_entries(&w.db).await.remove(k as usize);
+    let edited = text.replacen(",", ",\n", 2);
+    assert_eq!(edited.matches('\n').count(), 2);
+    relay_sql(
+        &w.db,
+        &[(
+            "UPDATE log_entries SET entry = $1 WHERE idx = $2",
+            vec![SqlArg::S(edited), SqlArg::I(k as i64)],
+        )],
+    )
+    .await;
+    let stored: Vec<String> = log_entries(&w.db).await.into_iter().map(|e| e.1).collect();
+    let a = auditor(&w.new_auditor(), &w.relay.url).await;
+    let size = stored.len() as u64;
+    let tile = TilePath::at_size(TileKind::Entries, 0, size).expect("tile");
+    let resp = bounded(a.client.send(
+        hyper::Method::GET,
+        &format!("/v1/log/{}", tile.path()),
+        &[],
+        renkei::client::http::empty(),
+    ))
+    .await
+    .expect("tile request");
+    let (status, body, _) = RelayClient::read(resp, 1 << 20).await.expect("tile");
+    assert_eq!(status, 200);
+    let served = tiles::parse_entry_bundle(&body).expect("bundle");
+    assert_eq!(served.len(), stored.len());
+    for (i, (got, want)) in served.iter().zip(&stored).enumerate() {
+        assert_eq!(*got, want.as_bytes(), "entry {i}");
+    }
+    // And a tile without such an entry, after the edited one is put back.
+    relay_sql(
+        &w.db,
+        &[(
+            "UPDATE log_entries SET entry = $1 WHERE idx = $2",
+            vec![SqlArg::S(text), SqlArg::I(k as i64)],
+        )],
+    )
+    .await;
+    bounded(a.sync(false))
+        .await
+        .expect("the log as written syncs");
+}
+
 on_both_backends!(
+    entry_tiles_serve_entries_exactly_as_stored,
     clean_log_syncs_incrementally_and_reports,
     receipt_bundles_verify_offline_and_tampering_fails,
     edited_receipt_in_database_is_caught,

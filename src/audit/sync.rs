@@ -516,15 +516,15 @@ impl Auditor {
                 }
             }
         }
-        for r in sqlx::query("SELECT idx, envelope_id, purpose, body FROM receipts ORDER BY idx")
-            .fetch_all(&self.pool)
-            .await?
-        {
+        let sql = format!(
+            "SELECT receipts.idx, envelope_id, purpose, {RECEIPT_BODY} FROM receipts JOIN entries USING (idx) ORDER BY receipts.idx"
+        );
+        for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
             let st = walk.envelopes.entry(r.get::<String, _>(1)).or_default();
             st.note(
                 r.get::<i64, _>(0) as u64,
                 &r.get::<String, _>(2),
-                &r.get::<String, _>(3),
+                &body(&r, 3),
             );
         }
         Ok(())
@@ -571,39 +571,14 @@ impl Auditor {
         &self,
         envelope_id: &str,
     ) -> Result<Vec<(u64, String, String, String)>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT idx, purpose, signer, body FROM receipts WHERE envelope_id = ? ORDER BY idx",
-        )
-        .bind(envelope_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1), r.get(2), r.get(3)))
-            .collect())
+        envelope_receipts(&self.pool, envelope_id).await
     }
 
     /// All verified receipts (idx, envelope, purpose, signer, body).
     pub async fn all_receipts(
         &self,
     ) -> Result<Vec<(u64, String, String, String, String)>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT idx, envelope_id, purpose, signer, body FROM receipts ORDER BY idx",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<i64, _>(0) as u64,
-                    r.get(1),
-                    r.get(2),
-                    r.get(3),
-                    r.get(4),
-                )
-            })
-            .collect())
+        all_receipts(&self.pool).await
     }
 
     /// The verified directory leaves that publish a certificate, in log
@@ -695,6 +670,54 @@ async fn compare_with(pool: &SqlitePool, other_db: &Path) -> Result<Option<u64>,
         }
         Ok(None)
     }
+}
+
+/// The body of the receipt in `entries.entry` (the `receipts` table keeps
+/// only what the reports search by).
+const RECEIPT_BODY: &str = "json_extract(entries.entry, '$.receipt.body')";
+
+/// Every receipt of one envelope in the store, in log order: (idx,
+/// purpose, signer, body).
+async fn envelope_receipts(
+    pool: &SqlitePool,
+    envelope_id: &str,
+) -> Result<Vec<(u64, String, String, String)>, AuditError> {
+    let sql = format!(
+        "SELECT receipts.idx, purpose, signer, {RECEIPT_BODY} FROM receipts JOIN entries USING (idx) WHERE envelope_id = ? ORDER BY receipts.idx"
+    );
+    let rows = sqlx::query(&sql).bind(envelope_id).fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<i64, _>(0) as u64, r.get(1), r.get(2), body(r, 3)))
+        .collect())
+}
+
+/// Every receipt in the store, in log order: (idx, envelope, purpose,
+/// signer, body).
+async fn all_receipts(
+    pool: &SqlitePool,
+) -> Result<Vec<(u64, String, String, String, String)>, AuditError> {
+    let sql = format!(
+        "SELECT receipts.idx, envelope_id, purpose, signer, {RECEIPT_BODY} FROM receipts JOIN entries USING (idx) ORDER BY receipts.idx"
+    );
+    let rows = sqlx::query(&sql).fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<i64, _>(0) as u64,
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                body(r, 4),
+            )
+        })
+        .collect())
+}
+
+/// Column `i` of `r`, a [`RECEIPT_BODY`] (empty if the entry has none).
+fn body(r: &sqlx::sqlite::SqliteRow, i: usize) -> String {
+    r.get::<Option<String>, _>(i).unwrap_or_default()
 }
 
 fn at(idx: Option<u64>) -> String {
@@ -922,7 +945,6 @@ impl<'a> Walk<'a> {
                     envelope_id,
                     purpose: receipt.purpose,
                     signer,
-                    body: receipt.body.clone(),
                 };
                 Ok(Some((Job { idx, key, receipt }, row)))
             }
@@ -1047,43 +1069,46 @@ struct Rows {
     receipts: Vec<ReceiptRow>,
 }
 
-/// A receipt as the `receipts` table keeps it.
+/// A receipt as the `receipts` table keeps it (its body is in its entry).
 struct ReceiptRow {
     idx: u64,
     envelope_id: String,
     purpose: Purpose,
     signer: String,
-    body: String,
 }
 
 impl Rows {
     /// Many rows per statement: one statement per row made storing cost
-    /// more than verifying.
-    async fn insert(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    /// more than verifying. The rows' strings are moved into the
+    /// statements, not copied.
+    async fn insert(self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
         const ROWS: usize = 500;
-        for chunk in self.entries.chunks(ROWS) {
+        let mut entries = self.entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let chunk: Vec<_> = entries.by_ref().take(ROWS).collect();
             let mut sql =
                 String::from("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES ");
             sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
             let mut q = sqlx::query(&sql);
             for (idx, entry, leaf) in chunk {
-                q = q.bind(*idx as i64).bind(entry.as_str()).bind(hexh(leaf));
+                q = q.bind(idx as i64).bind(entry).bind(hexh(&leaf));
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in self.receipts.chunks(ROWS) {
+        let mut receipts = self.receipts.into_iter().peekable();
+        while receipts.peek().is_some() {
+            let chunk: Vec<_> = receipts.by_ref().take(ROWS).collect();
             let mut sql = String::from(
-                "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer, body) VALUES ",
+                "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer) VALUES ",
             );
-            sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+            sql.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q
                     .bind(r.idx as i64)
-                    .bind(r.envelope_id.as_str())
+                    .bind(r.envelope_id)
                     .bind(r.purpose.as_str())
-                    .bind(r.signer.as_str())
-                    .bind(r.body.as_str());
+                    .bind(r.signer);
             }
             q.execute(&mut *tx).await?;
         }
@@ -1451,5 +1476,85 @@ mod tests {
         assert!(st
             .check(8, "relay-01", &acceptance(&key, "00".repeat(32)))
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn an_audit_db_from_before_0003_keeps_its_receipts() {
+        // An audit.db written when the receipts table repeated each body
+        // (migrations 0001 and 0002 only, as the previous release left it).
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        for (name, sql) in [
+            (
+                "0001_init.sql",
+                include_str!("../../migrations/audit/0001_init.sql"),
+            ),
+            (
+                "0002_checkpoint_keys.sql",
+                include_str!("../../migrations/audit/0002_checkpoint_keys.sql"),
+            ),
+        ] {
+            std::fs::write(old.join(name), sql).unwrap();
+        }
+        let key = SigningKey::generate();
+        let mut receipt = submission(&key);
+        // A body the entry's JSON has to escape every way it can.
+        receipt.body = "{\"note\":\"\\\"quoted\\\" \\\\ / \u{e9} 日本\\n\\u00e9\"}".into();
+        let entry = serde_json::to_string(&LogEntry::Receipt {
+            signer: "1311234569".into(),
+            receipt: receipt.clone(),
+        })
+        .unwrap();
+        let db = dir.path().join("audit.db");
+        {
+            let opts = SqliteConnectOptions::new()
+                .filename(&db)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(opts).await.unwrap();
+            let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::query("INSERT INTO entries (idx, entry, leaf_hash) VALUES (0, ?, ?)")
+                .bind(&entry)
+                .bind(hexh(&log::leaf_hash(entry.as_bytes())))
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO receipts (idx, envelope_id, purpose, signer, body) VALUES (0, ?, 'submission', '1311234569', ?)")
+                .bind("ab".repeat(32))
+                .bind(&receipt.body)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+
+        let pool = open_db(&db).await.unwrap();
+        let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('receipts')")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(columns, ["idx", "envelope_id", "purpose", "signer"]);
+        let want = (
+            0,
+            "submission".to_string(),
+            "1311234569".to_string(),
+            receipt.body.clone(),
+        );
+        assert_eq!(
+            envelope_receipts(&pool, &"ab".repeat(32)).await.unwrap(),
+            std::slice::from_ref(&want)
+        );
+        assert_eq!(
+            all_receipts(&pool).await.unwrap(),
+            [(want.0, "ab".repeat(32), want.1, want.2, want.3)]
+        );
+        assert!(envelope_receipts(&pool, &"cd".repeat(32))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
