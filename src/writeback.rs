@@ -207,7 +207,7 @@ impl Pieces {
         while !data.is_empty() {
             if self.buf.is_empty()
                 && data.len() >= PIECE
-                && data.as_ptr() as usize % DIRECT_ALIGN == 0
+                && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
             {
                 // Aligned and large: straight from the caller's buffer.
                 let n = data.len() / PIECE * PIECE;
@@ -260,8 +260,8 @@ pub struct Direct {
 impl Direct {
     /// Append all of `data` to `file`.
     pub fn write_all(&mut self, file: &File, data: &[u8]) -> io::Result<()> {
-        let aligned =
-            self.written % DIRECT_ALIGN as u64 == 0 && data.as_ptr() as usize % DIRECT_ALIGN == 0;
+        let aligned = self.written.is_multiple_of(DIRECT_ALIGN as u64)
+            && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN);
         let whole = if aligned && !self.refused {
             data.len() / DIRECT_ALIGN * DIRECT_ALIGN
         } else {
@@ -298,7 +298,7 @@ impl Direct {
                     self.written += n as u64;
                     self.direct_bytes += n as u64;
                     self.writeback.wrote(file, n);
-                    if n % DIRECT_ALIGN != 0 {
+                    if !n.is_multiple_of(DIRECT_ALIGN) {
                         // A short write (a full disk): the rest goes
                         // through the page cache, where the error shows.
                         break;
