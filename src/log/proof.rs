@@ -118,7 +118,9 @@ impl TlogProof {
                 .ok_or(bad("a proof line is not base64 of 32 bytes"))?;
             inclusion.push(h);
         }
-        if checkpoint.is_empty() {
+        // One empty line only: a second one would start the checkpoint
+        // (and could not be encoded back).
+        if checkpoint.is_empty() || checkpoint.starts_with('\n') {
             return Err(bad("no checkpoint"));
         }
         Ok(TlogProof {
@@ -304,6 +306,7 @@ mod tests {
                 good.split_once("\n\n").unwrap().0.to_string() + "\n\n",
                 "no checkpoint",
             ),
+            (good.replacen("\n\n", "\n\n\n", 1), "no checkpoint"),
             (good.replacen("index 2\n", "index 2\nAAAA\n", 1), "32 bytes"),
             (
                 good.replacen(HEADER, &format!("{HEADER}\nextra ZZ=="), 1),

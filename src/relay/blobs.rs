@@ -407,7 +407,7 @@ struct FsStaged {
     /// The file and the hash of what reached it, unless a batch is in
     /// flight.
     sink: Option<Sink>,
-    /// Set when dropped uncommitted (see [`Sink::put`]).
+    /// Set when dropped uncommitted (see [`Sink::create`]).
     abandoned: Arc<AtomicBool>,
     /// The bytes in `buf` are hashed already (not yet written).
     hashed: bool,
