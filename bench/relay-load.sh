@@ -27,6 +27,11 @@
 #   CASES="big" bench/relay-load.sh          (some cases only: per-connection,
 #                                             keep-alive, big; the closing line
 #                                             needs all three)
+#   SERVERS="nginx sqlite" bench/relay-load.sh
+#                                            (some servers only: nginx, sqlite,
+#                                             pg2 (two PostgreSQL relays), pg1
+#                                             (the one-relay control); the
+#                                             closing line needs all four)
 #   DURATION=60 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
 #
 # Needs nginx (apt-get install -y nginx), psql, python3, and a PostgreSQL
@@ -41,6 +46,8 @@ size=${SIZE:-65536}
 big=${BIG:-1073741824}
 pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432}
 cases=${CASES:-per-connection keep-alive big}
+servers=${SERVERS:-nginx sqlite pg2 pg1}
+want() { [[ " $servers " == *" $1 "* ]]; }
 command -v psql >/dev/null || { echo "missing psql: apt-get install -y postgresql-client" >&2; exit 1; }
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "missing nginx: apt-get install -y nginx" >&2; exit 1; }
@@ -185,18 +192,26 @@ echo "== region ($work); load average $(loadavg)"
 for policy in per-connection keep-alive; do
   [[ " $cases " == *" $policy "* ]] || continue
   flags=""; [ "$policy" = keep-alive ] && flags="--keep-alive"
-  start_nginx "nginx-$policy"
-  run_case "nginx-$policy" "nginx, $policy" "--nginx $flags" "nginx-$policy"
-  start_relay "sq-$policy" "$work/sq-$policy-data"
-  run_case "sq-$policy" "1 relay on SQLite, $policy" "$flags" "sq-$policy"
-  new_db "${policy//-/_}"; url="$pgurl/${db}_${policy//-/_}"
-  start_relay "pga-$policy" "$work/pg-$policy-data" "$url"
-  start_relay "pgb-$policy" "$work/pg-$policy-data" "$url"
-  run_case "pg-$policy" "2 relays on PostgreSQL, $policy" "$flags" "pga-$policy" "pgb-$policy"
+  if want nginx; then
+    start_nginx "nginx-$policy"
+    run_case "nginx-$policy" "nginx, $policy" "--nginx $flags" "nginx-$policy"
+  fi
+  if want sqlite; then
+    start_relay "sq-$policy" "$work/sq-$policy-data"
+    run_case "sq-$policy" "1 relay on SQLite, $policy" "$flags" "sq-$policy"
+  fi
+  if want pg2; then
+    new_db "${policy//-/_}"; url="$pgurl/${db}_${policy//-/_}"
+    start_relay "pga-$policy" "$work/pg-$policy-data" "$url"
+    start_relay "pgb-$policy" "$work/pg-$policy-data" "$url"
+    run_case "pg-$policy" "2 relays on PostgreSQL, $policy" "$flags" "pga-$policy" "pgb-$policy"
+  fi
   # Control: one relay on PostgreSQL (does a second instance add anything?)
-  new_db "one_${policy//-/_}"; url="$pgurl/${db}_one_${policy//-/_}"
-  start_relay "pgone-$policy" "$work/pgone-$policy-data" "$url"
-  run_case "pgone-$policy" "control: 1 relay on PostgreSQL, $policy" "$flags" "pgone-$policy"
+  if want pg1; then
+    new_db "one_${policy//-/_}"; url="$pgurl/${db}_one_${policy//-/_}"
+    start_relay "pgone-$policy" "$work/pgone-$policy-data" "$url"
+    run_case "pgone-$policy" "control: 1 relay on PostgreSQL, $policy" "$flags" "pgone-$policy"
+  fi
 done
 # One large upload each, BIG_RUNS times (default 3), alternating between
 # the two servers, each after a `sync` (the previous upload's dirty pages
@@ -250,13 +265,13 @@ def load(name):
     r["load"] = open(f"{w}/{name}.load").read().strip()
     r["pgcpu"] = open(f"{w}/{name}.pgcpu").read().strip()
     seq = [dict(re.findall(r"(\w+)=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", l))) for l in open(f"{w}/{name}.seq").read().splitlines()]
-    tot = {k: sum(int(s.get(k, 0)) for s in seq) for k in ("batches", "jobs", "leaves", "statements", "round_trips", "busy_us")}
+    tot = {k: sum(int(s.get(k, 0)) for s in seq) for k in ("batches", "jobs", "leaves", "statements", "round_trips", "busy_us", "commit_us", "acquire_us")}
     r["seq"] = tot
     return r
 print()
 print(f"clients {os.environ.get('CLIENTS', '32')} per case; envelopes of ~{size} bytes; {os.cpu_count()} cores shared by clients, servers and PostgreSQL")
-print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | PostgreSQL CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch | ms/batch (BEGIN..COMMIT) |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | PostgreSQL CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch | ms/batch (BEGIN..COMMIT) | of which COMMIT | ms/batch waiting for a connection |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 rows = {}
 for policy in ("per-connection", "keep-alive"):
     for kind, label in (("nginx", "nginx"), ("sq", "relay, SQLite"), ("pg", "2 relays, PostgreSQL"), ("pgone", "control: 1 relay, PostgreSQL")):
@@ -265,7 +280,7 @@ for policy in ("per-connection", "keep-alive"):
             continue
         r = load(name); rows[name] = r
         s = r["seq"]; b = s["batches"] or 1
-        seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f} | {s['busy_us'] / b / 1000:.1f}" if s["batches"] else "- | - | - | - | -"
+        seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f} | {s['busy_us'] / b / 1000:.1f} | {s['commit_us'] / b / 1000:.1f} | {s['acquire_us'] / b / 1000:.1f}" if s["batches"] else "- | - | - | - | - | - | -"
         audit = r["audit"]
         if audit == "pass":
             a = json.load(open(f"{w}/{name}.audit.json"))

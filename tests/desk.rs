@@ -199,10 +199,44 @@ impl Browser {
     }
 
     /// Press 今すぐ同期 and wait until the sync succeeded.
+    ///
+    /// The page before the click may already say 同期し… (an empty inbox
+    /// says it syncs by itself, an earlier sync left its message), so the
+    /// old page is marked and only the page that replaced it is read.
     async fn sync(&self) {
+        self.client
+            .execute("window.renkeiBeforeSync = true;", vec![])
+            .await
+            .expect("mark the page");
         self.click("form[action='/sync'] button").await;
-        let page = self.wait_text("同期し").await;
-        assert!(page.contains("同期しました"), "the sync failed:\n{page}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let flash = self
+                .client
+                .execute(
+                    "if (window.renkeiBeforeSync === true || document.readyState !== 'complete') \
+                     { return null; } \
+                     const f = document.querySelector('.flash'); return f ? f.textContent : '';",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            if let Some(flash) = flash {
+                let page = self.text().await;
+                assert!(
+                    flash.contains("同期しました"),
+                    "the sync failed: {flash:?}\n{page}"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sync never answered:\n{}",
+                self.text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -2636,11 +2636,18 @@ async fn submissions_arriving_together_share_a_batch_and_carry_their_proofs(back
     );
     // Statements per batch do not grow with the batch: at most
     // begin+lock+size, border, envelopes, recipients, entries, nodes,
-    // receipts, checkpoint, commit.
+    // receipts, checkpoint, commit. On SQLite the inserts whose results
+    // the batch does not read go in one round trip: begin+size, border,
+    // envelopes, the inserts, commit.
     let statements = after.statements - before.statements;
     let round_trips = after.round_trips - before.round_trips;
+    let most = if w.relay.state.store.is_postgres() {
+        9
+    } else {
+        5
+    };
     assert!(
-        round_trips <= 9 * batches,
+        round_trips <= most * batches,
         "{round_trips} round trips in {batches} batches"
     );
     assert!(

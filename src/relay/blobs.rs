@@ -148,6 +148,18 @@ pub trait BlobStore: Send + Sync {
     /// Whether a blob is stored at `id`.
     fn exists<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, BlobError>>;
 
+    /// Whether a blob is stored at each of `ids`, in order (the sequencer
+    /// asks for a whole batch at once; a store answers them together where
+    /// that is cheaper than one by one).
+    fn exists_each<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, Vec<Result<bool, BlobError>>> {
+        Box::pin(futures_util::future::join_all(
+            ids.iter().map(|id| self.exists(id)),
+        ))
+    }
+
     /// Delete the blob at `id` (no error when there is none).
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
 
@@ -301,6 +313,29 @@ impl BlobStore for FsBlobStore {
 
     fn exists<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, BlobError>> {
         Box::pin(async move { Ok(tokio::fs::try_exists(self.path(id)?).await?) })
+    }
+
+    /// One trip to the blocking pool for the whole list.
+    fn exists_each<'a>(
+        &'a self,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, Vec<Result<bool, BlobError>>> {
+        let paths: Vec<Result<PathBuf, BlobError>> = ids.iter().map(|id| self.path(id)).collect();
+        Box::pin(async move {
+            let n = paths.len();
+            tokio::task::spawn_blocking(move || {
+                paths
+                    .into_iter()
+                    .map(|p| Ok(std::fs::exists(p?)?))
+                    .collect()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                (0..n)
+                    .map(|_| Err(BlobError::Unavailable(std::io::Error::other(e.to_string()))))
+                    .collect()
+            })
+        })
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BlobError>> {

@@ -181,6 +181,10 @@ pub struct RelayState {
     profile_dir: PathBuf,
     /// The profile's `[revocation] crl_grace_days`.
     crl_grace_days: u32,
+    /// The log's key transitions when this instance started. Its sequencer
+    /// appends only while the log has no newer one (every batch checks), so
+    /// this is the whole list for every leaf it appends.
+    transitions: Vec<crate::receipt::key_transition::TransitionProof>,
 }
 
 /// Shared handle.
@@ -212,7 +216,8 @@ impl RelayState {
         let witnesses = witnesses_of(&config)?;
         let blobs = blob_store_of(&config, data)?;
         let store = Store::open_with(data, database_url, blobs).await?;
-        let chain = log_keys(&store, &cert).await?;
+        let transitions = store.key_transitions().await?;
+        let chain = chain_of(&cert, &transitions)?;
         let from_size = signs_from(&chain, &checkpoint_key)?;
         let store = store.start_log(store_log_config(
             &cert,
@@ -248,6 +253,7 @@ impl RelayState {
             uploads: Default::default(),
             profile_dir: profile.to_path_buf(),
             crl_grace_days,
+            transitions,
         }))
     }
 
@@ -407,16 +413,23 @@ fn checkpoint_key_of(
 /// announced by a key transition in the log, each checked against the key
 /// before it (docs/LOG.md §8).
 pub async fn log_keys(store: &Store, cert: &CertInfo) -> Result<LogKeys, RelayError> {
+    chain_of(cert, &store.key_transitions().await?)
+}
+
+/// The checkpoint key chain from the relay certificate's key through
+/// `transitions`, each checked against the key before it.
+fn chain_of(
+    cert: &CertInfo,
+    transitions: &[crate::receipt::key_transition::TransitionProof],
+) -> Result<LogKeys, RelayError> {
     let root = crate::receipt::bundle::relay_verifier(cert)
         .map_err(|e| RelayError::CheckpointKey(e.to_string()))?;
     let mut chain = LogKeys::new(root);
-    chain
-        .learn_all(&store.key_transitions().await?)
-        .map_err(|e| {
-            RelayError::CheckpointKey(format!(
-                "the log's checkpoint key transitions do not verify: {e}"
-            ))
-        })?;
+    chain.learn_all(transitions).map_err(|e| {
+        RelayError::CheckpointKey(format!(
+            "the log's checkpoint key transitions do not verify: {e}"
+        ))
+    })?;
     Ok(chain)
 }
 
@@ -662,6 +675,8 @@ pub async fn serve(
         statements = s.statements,
         round_trips = s.round_trips,
         busy_us = s.busy_us,
+        commit_us = s.commit_us,
+        acquire_us = s.acquire_us,
         "log sequencer totals"
     );
     Ok(())

@@ -187,6 +187,10 @@ pub struct Stats {
     /// Microseconds from `BEGIN` to the end of `COMMIT` of committed
     /// batches (on PostgreSQL the advisory lock is held for most of it).
     pub busy_us: AtomicU64,
+    /// Microseconds of those spent in `COMMIT` (the database's fsync).
+    pub commit_us: AtomicU64,
+    /// Microseconds committed batches waited for a database connection.
+    pub acquire_us: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -204,6 +208,10 @@ pub struct StatsSnapshot {
     pub round_trips: u64,
     /// Microseconds in committed batches, `BEGIN` to `COMMIT`.
     pub busy_us: u64,
+    /// Microseconds of those in `COMMIT`.
+    pub commit_us: u64,
+    /// Microseconds committed batches waited for a connection.
+    pub acquire_us: u64,
 }
 
 impl Stats {
@@ -216,6 +224,8 @@ impl Stats {
             statements: self.statements.load(Ordering::Relaxed),
             round_trips: self.round_trips.load(Ordering::Relaxed),
             busy_us: self.busy_us.load(Ordering::Relaxed),
+            commit_us: self.commit_us.load(Ordering::Relaxed),
+            acquire_us: self.acquire_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -378,8 +388,10 @@ impl Sequencer {
         &mut self,
         requests: &[Request],
     ) -> Result<Vec<Result<Response, StoreError>>, StoreError> {
+        let asked = std::time::Instant::now();
         let conn = self.pool.acquire().await?;
         let t0 = std::time::Instant::now();
+        let waited = t0 - asked;
         let mut tx = Tx {
             conn,
             statements: 0,
@@ -388,6 +400,7 @@ impl Sequencer {
         let result = self.batch_in(&mut tx, requests).await;
         match result {
             Ok((answers, tree, leaves, checkpoint)) => {
+                let committing = std::time::Instant::now();
                 sqlx::Executor::execute(&mut *tx.conn, "COMMIT")
                     .await
                     .map_err(|e| {
@@ -404,6 +417,10 @@ impl Sequencer {
                 s.round_trips.fetch_add(tx.round_trips, Ordering::Relaxed);
                 s.busy_us
                     .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                s.commit_us
+                    .fetch_add(committing.elapsed().as_micros() as u64, Ordering::Relaxed);
+                s.acquire_us
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
                 tracing::debug!(
                     jobs = requests.len(),
                     leaves,
@@ -493,12 +510,11 @@ impl Sequencer {
                     accepts.push((i, submission, sub));
                 }
             }
-            let present = futures_util::future::join_all(
-                accepts
-                    .iter()
-                    .map(|(_, _, sub)| self.blobs.exists(&sub.envelope_id)),
-            )
-            .await;
+            let ids: Vec<&str> = accepts
+                .iter()
+                .map(|(_, _, sub)| sub.envelope_id.as_str())
+                .collect();
+            let present = self.blobs.exists_each(&ids).await;
             let mut blob_ok: HashMap<usize, Result<(), StoreError>> = HashMap::new();
             for ((i, _, _), p) in accepts.iter().zip(present) {
                 blob_ok.insert(
@@ -527,7 +543,7 @@ impl Sequencer {
                 let mut sql = String::from(
                     "INSERT INTO envelopes (envelope_id, sender, size, accepted_at, expires_at, blob_deleted) VALUES ",
                 );
-                push_rows(&mut sql, chunk.len(), 5, Some("0"));
+                push_rows(&mut sql, 1, chunk.len(), 5, Some("0"));
                 sql.push_str(" ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id");
                 let mut q = sqlx::query(&sql);
                 for (_, _, sub) in chunk {
@@ -551,21 +567,28 @@ impl Sequencer {
                     }
                 }
             }
+            // Rows whose results the batch does not read wait in `writes`
+            // and go to the database together (see `Writes`).
+            let mut writes = Writes::new(self.postgres);
             for chunk in recipients.chunks(1000) {
                 let mut sql = String::from(
                     "INSERT INTO envelope_recipients (envelope_id, recipient, state) VALUES ",
                 );
-                push_rows(&mut sql, chunk.len(), 2, Some("'pending'"));
-                let mut q = sqlx::query(&sql);
+                writes.push_rows(&mut sql, chunk.len(), 2, Some("'pending'"));
+                let mut values = Vec::with_capacity(chunk.len() * 2);
                 for (e, r) in chunk {
-                    q = q.bind(e.to_string()).bind(r.to_string());
+                    values.push(Value::Text(e.to_string()));
+                    values.push(Value::Text(r.to_string()));
                 }
-                q.execute(&mut *tx.conn).await?;
-                tx.count(1);
+                writes.push(tx, sql, values).await?;
             }
 
-            // 3b. Every job in order: its rows and its leaves.
+            // 3b. Every job in order: its rows and its leaves. A job whose
+            // statement reads its own result sees every earlier row.
             for (i, r) in requests.iter().enumerate() {
+                if !matches!(r, Request::Accept { .. }) {
+                    writes.send(tx).await?;
+                }
                 let answer = match r {
                     Request::Accept { submission, sub } => {
                         if let Some(Err(_)) = blob_ok.get(&i) {
@@ -800,28 +823,24 @@ impl Sequencer {
             if !leaves.is_empty() {
                 for (k, chunk) in leaves.chunks(500).enumerate() {
                     let mut sql = String::from("INSERT INTO log_entries (idx, entry) VALUES ");
-                    push_rows(&mut sql, chunk.len(), 2, None);
-                    let mut q = sqlx::query(&sql);
+                    writes.push_rows(&mut sql, chunk.len(), 2, None);
+                    let mut values = Vec::with_capacity(chunk.len() * 2);
                     for (j, l) in chunk.iter().enumerate() {
-                        q = q
-                            .bind((start + (k * 500 + j) as u64) as i64)
-                            .bind(l.entry.to_string());
+                        values.push(Value::Int((start + (k * 500 + j) as u64) as i64));
+                        values.push(Value::Text(l.entry.to_string()));
                     }
-                    q.execute(&mut *tx.conn).await?;
-                    tx.count(1);
+                    writes.push(tx, sql, values).await?;
                 }
                 for chunk in nodes.chunks(1000) {
                     let mut sql = String::from("INSERT INTO log_nodes (level, idx, hash) VALUES ");
-                    push_rows(&mut sql, chunk.len(), 3, None);
-                    let mut q = sqlx::query(&sql);
+                    writes.push_rows(&mut sql, chunk.len(), 3, None);
+                    let mut values = Vec::with_capacity(chunk.len() * 3);
                     for (id, h) in chunk {
-                        q = q
-                            .bind(i64::from(id.level))
-                            .bind(id.index as i64)
-                            .bind(hash_hex(h));
+                        values.push(Value::Int(i64::from(id.level)));
+                        values.push(Value::Int(id.index as i64));
+                        values.push(Value::Text(hash_hex(h)));
                     }
-                    q.execute(&mut *tx.conn).await?;
-                    tx.count(1);
+                    writes.push(tx, sql, values).await?;
                 }
                 let directory: Vec<i64> = leaves
                     .iter()
@@ -831,13 +850,9 @@ impl Sequencer {
                     .collect();
                 for chunk in directory.chunks(500) {
                     let mut sql = String::from("INSERT INTO log_directory (idx) VALUES ");
-                    push_rows(&mut sql, chunk.len(), 1, None);
-                    let mut q = sqlx::query(&sql);
-                    for idx in chunk {
-                        q = q.bind(*idx);
-                    }
-                    q.execute(&mut *tx.conn).await?;
-                    tx.count(1);
+                    writes.push_rows(&mut sql, chunk.len(), 1, None);
+                    let values = chunk.iter().map(|idx| Value::Int(*idx)).collect();
+                    writes.push(tx, sql, values).await?;
                 }
                 let receipts: Vec<(u64, &(String, String, SignedReceipt))> = leaves
                     .iter()
@@ -848,33 +863,35 @@ impl Sequencer {
                     let mut sql = String::from(
                         "INSERT INTO receipts (envelope_id, purpose, signer, body, signature, created_at, log_index) VALUES ",
                     );
-                    push_rows(&mut sql, chunk.len(), 7, None);
-                    let mut q = sqlx::query(&sql);
+                    writes.push_rows(&mut sql, chunk.len(), 7, None);
+                    let mut values = Vec::with_capacity(chunk.len() * 7);
                     for (idx, (env, signer, r)) in chunk {
-                        q = q
-                            .bind(env.to_string())
-                            .bind(r.purpose.as_str())
-                            .bind(signer.to_string())
-                            .bind(r.body.to_string())
-                            .bind(r.signature.to_string())
-                            .bind(t)
-                            .bind(*idx as i64);
+                        values.extend([
+                            Value::Text(env.to_string()),
+                            Value::Text(r.purpose.as_str().to_string()),
+                            Value::Text(signer.to_string()),
+                            Value::Text(r.body.to_string()),
+                            Value::Text(r.signature.to_string()),
+                            Value::Int(t),
+                            Value::Int(*idx as i64),
+                        ]);
                     }
-                    q.execute(&mut *tx.conn).await?;
-                    tx.count(1);
+                    writes.push(tx, sql, values).await?;
                 }
                 checkpoint = self
                     .config
                     .checkpoints
                     .sign(tree.size(), tree.root())
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                sqlx::query("INSERT INTO log_checkpoints (size, note) VALUES ($1, $2)")
-                    .bind(tree.size() as i64)
-                    .bind(checkpoint.to_string())
-                    .execute(&mut *tx.conn)
-                    .await?;
-                tx.count(1);
+                let mut sql = String::from("INSERT INTO log_checkpoints (size, note) VALUES ");
+                writes.push_rows(&mut sql, 1, 2, None);
+                let values = vec![
+                    Value::Int(tree.size() as i64),
+                    Value::Text(checkpoint.to_string()),
+                ];
+                writes.push(tx, sql, values).await?;
             }
+            writes.send(tx).await?;
 
             // The leaves each job answers with, proofs still to fill in.
             let size = tree.size();
@@ -1065,8 +1082,109 @@ fn receipt_leaf(envelope: &str, signer: &str, r: &SignedReceipt, job: usize, pro
 
 /// Append `rows` rows of `cols` placeholders (`$n`, numbered on), plus a
 /// trailing constant column when `extra` is given.
-fn push_rows(sql: &mut String, rows: usize, cols: usize, extra: Option<&str>) {
-    let mut n = 1;
+/// A bound value of a deferred statement.
+enum Value {
+    Int(i64),
+    Text(String),
+}
+
+/// Statements of a batch whose results it does not read (inserts of
+/// recipients, entries, nodes, receipts, the checkpoint), sent together
+/// when the batch next needs the database: on SQLite in one round trip,
+/// `?` placeholders bound in order across the statements; on PostgreSQL one
+/// statement per round trip, since its extended protocol takes one
+/// statement per query. Either way they run in the batch's transaction, in
+/// the order they were pushed, before anything that reads.
+struct Writes {
+    postgres: bool,
+    statements: Vec<(String, Vec<Value>)>,
+    values: usize,
+}
+
+/// At most this many values wait in one SQLite round trip (SQLite's limit
+/// on the parameters of one statement is 32,766; each statement here is
+/// far below it, and the whole query stays below it too).
+const MAX_DEFERRED_VALUES: usize = 30_000;
+
+impl Writes {
+    fn new(postgres: bool) -> Writes {
+        Writes {
+            postgres,
+            statements: Vec::new(),
+            values: 0,
+        }
+    }
+
+    /// Placeholders for a statement to push.
+    fn push_rows(&self, sql: &mut String, rows: usize, cols: usize, extra: Option<&str>) {
+        push_rows(sql, if self.postgres { 1 } else { 0 }, rows, cols, extra);
+    }
+
+    /// Add a statement; on SQLite, send what waits first when the query
+    /// would grow past [`MAX_DEFERRED_VALUES`].
+    async fn push(
+        &mut self,
+        tx: &mut Tx,
+        sql: String,
+        values: Vec<Value>,
+    ) -> Result<(), StoreError> {
+        if !self.postgres && self.values + values.len() > MAX_DEFERRED_VALUES {
+            self.send(tx).await?;
+        }
+        self.values += values.len();
+        self.statements.push((sql, values));
+        Ok(())
+    }
+
+    /// Run every waiting statement, in order.
+    async fn send(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let statements = std::mem::take(&mut self.statements);
+        self.values = 0;
+        if statements.is_empty() {
+            return Ok(());
+        }
+        if self.postgres {
+            for (sql, values) in statements {
+                bind_all(sqlx::query(&sql), values)
+                    .execute(&mut *tx.conn)
+                    .await?;
+                tx.count(1);
+            }
+        } else {
+            let n = statements.len() as u64;
+            let sql = statements
+                .iter()
+                .map(|(sql, _)| sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n");
+            let values = statements.into_iter().flat_map(|(_, v)| v);
+            bind_all(sqlx::query(&sql).persistent(false), values)
+                .execute(&mut *tx.conn)
+                .await?;
+            tx.count(n);
+        }
+        Ok(())
+    }
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    values: impl IntoIterator<Item = Value>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for v in values {
+        q = match v {
+            Value::Int(i) => q.bind(i),
+            Value::Text(t) => q.bind(t),
+        };
+    }
+    q
+}
+
+/// Rows of numbered placeholders, `($1, $2), ($3, $4)…` from `$first`, or
+/// of `?` when `first` is 0 (SQLite binds those in order across the
+/// statements of one query).
+fn push_rows(sql: &mut String, first: usize, rows: usize, cols: usize, extra: Option<&str>) {
+    let mut n = first;
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
@@ -1076,8 +1194,12 @@ fn push_rows(sql: &mut String, rows: usize, cols: usize, extra: Option<&str>) {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${n}"));
-            n += 1;
+            if first == 0 {
+                sql.push('?');
+            } else {
+                sql.push_str(&format!("${n}"));
+                n += 1;
+            }
         }
         if let Some(x) = extra {
             sql.push_str(", ");
@@ -1105,4 +1227,119 @@ pub(crate) fn crl_entry(number: &str, pem: &str) -> String {
         published_at: receipt::now_rfc3339(),
     }
     .to_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite() -> (AnyPool, Tx) {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let conn = pool.acquire().await.unwrap();
+        (
+            pool,
+            Tx {
+                conn,
+                statements: 0,
+                round_trips: 0,
+            },
+        )
+    }
+
+    async fn rows(tx: &mut Tx) -> Vec<(i64, String)> {
+        sqlx::query("SELECT a, b FROM t ORDER BY rowid")
+            .fetch_all(&mut *tx.conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn deferred_inserts_on_sqlite_go_in_one_round_trip_bound_in_order() {
+        let (_pool, mut tx) = sqlite().await;
+        let mut w = Writes::new(false);
+        for k in 0..3i64 {
+            let mut sql = String::from("INSERT INTO t (a, b) VALUES ");
+            w.push_rows(&mut sql, 2, 2, None);
+            let values = (0..2)
+                .flat_map(|j| {
+                    [
+                        Value::Int(k * 2 + j),
+                        Value::Text(format!("row {}", k * 2 + j)),
+                    ]
+                })
+                .collect();
+            w.push(&mut tx, sql, values).await.unwrap();
+        }
+        assert!(
+            rows(&mut tx).await.is_empty(),
+            "nothing is sent before send()"
+        );
+        w.send(&mut tx).await.unwrap();
+        assert_eq!((tx.statements, tx.round_trips), (3, 1));
+        let want: Vec<(i64, String)> = (0..6).map(|i| (i, format!("row {i}"))).collect();
+        assert_eq!(rows(&mut tx).await, want);
+        // Sending again sends nothing.
+        w.send(&mut tx).await.unwrap();
+        assert_eq!(tx.round_trips, 1);
+    }
+
+    #[tokio::test]
+    async fn deferred_inserts_past_sqlites_parameter_limit_are_split_in_order() {
+        let (_pool, mut tx) = sqlite().await;
+        let mut w = Writes::new(false);
+        // 20 statements of 1,000 rows of 2 values: 40,000 values, more
+        // than one query may carry (MAX_DEFERRED_VALUES).
+        let per = 1000;
+        for k in 0..20i64 {
+            let mut sql = String::from("INSERT INTO t (a, b) VALUES ");
+            w.push_rows(&mut sql, per, 2, None);
+            let values = (0..per as i64)
+                .flat_map(|j| {
+                    let i = k * per as i64 + j;
+                    [Value::Int(i), Value::Text(i.to_string())]
+                })
+                .collect();
+            w.push(&mut tx, sql, values).await.unwrap();
+        }
+        w.send(&mut tx).await.unwrap();
+        let got = rows(&mut tx).await;
+        assert_eq!(got.len(), 20 * per);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(n, (a, b))| *a == n as i64 && *b == n.to_string()));
+        assert_eq!((tx.statements, tx.round_trips), (20, 2));
+    }
+
+    #[tokio::test]
+    async fn a_failing_deferred_insert_fails_the_send() {
+        let (_pool, mut tx) = sqlite().await;
+        let mut w = Writes::new(false);
+        let mut sql = String::from("INSERT INTO t (a, b) VALUES ");
+        w.push_rows(&mut sql, 1, 2, None);
+        w.push(&mut tx, sql, vec![Value::Int(1), Value::Text("x".into())])
+            .await
+            .unwrap();
+        // NOT NULL violated by the second statement.
+        w.push(
+            &mut tx,
+            "INSERT INTO t (a, b) VALUES (?, NULL)".into(),
+            vec![Value::Int(2)],
+        )
+        .await
+        .unwrap();
+        assert!(w.send(&mut tx).await.is_err());
+    }
 }
