@@ -32,6 +32,8 @@
 #                                             pg2 (two PostgreSQL relays), pg1
 #                                             (the one-relay control); the
 #                                             closing line needs all four)
+#   RELAY_TOML=$'batch_wait_ms = 5' bench/relay-load.sh
+#                                            (more relay settings)
 #   DURATION=60 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
 #
 # Needs nginx (apt-get install -y nginx), psql, python3, and a PostgreSQL
@@ -81,6 +83,7 @@ cat >"$work/relay.toml" <<EOF
 quota_uploads_per_day = 0
 quota_bytes_per_day = 0
 quota_concurrent_uploads = 0
+${RELAY_TOML:-}
 EOF
 # start_relay NAME DATA [DATABASE_URL]: writes $work/NAME.{pid,port,log}.
 start_relay() {
