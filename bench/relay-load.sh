@@ -34,6 +34,9 @@
 #                                             closing line needs all four)
 #   RELAY_TOML=$'batch_wait_ms = 5' bench/relay-load.sh
 #                                            (more relay settings)
+#   RENKEI_BIN=/tmp/renkei-old bench/relay-load.sh
+#                                            (another build of the relay, to
+#                                             compare two in alternating runs)
 #   DURATION=60 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
 #
 # Needs nginx (apt-get install -y nginx), psql, python3, and a PostgreSQL
@@ -54,7 +57,7 @@ command -v psql >/dev/null || { echo "missing psql: apt-get install -y postgresq
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "missing nginx: apt-get install -y nginx" >&2; exit 1; }
 cargo build --release -q --bin renkei --example relay_load
-bin=$PWD/target/release/renkei
+bin=${RENKEI_BIN:-$PWD/target/release/renkei}
 load=$PWD/target/release/examples/relay_load
 # On disk, not tmpfs: the relay fsyncs ciphertext and its database before
 # it signs an acceptance; nginx writes to the same disk (without fsync).
