@@ -696,6 +696,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn exists_each_answers_every_id_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let data = b"stored".to_vec();
+        let id = sha(&data);
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        s.write(&data).await.unwrap();
+        s.commit(&id).await.unwrap();
+        let absent = sha(b"never stored");
+        let ids = [
+            absent.as_str(),
+            id.as_str(),
+            "../not-an-address",
+            id.as_str(),
+        ];
+        let got = store.exists_each(&ids).await;
+        assert_eq!(got.len(), 4);
+        assert!(matches!(got[0], Ok(false)));
+        assert!(matches!(got[1], Ok(true)));
+        assert!(matches!(got[2], Err(BlobError::BadAddress(_))));
+        assert!(matches!(got[3], Ok(true)));
+        assert!(store.exists_each(&[]).await.is_empty());
+    }
+
+    #[tokio::test]
     async fn large_uploads_are_hashed_and_written_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();

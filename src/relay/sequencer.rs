@@ -543,7 +543,7 @@ impl Sequencer {
                 let mut sql = String::from(
                     "INSERT INTO envelopes (envelope_id, sender, size, accepted_at, expires_at, blob_deleted) VALUES ",
                 );
-                push_rows(&mut sql, 1, chunk.len(), 5, Some("0"));
+                push_rows(&mut sql, true, chunk.len(), 5, Some("0"));
                 sql.push_str(" ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id");
                 let mut q = sqlx::query(&sql);
                 for (_, _, sub) in chunk {
@@ -1080,8 +1080,6 @@ fn receipt_leaf(envelope: &str, signer: &str, r: &SignedReceipt, job: usize, pro
     }
 }
 
-/// Append `rows` rows of `cols` placeholders (`$n`, numbered on), plus a
-/// trailing constant column when `extra` is given.
 /// A bound value of a deferred statement.
 enum Value {
     Int(i64),
@@ -1115,9 +1113,10 @@ impl Writes {
         }
     }
 
-    /// Placeholders for a statement to push.
+    /// Placeholders for a statement to push: numbered on PostgreSQL,
+    /// `?` on SQLite.
     fn push_rows(&self, sql: &mut String, rows: usize, cols: usize, extra: Option<&str>) {
-        push_rows(sql, if self.postgres { 1 } else { 0 }, rows, cols, extra);
+        push_rows(sql, self.postgres, rows, cols, extra);
     }
 
     /// Add a statement; on SQLite, send what waits first when the query
@@ -1180,11 +1179,11 @@ fn bind_all<'q>(
     q
 }
 
-/// Rows of numbered placeholders, `($1, $2), ($3, $4)…` from `$first`, or
-/// of `?` when `first` is 0 (SQLite binds those in order across the
-/// statements of one query).
-fn push_rows(sql: &mut String, first: usize, rows: usize, cols: usize, extra: Option<&str>) {
-    let mut n = first;
+/// Append `rows` rows of `cols` placeholders, plus a trailing constant
+/// column when `extra` is given: numbered, `($1, $2), ($3, $4)…`, or `?`
+/// (SQLite binds those in order across the statements of one query).
+fn push_rows(sql: &mut String, numbered: bool, rows: usize, cols: usize, extra: Option<&str>) {
+    let mut n = 1;
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
@@ -1194,11 +1193,11 @@ fn push_rows(sql: &mut String, first: usize, rows: usize, cols: usize, extra: Op
             if c > 0 {
                 sql.push_str(", ");
             }
-            if first == 0 {
-                sql.push('?');
-            } else {
+            if numbered {
                 sql.push_str(&format!("${n}"));
                 n += 1;
+            } else {
+                sql.push('?');
             }
         }
         if let Some(x) = extra {
