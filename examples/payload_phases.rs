@@ -88,8 +88,7 @@ fn main() {
     let h = header::parse(&ours).unwrap();
     let fk = h.unwrap(&ours, &id).ok().unwrap();
     let mut out = Vec::with_capacity(n);
-    payload::Decryptor::new(&ours[h.len..], fk)
-        .read_to_end(&mut out)
+    std::thread::scope(|s| payload::Decryptor::new(s, &ours[h.len..], fk).read_to_end(&mut out))
         .unwrap();
     rate("renkei payload decrypt, 2 threads", t);
     assert!(out == plain);
@@ -98,15 +97,17 @@ fn main() {
     let h = header::parse(&ours).unwrap();
     let fk = h.unwrap(&ours, &id).ok().unwrap();
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut d = payload::Decryptor::new(&ours[h.len..], fk);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let k = d.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
+    std::thread::scope(|s| {
+        let mut d = payload::Decryptor::new(s, &ours[h.len..], fk);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let k = d.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            ctx.update(&buf[..k]);
         }
-        ctx.update(&buf[..k]);
-    }
+    });
     std::hint::black_box(ctx.finish());
     rate("renkei payload decrypt + SHA-256 of plaintext", t);
 }

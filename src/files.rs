@@ -316,7 +316,7 @@ fn parent_or_dot(path: &Path) -> PathBuf {
 /// staged in a hidden folder beside it, everything is verified, and only
 /// then is the staging folder renamed to `out`. On any failure nothing is
 /// left behind.
-pub fn open_to_dir(p: &Profile, input: impl Read, out: &Path) -> Result<Opened, FileError> {
+pub fn open_to_dir(p: &Profile, input: impl Read + Send, out: &Path) -> Result<Opened, FileError> {
     let trust = p.trust()?;
     let me = p.facility_id()?;
     let identity = p.age_identity()?;

@@ -85,16 +85,18 @@ fn run(v: &Vector) -> Outcome {
         Err(UnwrapError::NoMatchingKey) => return Outcome::NoMatch,
         Err(UnwrapError::Damaged) => return Outcome::Unwrap,
     };
-    let mut d = payload::Decryptor::new(&v.file[h.len..], key);
-    let mut released = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match d.read(&mut buf) {
-            Ok(0) => return Outcome::Success(released),
-            Ok(n) => released.extend_from_slice(&buf[..n]),
-            Err(_) => return Outcome::Payload(released),
+    std::thread::scope(|s| {
+        let mut d = payload::Decryptor::new(s, &v.file[h.len..], key);
+        let mut released = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match d.read(&mut buf) {
+                Ok(0) => return Outcome::Success(released),
+                Ok(n) => released.extend_from_slice(&buf[..n]),
+                Err(_) => return Outcome::Payload(released),
+            }
         }
-    }
+    })
 }
 
 fn sha256_hex(b: &[u8]) -> String {

@@ -121,8 +121,8 @@ pub(crate) fn seal(a: SealArgs) -> Result<(), Failure> {
 
 pub(crate) fn open(a: OpenArgs) -> Result<(), Failure> {
     let p = Profile::open(&a.profile)?;
-    let input: Box<dyn Read> = if a.input == "-" {
-        Box::new(io::stdin().lock())
+    let input: Box<dyn Read + Send> = if a.input == "-" {
+        Box::new(io::stdin())
     } else {
         let path = Path::new(&a.input);
         Box::new(io::BufReader::new(

@@ -178,7 +178,7 @@ fn stream_err(_e: io::Error) -> OpenError {
 /// Decrypt and verify the package read from `input` for facility `me`,
 /// writing members under `staging` (an empty folder the caller owns and
 /// deletes on error). `at` is the verification time (now if `None`).
-pub fn open_into<R: Read>(
+pub fn open_into<R: Read + Send>(
     mut input: R,
     identity: &AgeIdentity,
     trust: &TrustStore,
@@ -212,7 +212,28 @@ pub fn open_into<R: Read>(
     };
     let mut rest = io::Cursor::new(head);
     rest.set_position(parsed.len as u64);
-    let stream = payload::Decryptor::new(rest.chain(input), file_key);
+    std::thread::scope(|s| {
+        let stream = payload::Decryptor::new(s, rest.chain(input), file_key);
+        let opener = Opener {
+            facility: me,
+            age_recipient: identity.recipient().to_string(),
+        };
+        read_package(stream, &readers, &opener, trust, staging, limits, at)
+    })
+}
+
+/// The rest of [`open_into`], on the decrypted stream: the tar records,
+/// then every check on what they held.
+fn read_package(
+    stream: payload::Decryptor<'_>,
+    readers: &Readers,
+    opener: &Opener,
+    trust: &TrustStore,
+    staging: &Path,
+    limits: &Limits,
+    at: Option<SystemTime>,
+) -> Result<Opened, OpenError> {
+    let (me, mine) = (opener.facility, &opener.age_recipient);
     let mut archive = tar::Archive::new(stream);
     let mut seen: HashMap<String, (u64, [u8; 32])> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -431,13 +452,12 @@ pub fn open_into<R: Read>(
         Some((size, _)) => *size,
         None => return Err(OpenError::MissingMember(DOCUMENT_PATH.into())),
     };
-    let mine = identity.recipient().to_string();
     let addressed = manifest
         .recipients
         .iter()
-        .any(|r| &r.facility_id == me && r.age_recipient == mine);
+        .any(|r| &r.facility_id == me && &r.age_recipient == mine);
     let own_copy =
-        &sender_id == me && manifest.sender_copy && sender.age_recipient.as_deref() == Some(&mine);
+        &sender_id == me && manifest.sender_copy && sender.age_recipient.as_deref() == Some(mine);
     if !addressed && !own_copy {
         return Err(OpenError::NotAddressedToUs {
             me: me.to_string(),
@@ -486,6 +506,12 @@ pub fn open_into<R: Read>(
         sender,
         summary,
     })
+}
+
+/// Who opens: this facility, and its age recipient.
+struct Opener<'a> {
+    facility: &'a FacilityId,
+    age_recipient: String,
 }
 
 /// The stanzas of an age header, by kind.

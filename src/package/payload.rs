@@ -11,7 +11,7 @@
 //! and writing members when opening), so that both cores work. Sealing
 //! also hashes and writes the ciphertext on a third thread ([`encrypt`]).
 //! At most six batch buffers exist per stream (12 MiB) when sealing, three
-//! when opening. A batch's plaintext
+//! when opening, where the opening thread also reads the ciphertext. A batch's plaintext
 //! is released to the reader only after every chunk of the batch
 //! authenticated; the end of the stream (the final flag) is authenticated
 //! before [`Decryptor`] reports the end.
@@ -333,7 +333,7 @@ impl Write for Encryptor {
     }
 }
 
-/// One batch of ciphertext for the opening thread: `buf[..body]`.
+/// One batch of ciphertext: `buf[..body]`.
 struct OpenJob {
     buf: Vec<u8>,
     body: usize,
@@ -366,26 +366,21 @@ fn open_batch(key: &LessSafeKey, job: &mut OpenJob) -> Option<Vec<(usize, usize)
 /// [`io::ErrorKind::InvalidData`] error, and end of stream (`Ok(0)`) is
 /// reported only after the final chunk authenticated.
 ///
-/// The main thread reads ciphertext (up to two batches ahead); a second
-/// thread opens each batch while the caller consumes the one before.
-pub struct Decryptor<R: Read> {
-    input: R,
-    file_key: Option<FileKey>,
-    jobs: Option<mpsc::SyncSender<OpenJob>>,
-    opened: Option<mpsc::Receiver<OpenedBatch>>,
-    in_flight: usize,
-    /// Buffers to read the next batches into.
-    spare: Vec<Vec<u8>>,
+/// An opening thread, spawned in the caller's scope, reads the ciphertext
+/// and opens it batch by batch, one batch ahead of the caller, who only
+/// consumes plaintext: reading the package costs the caller's thread
+/// nothing. At most three batch buffers exist: the one being consumed,
+/// one opened and waiting, one being read and opened.
+pub struct Decryptor<'scope> {
+    opened: mpsc::Receiver<io::Result<OpenedBatch>>,
+    /// Buffers the caller is done with, back to the opening thread.
+    spare: mpsc::SyncSender<Vec<u8>>,
     /// The batch being consumed: plaintext ranges not yet returned.
     current: Option<Plain>,
-    /// A byte read ahead of the last batch read (to learn it was not last).
-    carry: Option<u8>,
-    counter: u64,
-    /// The last batch was read (and sent).
-    read_all: bool,
     /// The final chunk authenticated and was returned.
     done: bool,
     failed: bool,
+    _scope: std::marker::PhantomData<&'scope ()>,
 }
 
 /// An opened batch being read: its buffer, the plaintext ranges in it,
@@ -399,27 +394,77 @@ fn damaged() -> io::Error {
     )
 }
 
-impl<R: Read> Decryptor<R> {
-    /// Start decrypting; the payload nonce is read with the first batch.
-    pub fn new(input: R, file_key: FileKey) -> Self {
+fn opener_gone() -> io::Error {
+    io::Error::other("the payload opening thread stopped")
+}
+
+impl<'scope> Decryptor<'scope> {
+    /// Start decrypting `input` on an opening thread of `scope` (which
+    /// therefore outlives this decryptor; dropping it stops the thread at
+    /// its next batch).
+    pub fn new<'env, R: Read + Send + 'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        input: R,
+        file_key: FileKey,
+    ) -> Self {
+        let (tx, opened) = mpsc::sync_channel(1);
+        let (spare, spares) = mpsc::sync_channel(2);
+        // Should the thread not start, its channel closes with it and the
+        // first read says so.
+        let _ = std::thread::Builder::new()
+            .name("renkei-open".into())
+            .spawn_scoped(scope, move || {
+                let mut opener = Opener {
+                    input,
+                    carry: None,
+                    counter: 0,
+                    spares,
+                };
+                if let Err(e) = opener.run(file_key, &tx) {
+                    let _ = tx.send(Err(e));
+                }
+            });
         Decryptor {
-            input,
-            file_key: Some(file_key),
-            jobs: None,
-            opened: None,
-            in_flight: 0,
-            spare: Vec::new(),
+            opened,
+            spare,
             current: None,
-            carry: None,
-            counter: 0,
-            read_all: false,
             done: false,
             failed: false,
+            _scope: std::marker::PhantomData,
         }
     }
 
-    /// Read the nonce, derive the key, start the opening thread.
-    fn start(&mut self) -> io::Result<()> {
+    /// Make the next opened batch current.
+    fn next_batch(&mut self) -> io::Result<()> {
+        let b = self.opened.recv().map_err(|_| opener_gone())??;
+        let ranges = b.ranges.ok_or_else(damaged)?;
+        if let Some((old, _, _)) = self.current.take() {
+            let _ = self.spare.try_send(old);
+        }
+        self.current = Some((b.buf, ranges, 0));
+        self.done = b.last;
+        Ok(())
+    }
+}
+
+/// The opening thread's side: reads batches of ciphertext, checks their
+/// chunk boundaries and opens them, in order.
+struct Opener<R> {
+    input: R,
+    /// A byte read ahead of the last batch read (to learn it was not last).
+    carry: Option<u8>,
+    counter: u64,
+    spares: mpsc::Receiver<Vec<u8>>,
+}
+
+impl<R: Read> Opener<R> {
+    /// Read the nonce, derive the key, then open every batch until the
+    /// final one, a failed one, or the caller leaving.
+    fn run(
+        &mut self,
+        file_key: FileKey,
+        out: &mpsc::SyncSender<io::Result<OpenedBatch>>,
+    ) -> io::Result<()> {
         let mut nonce = [0u8; NONCE];
         let mut got = 0;
         while got < NONCE {
@@ -430,39 +475,29 @@ impl<R: Read> Decryptor<R> {
                 Err(e) => return Err(e),
             }
         }
-        let fk = self.file_key.take().expect("started once");
-        let key = PayloadKey::derive(&fk, &nonce).0;
-        let (jobs, rx) = mpsc::sync_channel::<OpenJob>(2);
-        let (tx, opened) = mpsc::sync_channel::<OpenedBatch>(2);
-        std::thread::Builder::new()
-            .name("renkei-open".into())
-            .spawn(move || {
-                for mut job in rx {
-                    let ranges = open_batch(&key, &mut job);
-                    let last = job.last;
-                    if tx
-                        .send(OpenedBatch {
-                            buf: job.buf,
-                            ranges,
-                            last,
-                        })
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            })?;
-        self.jobs = Some(jobs);
-        self.opened = Some(opened);
-        Ok(())
+        let key = PayloadKey::derive(&file_key, &nonce).0;
+        drop(file_key);
+        loop {
+            let mut job = self.read_batch()?;
+            let ranges = open_batch(&key, &mut job);
+            let stop = job.last || ranges.is_none();
+            let batch = OpenedBatch {
+                buf: job.buf,
+                ranges,
+                last: job.last,
+            };
+            if out.send(Ok(batch)).is_err() || stop {
+                return Ok(());
+            }
+        }
     }
 
-    /// Read the next batch of ciphertext and hand it to the opening thread.
-    fn send_next(&mut self) -> io::Result<()> {
+    /// Read the next batch of ciphertext and check its chunk boundaries.
+    fn read_batch(&mut self) -> io::Result<OpenJob> {
         let mut buf = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| vec![0u8; BATCH * SLOT + 1]);
+            .spares
+            .try_recv()
+            .unwrap_or_else(|_| vec![0u8; BATCH * SLOT + 1]);
         let mut at = 0;
         if let Some(b) = self.carry.take() {
             buf[0] = b;
@@ -501,46 +536,12 @@ impl<R: Read> Decryptor<R> {
             counter: self.counter,
             last,
         };
-        self.jobs
-            .as_ref()
-            .expect("started")
-            .send(job)
-            .map_err(|_| worker_gone())?;
         self.counter += n as u64;
-        self.in_flight += 1;
-        self.read_all = last;
-        Ok(())
-    }
-
-    /// Make the next opened batch current.
-    fn next_batch(&mut self) -> io::Result<()> {
-        if self.file_key.is_some() {
-            self.start()?;
-        }
-        while self.in_flight < 2 && !self.read_all {
-            self.send_next()?;
-        }
-        let b = self
-            .opened
-            .as_ref()
-            .expect("started")
-            .recv()
-            .map_err(|_| worker_gone())?;
-        self.in_flight -= 1;
-        let ranges = b.ranges.ok_or_else(damaged)?;
-        if let Some((old, _, _)) = self.current.take() {
-            self.spare.push(old);
-        }
-        self.current = Some((b.buf, ranges, 0));
-        if b.last {
-            self.done = true;
-            self.jobs = None;
-        }
-        Ok(())
+        Ok(job)
     }
 }
 
-impl<R: Read> Read for Decryptor<R> {
+impl Read for Decryptor<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.failed {
             return Err(damaged());
@@ -599,7 +600,7 @@ mod tests {
 
     fn open(ct: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        Decryptor::new(ct, key()).read_to_end(&mut out)?;
+        std::thread::scope(|s| Decryptor::new(s, ct, key()).read_to_end(&mut out))?;
         Ok(out)
     }
 
@@ -712,8 +713,7 @@ mod tests {
             let h = crate::package::header::parse(&theirs).unwrap();
             let fk = h.unwrap(&theirs, &id).ok().unwrap();
             let mut got = Vec::new();
-            Decryptor::new(&theirs[h.len..], fk)
-                .read_to_end(&mut got)
+            std::thread::scope(|s| Decryptor::new(s, &theirs[h.len..], fk).read_to_end(&mut got))
                 .unwrap();
             assert_eq!(got, p, "{n}");
         }
@@ -794,12 +794,14 @@ mod tests {
         let mut ct = seal(&data(n), 1 << 16);
         let last = ct.len() - 1;
         ct[last] ^= 1;
-        let mut d = Decryptor::new(&ct[..], key());
-        let mut buf = vec![0u8; 4096];
-        assert_eq!(
-            d.read(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-        assert!(d.read(&mut buf).is_err());
+        std::thread::scope(|s| {
+            let mut d = Decryptor::new(s, &ct[..], key());
+            let mut buf = vec![0u8; 4096];
+            assert_eq!(
+                d.read(&mut buf).unwrap_err().kind(),
+                io::ErrorKind::InvalidData
+            );
+            assert!(d.read(&mut buf).is_err());
+        });
     }
 }
