@@ -214,11 +214,11 @@ pub fn open_into<R: Read + Send>(
     rest.set_position(parsed.len as u64);
     std::thread::scope(|s| {
         let stream = payload::Decryptor::new(s, rest.chain(input), file_key);
-        let opener = Opener {
+        let reader = Reader {
             facility: me,
             age_recipient: identity.recipient().to_string(),
         };
-        read_package(stream, &readers, &opener, trust, staging, limits, at)
+        read_package(stream, &readers, &reader, trust, staging, limits, at)
     })
 }
 
@@ -227,13 +227,13 @@ pub fn open_into<R: Read + Send>(
 fn read_package(
     stream: payload::Decryptor<'_>,
     readers: &Readers,
-    opener: &Opener,
+    reader: &Reader,
     trust: &TrustStore,
     staging: &Path,
     limits: &Limits,
     at: Option<SystemTime>,
 ) -> Result<Opened, OpenError> {
-    let (me, mine) = (opener.facility, &opener.age_recipient);
+    let (me, mine) = (reader.facility, &reader.age_recipient);
     let mut archive = tar::Archive::new(stream);
     let mut seen: HashMap<String, (u64, [u8; 32])> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -508,8 +508,8 @@ fn read_package(
     })
 }
 
-/// Who opens: this facility, and its age recipient.
-struct Opener<'a> {
+/// Who reads the package: this facility, and its age recipient.
+struct Reader<'a> {
     facility: &'a FacilityId,
     age_recipient: String,
 }

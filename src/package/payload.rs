@@ -10,11 +10,11 @@
 //! work (reading and hashing members when sealing, parsing the tar, hashing
 //! and writing members when opening), so that both cores work. Sealing
 //! also hashes and writes the ciphertext on a third thread ([`encrypt`]).
-//! At most six batch buffers exist per stream (12 MiB) when sealing, three
-//! when opening, where the opening thread also reads the ciphertext. A batch's plaintext
-//! is released to the reader only after every chunk of the batch
-//! authenticated; the end of the stream (the final flag) is authenticated
-//! before [`Decryptor`] reports the end.
+//! When opening, the second thread also reads the ciphertext. At most six
+//! batch buffers exist per stream (12 MiB) when sealing, three when
+//! opening. A batch's plaintext is released to the reader only after every
+//! chunk of the batch authenticated; the end of the stream (the final flag)
+//! is authenticated before [`Decryptor`] reports the end.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
