@@ -225,7 +225,7 @@ pub fn open_into<R: Read + Send>(
 /// The rest of [`open_into`], on the decrypted stream: the tar records,
 /// then every check on what they held.
 fn read_package(
-    stream: payload::Decryptor<'_>,
+    stream: payload::Decryptor,
     readers: &Readers,
     reader: &Reader,
     trust: &TrustStore,

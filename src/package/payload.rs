@@ -371,7 +371,7 @@ fn open_batch(key: &LessSafeKey, job: &mut OpenJob) -> Option<Vec<(usize, usize)
 /// consumes plaintext: reading the package costs the caller's thread
 /// nothing. At most three batch buffers exist: the one being consumed,
 /// one opened and waiting, one being read and opened.
-pub struct Decryptor<'scope> {
+pub struct Decryptor {
     opened: mpsc::Receiver<io::Result<OpenedBatch>>,
     /// Buffers the caller is done with, back to the opening thread.
     spare: mpsc::SyncSender<Vec<u8>>,
@@ -380,7 +380,6 @@ pub struct Decryptor<'scope> {
     /// The final chunk authenticated and was returned.
     done: bool,
     failed: bool,
-    _scope: std::marker::PhantomData<&'scope ()>,
 }
 
 /// An opened batch being read: its buffer, the plaintext ranges in it,
@@ -398,11 +397,11 @@ fn opener_gone() -> io::Error {
     io::Error::other("the payload opening thread stopped")
 }
 
-impl<'scope> Decryptor<'scope> {
-    /// Start decrypting `input` on an opening thread of `scope` (which
-    /// therefore outlives this decryptor; dropping it stops the thread at
-    /// its next batch).
-    pub fn new<'env, R: Read + Send + 'scope>(
+impl Decryptor {
+    /// Start decrypting `input` on an opening thread of `scope`; dropping
+    /// the decryptor stops the thread at its next batch, and the scope
+    /// waits for it.
+    pub fn new<'scope, 'env, R: Read + Send + 'scope>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         input: R,
         file_key: FileKey,
@@ -430,17 +429,19 @@ impl<'scope> Decryptor<'scope> {
             current: None,
             done: false,
             failed: false,
-            _scope: std::marker::PhantomData,
         }
     }
 
-    /// Make the next opened batch current.
+    /// Make the next opened batch current. The current one is read to its
+    /// end: its buffer goes back to the opening thread first, so that the
+    /// thread, unblocked by this receive, reuses it instead of allocating
+    /// a fourth.
     fn next_batch(&mut self) -> io::Result<()> {
-        let b = self.opened.recv().map_err(|_| opener_gone())??;
-        let ranges = b.ranges.ok_or_else(damaged)?;
         if let Some((old, _, _)) = self.current.take() {
             let _ = self.spare.try_send(old);
         }
+        let b = self.opened.recv().map_err(|_| opener_gone())??;
+        let ranges = b.ranges.ok_or_else(damaged)?;
         self.current = Some((b.buf, ranges, 0));
         self.done = b.last;
         Ok(())
@@ -541,7 +542,7 @@ impl<R: Read> Opener<R> {
     }
 }
 
-impl Read for Decryptor<'_> {
+impl Read for Decryptor {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.failed {
             return Err(damaged());
