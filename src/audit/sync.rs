@@ -77,10 +77,6 @@ pub struct Auditor {
     pool: SqlitePool,
 }
 
-fn hexh(h: &Hash) -> String {
-    hex::encode(h)
-}
-
 impl Auditor {
     /// Open an auditor profile (kind auditor) and its state.
     pub async fn open(dir: &Path, relay: Option<&str>) -> Result<Auditor, AuditError> {
@@ -127,22 +123,7 @@ impl Auditor {
     }
 
     async fn stored_leaves(&self) -> Result<Vec<Hash>, AuditError> {
-        let rows = sqlx::query("SELECT idx, leaf_hash FROM entries ORDER BY idx")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (i, r) in rows.iter().enumerate() {
-            if r.get::<i64, _>(0) as usize != i {
-                return Err(AuditError::Usage(
-                    "the audit store has a gap; start a new audit.db".into(),
-                ));
-            }
-            let h = hex::decode(r.get::<String, _>(1))
-                .ok()
-                .and_then(|v| v.try_into().ok());
-            out.push(h.ok_or_else(|| AuditError::Usage("the audit store is damaged".into()))?);
-        }
-        Ok(out)
+        stored_leaves(&self.pool).await
     }
 
     async fn fetch(&self, path: &str) -> Result<Vec<u8>, AuditError> {
@@ -244,6 +225,11 @@ impl Auditor {
         let mut intake = Intake {
             walk,
             leaves: if full { Vec::new() } else { stored.clone() },
+            partial: if start % 256 == 0 {
+                Vec::new()
+            } else {
+                stored_tile(&self.pool, start / 256).await?
+            },
             walked: 0,
             verifiers: Verifiers::start(cores()),
             store: StoreWriter::begin(&self.pool).await?,
@@ -509,23 +495,23 @@ impl Auditor {
     /// What the entries before `start` taught: the certificates they
     /// published and each envelope's receipts so far.
     async fn resume(&self, walk: &mut Walk<'_>, start: u64) -> Result<(), AuditError> {
-        for r in sqlx::query("SELECT entry FROM entries WHERE idx < ? AND entry LIKE '{\"type\":\"certificate\"%' ORDER BY idx").bind(start as i64).fetch_all(&self.pool).await? {
-            if let Ok(LogEntry::Certificate { facility_id, certificate, .. }) = LogEntry::parse(r.get::<String, _>(0).as_bytes()) {
+        for (_, entry) in certificate_entries(&self.pool, start).await? {
+            if let Ok(LogEntry::Certificate {
+                facility_id,
+                certificate,
+                ..
+            }) = LogEntry::parse(entry.as_bytes())
+            {
                 if let Ok(c) = CertInfo::parse_pem(certificate.as_bytes(), "certificate") {
                     walk.certs.entry(facility_id).or_default().push(c);
                 }
             }
         }
-        let sql = format!(
-            "SELECT receipts.idx, envelope_id, purpose, {RECEIPT_BODY} FROM receipts JOIN entries USING (idx) ORDER BY receipts.idx"
-        );
-        for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
-            let st = walk.envelopes.entry(r.get::<String, _>(1)).or_default();
-            st.note(
-                r.get::<i64, _>(0) as u64,
-                &r.get::<String, _>(2),
-                &body(&r, 3),
-            );
+        for (idx, envelope_id, purpose, _, body) in all_receipts(&self.pool).await? {
+            walk.envelopes
+                .entry(envelope_id)
+                .or_default()
+                .note(idx, &purpose, &body);
         }
         Ok(())
     }
@@ -584,15 +570,7 @@ impl Auditor {
     /// The verified directory leaves that publish a certificate, in log
     /// order: (leaf index, exact entry text).
     pub async fn certificate_entries(&self) -> Result<Vec<(u64, String)>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT idx, entry FROM entries WHERE entry LIKE '{\"type\":\"certificate\"%' ORDER BY idx",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
-            .collect())
+        certificate_entries(&self.pool, u64::MAX).await
     }
 
     /// Problems found so far (found_at, leaf index, what).
@@ -636,27 +614,12 @@ async fn compare_with(pool: &SqlitePool, other_db: &Path) -> Result<Option<u64>,
             )));
         }
         let other = open_db(other_db).await?;
-        let ours: Vec<Hash> = {
-            let rows = sqlx::query("SELECT leaf_hash FROM entries ORDER BY idx")
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .filter_map(|r| {
-                    hex::decode(r.get::<String, _>(0))
-                        .ok()
-                        .and_then(|v| v.try_into().ok())
-                })
-                .collect()
-        };
-        let rows = sqlx::query("SELECT leaf_hash FROM entries ORDER BY idx")
-            .fetch_all(&other)
-            .await?;
-        let theirs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let ours = stored_leaves(pool).await?;
+        let theirs = stored_leaves(&other).await?;
         let idx = ours
             .iter()
-            .map(hexh)
             .zip(theirs.iter())
-            .position(|(a, b)| &a != b)
+            .position(|(a, b)| a != b)
             .map(|i| i as u64);
         if let Some(i) = idx {
             let what = format!("fork: the relay showed another auditor a different log entry {i} (the two trees diverge at leaf {i})");
@@ -672,23 +635,23 @@ async fn compare_with(pool: &SqlitePool, other_db: &Path) -> Result<Option<u64>,
     }
 }
 
-/// The body of the receipt in `entries.entry` (the `receipts` table keeps
-/// only what the reports search by).
-const RECEIPT_BODY: &str = "json_extract(entries.entry, '$.receipt.body')";
-
 /// Every receipt of one envelope in the store, in log order: (idx,
 /// purpose, signer, body).
 async fn envelope_receipts(
     pool: &SqlitePool,
     envelope_id: &str,
 ) -> Result<Vec<(u64, String, String, String)>, AuditError> {
-    let sql = format!(
-        "SELECT receipts.idx, purpose, signer, {RECEIPT_BODY} FROM receipts JOIN entries USING (idx) WHERE envelope_id = ? ORDER BY receipts.idx"
-    );
-    let rows = sqlx::query(&sql).bind(envelope_id).fetch_all(pool).await?;
+    let rows =
+        sqlx::query("SELECT idx, purpose, signer FROM receipts WHERE envelope_id = ? ORDER BY idx")
+            .bind(envelope_id)
+            .fetch_all(pool)
+            .await?;
+    let idxs: Vec<u64> = rows.iter().map(|r| r.get::<i64, _>(0) as u64).collect();
+    let bodies = receipt_bodies(pool, &idxs).await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get::<i64, _>(0) as u64, r.get(1), r.get(2), body(r, 3)))
+        .zip(bodies)
+        .map(|(r, body)| (r.get::<i64, _>(0) as u64, r.get(1), r.get(2), body))
         .collect())
 }
 
@@ -697,27 +660,179 @@ async fn envelope_receipts(
 async fn all_receipts(
     pool: &SqlitePool,
 ) -> Result<Vec<(u64, String, String, String, String)>, AuditError> {
-    let sql = format!(
-        "SELECT receipts.idx, envelope_id, purpose, signer, {RECEIPT_BODY} FROM receipts JOIN entries USING (idx) ORDER BY receipts.idx"
-    );
-    let rows = sqlx::query(&sql).fetch_all(pool).await?;
+    let rows = sqlx::query("SELECT idx, envelope_id, purpose, signer FROM receipts ORDER BY idx")
+        .fetch_all(pool)
+        .await?;
+    let idxs: Vec<u64> = rows.iter().map(|r| r.get::<i64, _>(0) as u64).collect();
+    let bodies = receipt_bodies(pool, &idxs).await?;
     Ok(rows
         .iter()
-        .map(|r| {
+        .zip(bodies)
+        .map(|(r, body)| {
             (
                 r.get::<i64, _>(0) as u64,
                 r.get(1),
                 r.get(2),
                 r.get(3),
-                body(r, 4),
+                body,
             )
         })
         .collect())
 }
 
-/// Column `i` of `r`, a [`RECEIPT_BODY`] (empty if the entry has none).
-fn body(r: &sqlx::sqlite::SqliteRow, i: usize) -> String {
-    r.get::<Option<String>, _>(i).unwrap_or_default()
+/// The leaf hash of every stored entry, in log order.
+async fn stored_leaves(pool: &SqlitePool) -> Result<Vec<Hash>, AuditError> {
+    let rows = sqlx::query("SELECT n, leaf_hashes FROM tiles ORDER BY n")
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len() * 256);
+    for (i, r) in rows.iter().enumerate() {
+        let hashes: &[u8] = r.get(1);
+        let full = hashes.len() == 256 * 32;
+        // Only the last tile may be partial, and none is empty.
+        if r.get::<i64, _>(0) as usize != i || (!full && i + 1 != rows.len()) {
+            return Err(AuditError::Usage(
+                "the audit store has a gap; start a new audit.db".into(),
+            ));
+        }
+        if hashes.is_empty() || !hashes.len().is_multiple_of(32) {
+            return Err(AuditError::Usage("the audit store is damaged".into()));
+        }
+        out.extend(hashes.chunks_exact(32).map(|h| {
+            let mut leaf = [0u8; 32];
+            leaf.copy_from_slice(h);
+            leaf
+        }));
+    }
+    Ok(out)
+}
+
+/// The stored entries of tile `n`, in log order (none if it is not stored).
+async fn stored_tile(pool: &SqlitePool, n: u64) -> Result<Vec<Vec<u8>>, AuditError> {
+    let row = sqlx::query("SELECT bundle FROM tiles WHERE n = ?")
+        .bind(n as i64)
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        None => Ok(Vec::new()),
+        Some(r) => Ok(tiles::parse_entry_bundle(r.get::<&[u8], _>(0))
+            .map_err(|_| AuditError::Usage("the audit store is damaged".into()))?
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()),
+    }
+}
+
+/// The body of each receipt at `idxs` (ascending leaf indexes), read from
+/// its entry in the stored tiles (empty if the entry holds no receipt).
+async fn receipt_bodies(pool: &SqlitePool, idxs: &[u64]) -> Result<Vec<String>, AuditError> {
+    let mut out = Vec::with_capacity(idxs.len());
+    let mut tile: Option<(u64, Vec<Vec<u8>>)> = None;
+    for &idx in idxs {
+        let n = idx / 256;
+        if tile.as_ref().map(|(m, _)| *m) != Some(n) {
+            tile = Some((n, stored_tile(pool, n).await?));
+        }
+        let entry = tile
+            .as_ref()
+            .and_then(|(_, entries)| entries.get((idx % 256) as usize));
+        out.push(match entry.map(|e| LogEntry::parse(e)) {
+            Some(Ok(LogEntry::Receipt { receipt, .. })) => receipt.body,
+            _ => String::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// The stored directory leaves below `end` that publish a certificate, in
+/// log order: (leaf index, exact entry text).
+async fn certificate_entries(
+    pool: &SqlitePool,
+    end: u64,
+) -> Result<Vec<(u64, String)>, AuditError> {
+    let mut out = Vec::new();
+    let mut rows = sqlx::query("SELECT n, bundle FROM tiles WHERE n <= ? ORDER BY n")
+        .bind((end / 256).min(i64::MAX as u64) as i64)
+        .fetch(pool);
+    while let Some(r) = rows.next().await {
+        let r = r?;
+        let first = r.get::<i64, _>(0) as u64 * 256;
+        let entries = tiles::parse_entry_bundle(r.get::<&[u8], _>(1))
+            .map_err(|_| AuditError::Usage("the audit store is damaged".into()))?;
+        for (i, e) in entries.into_iter().enumerate() {
+            let idx = first + i as u64;
+            if idx < end && e.starts_with(br#"{"type":"certificate""#) {
+                out.push((idx, String::from_utf8_lossy(e).into_owned()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Move the rows of the `entries` table an auditor before migration 0004
+/// kept (one per entry, leaf hashes in hex) into `tiles`, and drop it: one
+/// transaction, so an interrupted move is done again at the next open.
+async fn entries_into_tiles(pool: &SqlitePool) -> Result<(), AuditError> {
+    let old = sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entries'")
+        .fetch_optional(pool)
+        .await?;
+    if old.is_none() {
+        return Ok(());
+    }
+    let damaged = || AuditError::Usage("the audit store is damaged".into());
+    let mut tx = pool.begin().await?;
+    for n in 0.. {
+        let rows = sqlx::query(
+            "SELECT idx, entry, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+        )
+        .bind(n * 256)
+        .bind((n + 1) * 256)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut hashes = Vec::with_capacity(rows.len() * 32);
+        for (i, r) in rows.iter().enumerate() {
+            if r.get::<i64, _>(0) != n * 256 + i as i64 {
+                return Err(AuditError::Usage(
+                    "the audit store has a gap; start a new audit.db".into(),
+                ));
+            }
+            entries.push(r.get::<String, _>(1));
+            let h = hex::decode(r.get::<String, _>(2)).map_err(|_| damaged())?;
+            if h.len() != 32 {
+                return Err(damaged());
+            }
+            hashes.extend_from_slice(&h);
+        }
+        let bundle = tiles::encode_entry_bundle(&entries).map_err(|_| damaged())?;
+        sqlx::query("INSERT OR REPLACE INTO tiles (n, bundle, leaf_hashes) VALUES (?, ?, ?)")
+            .bind(n)
+            .bind(bundle)
+            .bind(hashes)
+            .execute(&mut *tx)
+            .await?;
+        if rows.len() < 256 {
+            break;
+        }
+    }
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
+        .fetch_one(&mut *tx)
+        .await?;
+    let moved: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(length(leaf_hashes)), 0) / 32 FROM tiles")
+            .fetch_one(&mut *tx)
+            .await?;
+    if left != moved {
+        return Err(AuditError::Usage(
+            "the audit store has a gap; start a new audit.db".into(),
+        ));
+    }
+    sqlx::query("DROP TABLE entries").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn at(idx: Option<u64>) -> String {
@@ -745,6 +860,7 @@ async fn open_db(path: &Path) -> Result<SqlitePool, AuditError> {
         .connect_with(opts)
         .await?;
     MIGRATOR.run(&pool).await?;
+    entries_into_tiles(&pool).await?;
     Ok(pool)
 }
 
@@ -782,6 +898,9 @@ struct Intake<'a> {
     walk: Walk<'a>,
     /// Every leaf hash of the tree so far (stored ones first).
     leaves: Vec<Hash>,
+    /// The stored entries of the tile this sync starts in, when an earlier
+    /// sync stored only part of it.
+    partial: Vec<Vec<u8>>,
     /// Entries taken in this sync.
     walked: u64,
     verifiers: Verifiers,
@@ -793,26 +912,37 @@ impl Intake<'_> {
     /// `start` were verified in an earlier sync and only fill the tile.
     async fn take(&mut self, first: u64, bundle: &[&[u8]], start: u64) -> Result<(), AuditError> {
         let mut jobs = Vec::with_capacity(bundle.len());
-        let mut rows = Rows::default();
-        for (i, e) in bundle.iter().enumerate() {
+        let mut receipts = Vec::new();
+        let mut kept: Vec<&[u8]> = Vec::with_capacity(bundle.len());
+        for (i, &e) in bundle.iter().enumerate() {
             let idx = first + i as u64;
             if idx < start {
+                // The tile is stored again whole, with what this auditor
+                // verified before, not what the relay serves now.
+                kept.push(self.partial.get(i).map_or(e, Vec::as_slice));
                 continue;
             }
-            let text = String::from_utf8(e.to_vec()).unwrap_or_default();
-            let leaf = log::leaf_hash(text.as_bytes());
-            self.leaves.push(leaf);
+            kept.push(e);
+            self.leaves.push(log::leaf_hash(e));
             self.walked += 1;
-            if let Some((job, receipt)) = self.walk.entry(idx, &text) {
+            if let Some((job, receipt)) = self.walk.entry(idx, e) {
                 jobs.push(job);
-                rows.receipts.push(receipt);
-            }
-            if self.walk.problem.is_none() {
-                rows.entries.push((idx, text, leaf));
+                receipts.push(receipt);
             }
         }
         self.verifiers.submit(jobs).await;
-        self.store.write(rows).await
+        let leaves = self
+            .leaves
+            .get(first as usize..first as usize + kept.len())
+            .unwrap_or_default();
+        let tile = Tile {
+            n: first / 256,
+            bundle: tiles::encode_entry_bundle(&kept).map_err(|e| {
+                AuditError::Misbehaviour(format!("entry bundle of leaf {first}: {e}"))
+            })?,
+            leaf_hashes: leaves.concat(),
+        };
+        self.store.write(Rows { tile, receipts }).await
     }
 }
 
@@ -855,11 +985,11 @@ impl<'a> Walk<'a> {
 
     /// Check entry `idx`; a receipt gives its signature to check and its
     /// row. Nothing after the first problem is checked.
-    fn entry(&mut self, idx: u64, text: &str) -> Option<(Job, ReceiptRow)> {
+    fn entry(&mut self, idx: u64, bytes: &[u8]) -> Option<(Job, ReceiptRow)> {
         if self.problem.is_some() {
             return None;
         }
-        match self.check(idx, text) {
+        match self.check(idx, bytes) {
             Ok(receipt) => receipt,
             Err(why) => {
                 self.problem = Some((idx, why));
@@ -868,9 +998,8 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn check(&mut self, idx: u64, text: &str) -> Result<Option<(Job, ReceiptRow)>, String> {
-        let entry =
-            LogEntry::parse(text.as_bytes()).map_err(|e| format!("not a log entry ({e})"))?;
+    fn check(&mut self, idx: u64, bytes: &[u8]) -> Result<Option<(Job, ReceiptRow)>, String> {
+        let entry = LogEntry::parse(bytes).map_err(|e| format!("not a log entry ({e})"))?;
         match entry {
             LogEntry::Certificate {
                 facility_id,
@@ -1062,11 +1191,18 @@ impl Verifiers {
 }
 
 /// The rows of one tile's entries.
-#[derive(Default)]
 struct Rows {
-    /// (leaf index, exact entry text, leaf hash).
-    entries: Vec<(u64, String, Hash)>,
+    tile: Tile,
     receipts: Vec<ReceiptRow>,
+}
+
+/// A row of the `tiles` table.
+struct Tile {
+    n: u64,
+    /// The tile's entries (entry-bundle format).
+    bundle: Vec<u8>,
+    /// Their leaf hashes, 32 bytes each.
+    leaf_hashes: Vec<u8>,
 }
 
 /// A receipt as the `receipts` table keeps it (its body is in its entry).
@@ -1078,28 +1214,25 @@ struct ReceiptRow {
 }
 
 impl Rows {
-    /// Many rows per statement: one statement per row made storing cost
-    /// more than verifying. The rows' strings are moved into the
-    /// statements, not copied.
+    /// Many receipts per statement: one statement per row made storing
+    /// cost more than verifying. The rows' strings are moved into the
+    /// statements, not copied. `OR IGNORE`, not `OR REPLACE`: a statement
+    /// that may stop halfway (as `REPLACE` does on a NULL) makes SQLite
+    /// copy every index page it touches to a statement journal first, and
+    /// a receipt already stored (a `--full` sync) came from the same entry.
     async fn insert(self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
         const ROWS: usize = 500;
-        let mut entries = self.entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            let chunk: Vec<_> = entries.by_ref().take(ROWS).collect();
-            let mut sql =
-                String::from("INSERT OR REPLACE INTO entries (idx, entry, leaf_hash) VALUES ");
-            sql.push_str(&vec!["(?, ?, ?)"; chunk.len()].join(", "));
-            let mut q = sqlx::query(&sql);
-            for (idx, entry, leaf) in chunk {
-                q = q.bind(idx as i64).bind(entry).bind(hexh(&leaf));
-            }
-            q.execute(&mut *tx).await?;
-        }
+        sqlx::query("INSERT OR REPLACE INTO tiles (n, bundle, leaf_hashes) VALUES (?, ?, ?)")
+            .bind(self.tile.n as i64)
+            .bind(self.tile.bundle)
+            .bind(self.tile.leaf_hashes)
+            .execute(&mut *tx)
+            .await?;
         let mut receipts = self.receipts.into_iter().peekable();
         while receipts.peek().is_some() {
             let chunk: Vec<_> = receipts.by_ref().take(ROWS).collect();
             let mut sql = String::from(
-                "INSERT OR REPLACE INTO receipts (idx, envelope_id, purpose, signer) VALUES ",
+                "INSERT OR IGNORE INTO receipts (idx, envelope_id, purpose, signer) VALUES ",
             );
             sql.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
             let mut q = sqlx::query(&sql);
@@ -1141,9 +1274,6 @@ impl StoreWriter {
 
     /// Queue rows (waits while the writer is a few tiles behind).
     async fn write(&mut self, rows: Rows) -> Result<(), AuditError> {
-        if rows.entries.is_empty() && rows.receipts.is_empty() {
-            return Ok(());
-        }
         let sent = match &self.rows {
             Some(queue) => queue.send(rows).await.is_ok(),
             None => false,
@@ -1516,7 +1646,7 @@ mod tests {
             migrator.run(&pool).await.unwrap();
             sqlx::query("INSERT INTO entries (idx, entry, leaf_hash) VALUES (0, ?, ?)")
                 .bind(&entry)
-                .bind(hexh(&log::leaf_hash(entry.as_bytes())))
+                .bind(hex::encode(log::leaf_hash(entry.as_bytes())))
                 .execute(&pool)
                 .await
                 .unwrap();
@@ -1556,5 +1686,112 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+        // Its entry moved into the tiles (0004), the old table is gone.
+        assert_eq!(
+            stored_leaves(&pool).await.unwrap(),
+            [log::leaf_hash(entry.as_bytes())]
+        );
+        assert_eq!(stored_tile(&pool, 0).await.unwrap(), [entry.into_bytes()]);
+        assert!(
+            sqlx::query("SELECT 1 FROM sqlite_master WHERE name = 'entries'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// An audit.db as migrations 0001–0003 left it, with `entries` rows
+    /// at these leaf indexes (each entry's text is "entry i").
+    async fn old_store(dir: &Path, idxs: impl Iterator<Item = i64>) -> std::path::PathBuf {
+        let old = dir.join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        for (name, sql) in [
+            (
+                "0001_init.sql",
+                include_str!("../../migrations/audit/0001_init.sql"),
+            ),
+            (
+                "0002_checkpoint_keys.sql",
+                include_str!("../../migrations/audit/0002_checkpoint_keys.sql"),
+            ),
+            (
+                "0003_receipt_bodies_in_entries.sql",
+                include_str!("../../migrations/audit/0003_receipt_bodies_in_entries.sql"),
+            ),
+        ] {
+            std::fs::write(old.join(name), sql).unwrap();
+        }
+        let db = dir.join("audit.db");
+        let opts = SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for i in idxs {
+            let entry = format!("entry {i}");
+            sqlx::query("INSERT INTO entries (idx, entry, leaf_hash) VALUES (?, ?, ?)")
+                .bind(i)
+                .bind(&entry)
+                .bind(hex::encode(log::leaf_hash(entry.as_bytes())))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        db
+    }
+
+    #[tokio::test]
+    async fn the_entries_of_an_older_audit_db_move_into_tiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = old_store(dir.path(), 0..600).await;
+        let pool = open_db(&db).await.unwrap();
+        let want: Vec<Hash> = (0..600)
+            .map(|i| log::leaf_hash(format!("entry {i}").as_bytes()))
+            .collect();
+        assert_eq!(stored_leaves(&pool).await.unwrap(), want);
+        let widths: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT n, length(leaf_hashes) / 32 FROM tiles ORDER BY n")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(widths, [(0, 256), (1, 256), (2, 88)]);
+        let tile = stored_tile(&pool, 1).await.unwrap();
+        assert_eq!(tile.len(), 256);
+        assert_eq!(tile[0], b"entry 256");
+        assert_eq!(tile[255], b"entry 511");
+        pool.close().await;
+        // Opening it again changes nothing.
+        let pool = open_db(&db).await.unwrap();
+        assert_eq!(stored_leaves(&pool).await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn an_older_audit_db_with_a_gap_is_refused_and_left_as_it_was() {
+        for idxs in [vec![0, 1, 3], vec![0, 1, 2, 300]] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = old_store(dir.path(), idxs.clone().into_iter()).await;
+            let e = open_db(&db).await.expect_err("a gap");
+            assert!(e.to_string().contains("gap"), "{e}");
+            let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&db))
+                .await
+                .unwrap();
+            let left: Vec<i64> = sqlx::query_scalar("SELECT idx FROM entries ORDER BY idx")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            assert_eq!(left, idxs);
+            let tiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tiles")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(tiles, 0);
+        }
     }
 }
