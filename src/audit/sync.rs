@@ -1613,20 +1613,6 @@ mod tests {
         // An audit.db written when the receipts table repeated each body
         // (migrations 0001 and 0002 only, as the previous release left it).
         let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("migrations");
-        std::fs::create_dir(&old).unwrap();
-        for (name, sql) in [
-            (
-                "0001_init.sql",
-                include_str!("../../migrations/audit/0001_init.sql"),
-            ),
-            (
-                "0002_checkpoint_keys.sql",
-                include_str!("../../migrations/audit/0002_checkpoint_keys.sql"),
-            ),
-        ] {
-            std::fs::write(old.join(name), sql).unwrap();
-        }
         let key = SigningKey::generate();
         let mut receipt = submission(&key);
         // A body the entry's JSON has to escape every way it can.
@@ -1636,14 +1622,8 @@ mod tests {
             receipt: receipt.clone(),
         })
         .unwrap();
-        let db = dir.path().join("audit.db");
+        let (db, pool) = migrated_until(dir.path(), 2).await;
         {
-            let opts = SqliteConnectOptions::new()
-                .filename(&db)
-                .create_if_missing(true);
-            let pool = SqlitePool::connect_with(opts).await.unwrap();
-            let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
-            migrator.run(&pool).await.unwrap();
             sqlx::query("INSERT INTO entries (idx, entry, leaf_hash) VALUES (0, ?, ?)")
                 .bind(&entry)
                 .bind(hex::encode(log::leaf_hash(entry.as_bytes())))
@@ -1701,38 +1681,30 @@ mod tests {
         );
     }
 
-    /// An audit.db as migrations 0001–0003 left it, with `entries` rows
-    /// at these leaf indexes (each entry's text is "entry i").
-    async fn old_store(dir: &Path, idxs: impl Iterator<Item = i64>) -> std::path::PathBuf {
+    /// An audit.db made by the first `n` audit migrations only, as an
+    /// earlier release left it, and a connection to it.
+    async fn migrated_until(dir: &Path, n: usize) -> (std::path::PathBuf, SqlitePool) {
         let old = dir.join("migrations");
         std::fs::create_dir(&old).unwrap();
-        for (name, sql) in [
-            (
-                "0001_init.sql",
-                include_str!("../../migrations/audit/0001_init.sql"),
-            ),
-            (
-                "0002_checkpoint_keys.sql",
-                include_str!("../../migrations/audit/0002_checkpoint_keys.sql"),
-            ),
-            (
-                "0003_receipt_bodies_in_entries.sql",
-                include_str!("../../migrations/audit/0003_receipt_bodies_in_entries.sql"),
-            ),
-        ] {
-            std::fs::write(old.join(name), sql).unwrap();
+        for m in MIGRATOR.iter().take(n) {
+            let name = format!("{:04}_{}.sql", m.version, m.description.replace(' ', "_"));
+            std::fs::write(old.join(name), m.sql.as_ref()).unwrap();
         }
         let db = dir.join("audit.db");
         let opts = SqliteConnectOptions::new()
             .filename(&db)
             .create_if_missing(true);
         let pool = SqlitePool::connect_with(opts).await.unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        assert_eq!(migrator.iter().count(), n);
+        migrator.run(&pool).await.unwrap();
+        (db, pool)
+    }
+
+    /// An audit.db as migrations 0001–0003 left it, with `entries` rows
+    /// at these leaf indexes (each entry's text is "entry i").
+    async fn old_store(dir: &Path, idxs: impl Iterator<Item = i64>) -> std::path::PathBuf {
+        let (db, pool) = migrated_until(dir, 3).await;
         for i in idxs {
             let entry = format!("entry {i}");
             sqlx::query("INSERT INTO entries (idx, entry, leaf_hash) VALUES (?, ?, ?)")
