@@ -209,7 +209,7 @@ pub fn seal<W: Write + Send>(mut req: SealRequest<'_>, out: W) -> Result<Sealed,
     let mtime = created.unix_timestamp().max(0) as u64;
     // age v1: our own header (the age crate wraps the file key for each
     // recipient) and our own STREAM payload: this thread writes the tar
-    // and hashes the members, two more seal, hash and write the ciphertext.
+    // and hashes the members, three more seal, hash and write the ciphertext.
     let file_key = header::new_file_key();
     let to: Vec<&dyn age::Recipient> = age_recipients
         .iter()
