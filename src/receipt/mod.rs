@@ -19,6 +19,9 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// Largest receipt body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// What every receipt's signed message starts with, before its purpose.
+pub const CONTEXT_PREFIX: &str = "renkei/v1/";
+
 /// What a receipt attests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -44,9 +47,10 @@ impl Purpose {
         }
     }
 
-    /// The domain-separation prefix.
+    /// The domain-separation prefix: [`CONTEXT_PREFIX`], the purpose, a
+    /// newline.
     pub fn context(self) -> String {
-        format!("renkei/v1/{}\n", self.as_str())
+        format!("{CONTEXT_PREFIX}{}\n", self.as_str())
     }
 }
 
@@ -86,20 +90,50 @@ impl SignedReceipt {
     }
 
     fn message(purpose: Purpose, body: &str) -> Vec<u8> {
-        let mut m = purpose.context().into_bytes();
-        m.extend_from_slice(body.as_bytes());
+        let mut m = Vec::new();
+        Self::message_into(purpose, body, &mut m);
         m
+    }
+
+    /// Append what is signed: the context, then the body.
+    fn message_into(purpose: Purpose, body: &str, m: &mut Vec<u8>) {
+        m.extend_from_slice(CONTEXT_PREFIX.as_bytes());
+        m.extend_from_slice(purpose.as_str().as_bytes());
+        m.push(b'\n');
+        m.extend_from_slice(body.as_bytes());
     }
 
     /// Verify with the signer's Ed25519 key.
     pub fn verify(&self, public_key: &[u8; 32]) -> Result<(), ReceiptError> {
-        let sig = B64
-            .decode(&self.signature)
-            .map_err(|_| ReceiptError::BadSignature)?;
-        if verify_ed25519(public_key, &Self::message(self.purpose, &self.body), &sig) {
+        let ok = self.signature_bytes().is_some_and(|sig| {
+            verify_ed25519(public_key, &Self::message(self.purpose, &self.body), &sig)
+        });
+        if ok {
             Ok(())
         } else {
             Err(ReceiptError::BadSignature)
+        }
+    }
+
+    /// Append what the signature covers (the context, then the body) to
+    /// `m`: a checker of many receipts keeps them all in one buffer.
+    pub fn signed_message_into(&self, m: &mut Vec<u8>) {
+        Self::message_into(self.purpose, &self.body, m);
+    }
+
+    /// The signature, decoded; `None` if it is not base64 of 64 bytes
+    /// (such a receipt does not verify).
+    pub fn signature_bytes(&self) -> Option<[u8; 64]> {
+        // Room for more than a signature: anything longer than 64 bytes
+        // decodes, or fails, as too long.
+        let mut buf = [0u8; 72];
+        match B64.decode_slice(&self.signature, &mut buf) {
+            Ok(64) => {
+                let mut sig = [0u8; 64];
+                sig.copy_from_slice(&buf[..64]);
+                Some(sig)
+            }
+            _ => None,
         }
     }
 
@@ -371,6 +405,35 @@ mod tests {
         );
         assert!(r.verify(&SigningKey::generate().public_key()).is_err());
         assert!(r.parse::<Acceptance>(Purpose::Acceptance).is_err());
+    }
+
+    #[test]
+    fn only_base64_of_64_bytes_is_a_signature() {
+        let k = SigningKey::generate();
+        let r = SignedReceipt::sign(Purpose::Submission, &sub(), &k);
+        let sig = r.signature_bytes().unwrap();
+        assert_eq!(B64.encode(sig), r.signature);
+        // What the signature covers is the context, then the body.
+        let mut m = Vec::new();
+        r.signed_message_into(&mut m);
+        assert_eq!(
+            m,
+            [Purpose::Submission.context().as_bytes(), r.body.as_bytes()].concat()
+        );
+        for bad in [
+            String::new(),
+            "not base64!".to_string(),
+            B64.encode([7u8; 63]),
+            B64.encode([7u8; 65]),
+            B64.encode([7u8; 72]),
+            B64.encode([7u8; 200]),
+            format!("{} ", r.signature),
+        ] {
+            let mut x = r.clone();
+            x.signature = bad.clone();
+            assert_eq!(x.signature_bytes(), None, "{bad:?}");
+            assert_eq!(x.verify(&k.public_key()), Err(ReceiptError::BadSignature));
+        }
     }
 
     fn sub_with(r: &SignedReceipt) -> Submission {
