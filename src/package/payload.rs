@@ -12,10 +12,10 @@
 //! also hashes the ciphertext on a third thread and writes it on a fourth
 //! ([`encrypt`]). When opening, the second thread also reads the
 //! ciphertext. At most sixteen batch buffers exist per stream (32 MiB)
-//! when sealing, three when
-//! opening. A batch's plaintext is released to the reader only after every
-//! chunk of the batch authenticated; the end of the stream (the final flag)
-//! is authenticated before [`Decryptor`] reports the end.
+//! when sealing, three when opening. A batch's plaintext is released to
+//! the reader only after every chunk of the batch authenticated; the end
+//! of the stream (the final flag) is authenticated before [`Decryptor`]
+//! reports the end.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
@@ -106,8 +106,8 @@ fn worker_gone() -> io::Error {
 
 /// Batches queued before each of the three threads after the caller's: a
 /// few, so that a thread the scheduler set aside for a moment finds work
-/// waiting when it runs again (with one or two, the two cores idled a
-/// sixth of the time, 171 % of one core busy instead of 185 %).
+/// waiting when it runs again (with one or two, the two cores were idle
+/// about 15 % of the time: 171 % of a core busy instead of 185 %).
 const QUEUED: usize = 4;
 
 /// Batch buffers one encryption uses at most: one being staged, and
@@ -136,8 +136,7 @@ pub struct Encrypted<W, T> {
 /// of each batch), a hashing thread (SHA-256 of the ciphertext for the
 /// envelope ID) and an output thread (writing it to `out`, in order: a
 /// direct write waits for the disk, which then no longer holds up the
-/// hash). At most
-/// [`SEAL_BUFFERS`] batch buffers exist. If `body` fails, or the output
+/// hash). At most [`SEAL_BUFFERS`] batch buffers exist. If `body` fails, or the output
 /// fails, everything stops and the error is returned (the output's own
 /// error when writing failed); what was written is then unusable and the
 /// caller discards it.
