@@ -7,9 +7,9 @@
 //!
 //! The AEAD is ring's; chunks are sealed and opened in batches of
 //! [`BATCH`] (2 MiB) by a second thread, pipelined with the caller's own
-//! work (reading and hashing members when sealing, parsing the tar, hashing
-//! and writing members when opening), so that both cores work. Sealing
-//! also hashes the ciphertext on a third thread and writes it on a fourth
+//! work (reading members and hashing them beside the ciphertext when
+//! sealing, parsing the tar, hashing and writing members when opening), so
+//! that both cores work. Sealing writes the ciphertext on a third thread
 //! ([`encrypt`]). When opening, the second thread also reads the
 //! ciphertext. At most sixteen batch buffers exist per stream (32 MiB)
 //! when sealing, three when opening. A batch's plaintext is released to
@@ -17,13 +17,15 @@
 //! of the stream (the final flag) is authenticated before [`Decryptor`]
 //! reports the end.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 
 use age_core::format::FileKey;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
-use ring::digest::{Context, SHA256};
 use ring::hkdf;
+
+use renkei_twin_sha256::{self as twin_sha256, Sha256};
 
 use age::secrecy::ExposeSecret as _;
 
@@ -104,16 +106,16 @@ fn worker_gone() -> io::Error {
     io::Error::other("the payload encryption thread stopped")
 }
 
-/// Batches queued before each of the three threads after the caller's: a
-/// few, so that a thread the scheduler set aside for a moment finds work
-/// waiting when it runs again (with one or two, the two cores were idle
-/// about 15 % of the time: 171 % of a core busy instead of 185 %).
+/// Batches queued before the sealing and the writing thread: a few, so
+/// that a thread the scheduler set aside for a moment finds work waiting
+/// when it runs again (with one or two, the two cores were idle about
+/// 15 % of the time: 171 % of a core busy instead of 185 %).
 const QUEUED: usize = 4;
 
-/// Batch buffers one encryption uses at most: one being staged, and
-/// [`QUEUED`] waiting for and one in each of the sealing, hashing and
-/// writing threads (32 MiB).
-const SEAL_BUFFERS: usize = 1 + 3 * (QUEUED + 1);
+/// Batch buffers one encryption uses at most (32 MiB): one being staged,
+/// the others queued for, in, or back from the sealing and the writing
+/// thread.
+const SEAL_BUFFERS: usize = 16;
 
 /// What [`encrypt`] wrote.
 pub struct Encrypted<W, T> {
@@ -131,12 +133,13 @@ pub struct Encrypted<W, T> {
 /// then the plaintext that `body` writes into the [`Encryptor`] it is
 /// given, sealed in 64 KiB chunks, the last one final.
 ///
-/// Four threads share the work: the caller's (`body`: reading and
-/// hashing members, staging plaintext), a sealing thread (ChaCha20-Poly1305
-/// of each batch), a hashing thread (SHA-256 of the ciphertext for the
-/// envelope ID) and an output thread (writing it to `out`, in order: a
-/// direct write waits for the disk, which then no longer holds up the
-/// hash). At most [`SEAL_BUFFERS`] batch buffers exist. If `body` fails, or the output
+/// Three threads share the work: the caller's (`body`: reading members
+/// into the batch being staged; then, for each batch, hashing its member
+/// bytes side by side with the ciphertext of an earlier batch, the
+/// envelope ID, see the `renkei-twin-sha256` crate), a sealing thread (ChaCha20-Poly1305
+/// of each batch) and an output thread (writing the hashed ciphertext to
+/// `out`, in order: a direct write waits for the disk). At most
+/// [`SEAL_BUFFERS`] batch buffers exist. If `body` fails, or the output
 /// fails, everything stops and the error is returned (the output's own
 /// error when writing failed); what was written is then unusable and the
 /// caller discards it.
@@ -157,9 +160,11 @@ where
         .map_err(|_| io::Error::other("the system random generator failed"))?;
     let key = PayloadKey::derive(file_key, &nonce).0;
     let (jobs, job_rx) = mpsc::sync_channel::<SealJob>(QUEUED);
-    let (sealed_tx, sealed_rx) = mpsc::sync_channel::<SealedBatch>(QUEUED);
-    let (hashed_tx, hashed_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(QUEUED);
+    // Room for every buffer there is: the sealing and the writing thread
+    // never wait to hand one back.
+    let (sealed_tx, sealed) = mpsc::sync_channel::<SealedBatch>(SEAL_BUFFERS);
     let (free_tx, free) = mpsc::sync_channel::<Vec<u8>>(SEAL_BUFFERS);
+    let (output_tx, output_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(QUEUED);
     std::thread::scope(|s| {
         let sealer = std::thread::Builder::new()
             .name("renkei-seal".into())
@@ -171,32 +176,13 @@ where
                     }
                 }
             })?;
-        let hasher = std::thread::Builder::new()
-            .name("renkei-seal-hash".into())
-            .spawn_scoped(s, move || -> io::Result<[u8; 32]> {
-                let mut hash = Context::new(&SHA256);
-                hash.update(header);
-                hash.update(&nonce);
-                for batch in sealed_rx {
-                    let len = batch.len.ok_or_else(|| {
-                        io::Error::other("the payload is too long (chunk counter overflow)")
-                    })?;
-                    hash.update(&batch.buf[..len]);
-                    if hashed_tx.send((batch.buf, len)).is_err() {
-                        return Err(worker_gone());
-                    }
-                }
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(hash.finish().as_ref());
-                Ok(digest)
-            })?;
         let output = std::thread::Builder::new()
             .name("renkei-seal-out".into())
             .spawn_scoped(s, move || -> io::Result<(W, u64)> {
                 out.write_all(header)?;
                 out.write_all(&nonce)?;
                 let mut size = (header.len() + NONCE) as u64;
-                for (buf, len) in hashed_rx {
+                for (buf, len) in output_rx {
                     out.write_all(&buf[..len])?;
                     size += len as u64;
                     // Never blocks: the channel holds every buffer there is.
@@ -205,28 +191,39 @@ where
                 out.flush()?;
                 Ok((out, size))
             })?;
+        let mut cipher = Sha256::new();
+        cipher.update(header);
+        cipher.update(&nonce);
         let mut enc = Encryptor {
             buf: vec![0u8; BATCH * SLOT],
             filled: 0,
             counter: 0,
             jobs: Some(jobs),
+            sealed,
             free,
+            output: Some(output_tx),
+            ready: VecDeque::new(),
+            ready_hashed: 0,
+            spare: Vec::new(),
+            cipher,
+            at_sealer: 0,
+            at_output: 0,
             made: 1,
+            member: None,
         };
         let result = body(&mut enc).and_then(|value| {
             enc.submit(true)?;
-            Ok(value)
+            Ok((value, enc.finish()?))
         });
-        // Closing the job channel ends both threads, whatever happened.
+        // Closing the job and output channels ends both threads, whatever
+        // happened.
         drop(enc);
         let sealer = sealer.join();
-        let hashed = hasher.join().map_err(|_| worker_gone())?;
         let written = output.join().map_err(|_| worker_gone())?;
-        match (result, written, hashed) {
-            (_, Err(e), _) => Err(e.into()),
-            (_, _, Err(e)) => Err(e.into()),
-            (Err(e), Ok(_), Ok(_)) => Err(e),
-            (Ok(value), Ok((out, size)), Ok(sha256)) => {
+        match (result, written) {
+            (_, Err(e)) => Err(e.into()),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok((value, sha256)), Ok((out, size))) => {
                 sealer.map_err(|_| worker_gone())?;
                 Ok(Encrypted {
                     value,
@@ -239,9 +236,17 @@ where
     })
 }
 
-/// The plaintext side of [`encrypt`]: stages what is written into 64 KiB
-/// chunks of 2 MiB batches and hands each full batch to the sealing
-/// thread.
+/// The member that [`Encryptor::write_from`] is reading: its hash so far,
+/// and where its bytes not yet hashed start in the staged batch.
+struct Member {
+    hash: Sha256,
+    from: usize,
+}
+
+/// The plaintext side of [`encrypt`], on the caller's thread: stages what
+/// is written into 64 KiB chunks of 2 MiB batches, hands each full batch
+/// to the sealing thread, and hashes the ciphertext that comes back before
+/// passing it on to the output thread.
 pub struct Encryptor {
     /// BATCH slots of SLOT bytes; plaintext is staged at the start of
     /// each slot, the tag goes after it.
@@ -251,16 +256,32 @@ pub struct Encryptor {
     /// Index of the first chunk of the current batch.
     counter: u64,
     jobs: Option<mpsc::SyncSender<SealJob>>,
+    /// Sealed batches, in order.
+    sealed: mpsc::Receiver<SealedBatch>,
     /// Buffers the output thread is done with.
     free: mpsc::Receiver<Vec<u8>>,
+    output: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
+    /// Sealed batches whose ciphertext is not all hashed yet, in order
+    /// (buffer, ciphertext length); `ready_hashed` bytes of the first are.
+    ready: VecDeque<(Vec<u8>, usize)>,
+    ready_hashed: usize,
+    /// Buffers back from the output thread, for the next batches.
+    spare: Vec<Vec<u8>>,
+    /// SHA-256 of the ciphertext so far: the envelope ID.
+    cipher: Sha256,
+    /// Batches at the sealing thread, and at the output thread.
+    at_sealer: usize,
+    at_output: usize,
     /// Buffers allocated so far (at most [`SEAL_BUFFERS`]).
     made: usize,
+    member: Option<Member>,
 }
 
 impl Encryptor {
     /// Hand the staged batch to the sealing thread (the final one if
     /// `last`) and take a buffer for the next.
     fn submit(&mut self, last: bool) -> io::Result<()> {
+        self.hash_member()?;
         let n = self.filled.div_ceil(CHUNK).max(1) as u64;
         let job = SealJob {
             buf: std::mem::take(&mut self.buf),
@@ -270,25 +291,147 @@ impl Encryptor {
         };
         let jobs = self.jobs.as_ref().ok_or_else(worker_gone)?;
         jobs.send(job).map_err(|_| worker_gone())?;
+        self.at_sealer += 1;
         self.counter += n;
         self.filled = 0;
+        if let Some(m) = &mut self.member {
+            m.from = 0;
+        }
         if last {
             self.jobs = None;
-        } else if self.made < SEAL_BUFFERS {
-            self.made += 1;
-            self.buf = vec![0u8; BATCH * SLOT];
         } else {
-            self.buf = self.free.recv().map_err(|_| worker_gone())?;
+            self.buf = self.next_buffer()?;
         }
         Ok(())
     }
-}
 
-impl Encryptor {
+    /// A buffer for the next batch: one back from the output thread, a
+    /// new one while fewer than [`SEAL_BUFFERS`] exist, or else the next
+    /// one the output thread is done with.
+    fn next_buffer(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            while let Ok(buf) = self.free.try_recv() {
+                self.at_output -= 1;
+                self.spare.push(buf);
+            }
+            if let Some(buf) = self.spare.pop() {
+                return Ok(buf);
+            }
+            if self.made < SEAL_BUFFERS {
+                self.made += 1;
+                return Ok(vec![0u8; BATCH * SLOT]);
+            }
+            if self.at_output > 0 {
+                let buf = self.free.recv().map_err(|_| worker_gone())?;
+                self.at_output -= 1;
+                return Ok(buf);
+            }
+            // Every buffer is sealed or being sealed: hash what is sealed
+            // (alone, no member bytes are waiting) and pass it on.
+            if self.ready.is_empty() {
+                self.collect(true)?;
+            }
+            self.hash_ready_alone()?;
+        }
+    }
+
+    /// Take the sealed batches that are there (and wait for one if
+    /// `wait`).
+    fn collect(&mut self, wait: bool) -> io::Result<()> {
+        let mut first = if wait {
+            Some(self.sealed.recv().map_err(|_| worker_gone())?)
+        } else {
+            None
+        };
+        while let Some(batch) = first.take().or_else(|| self.sealed.try_recv().ok()) {
+            self.at_sealer -= 1;
+            let len = batch.len.ok_or_else(|| {
+                io::Error::other("the payload is too long (chunk counter overflow)")
+            })?;
+            self.ready.push_back((batch.buf, len));
+        }
+        Ok(())
+    }
+
+    /// Hash the member bytes staged since the last call, each beside the
+    /// same number of ciphertext bytes that are ready (alone once there are
+    /// none), and pass on every sealed batch hashed to its end.
+    fn hash_member(&mut self) -> io::Result<()> {
+        if self.member.is_none() {
+            return Ok(());
+        }
+        self.collect(false)?;
+        let Some(member) = self.member.as_mut() else {
+            return Ok(());
+        };
+        let mut at = member.from;
+        while at < self.filled {
+            let slot = at / CHUNK;
+            let end = self.filled.min((slot + 1) * CHUNK);
+            let mut piece = &self.buf[slot * SLOT + at % CHUNK..slot * SLOT + (end - slot * CHUNK)];
+            at = end;
+            while !piece.is_empty() {
+                let Some((cbuf, clen)) = self.ready.front() else {
+                    member.hash.update(piece);
+                    break;
+                };
+                let c = &cbuf[self.ready_hashed..*clen];
+                let n = piece.len().min(c.len());
+                twin_sha256::update_pair(&mut member.hash, &piece[..n], &mut self.cipher, &c[..n]);
+                piece = &piece[n..];
+                self.ready_hashed += n;
+                if self.ready_hashed == *clen {
+                    let batch = self.ready.pop_front().expect("the front batch");
+                    self.ready_hashed = 0;
+                    let output = self.output.as_ref().ok_or_else(worker_gone)?;
+                    output.send(batch).map_err(|_| worker_gone())?;
+                    self.at_output += 1;
+                }
+            }
+        }
+        member.from = self.filled;
+        Ok(())
+    }
+
+    /// Hash the ciphertext of every sealed batch taken and pass it on.
+    fn hash_ready_alone(&mut self) -> io::Result<()> {
+        while let Some((buf, len)) = self.ready.pop_front() {
+            self.cipher.update(&buf[self.ready_hashed..len]);
+            self.ready_hashed = 0;
+            let output = self.output.as_ref().ok_or_else(worker_gone)?;
+            output.send((buf, len)).map_err(|_| worker_gone())?;
+            self.at_output += 1;
+        }
+        Ok(())
+    }
+
+    /// After the last batch: hash the rest of the ciphertext, pass it on,
+    /// close the output thread's channel, and return the envelope ID.
+    fn finish(&mut self) -> io::Result<[u8; 32]> {
+        while self.at_sealer > 0 {
+            self.collect(true)?;
+        }
+        self.hash_ready_alone()?;
+        self.output = None;
+        Ok(std::mem::take(&mut self.cipher).finish())
+    }
+
     /// Read `input` to its end straight into the batch (no copy in
-    /// between), updating `hash` with every byte as it lands; return the
-    /// number of bytes read.
-    pub fn write_from(&mut self, input: &mut impl Read, hash: &mut Context) -> io::Result<u64> {
+    /// between); return the number of bytes read and their SHA-256.
+    pub fn write_from(&mut self, input: &mut impl Read) -> io::Result<(u64, [u8; 32])> {
+        self.member = Some(Member {
+            hash: Sha256::new(),
+            from: self.filled,
+        });
+        let read = self.read_member(input).and_then(|total| {
+            self.hash_member()?;
+            Ok(total)
+        });
+        let member = self.member.take().expect("set above");
+        Ok((read?, member.hash.finish()))
+    }
+
+    fn read_member(&mut self, input: &mut impl Read) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
             if self.filled == BATCH * CHUNK {
@@ -301,7 +444,6 @@ impl Encryptor {
                 }
                 self.submit(false)?;
                 self.buf[0] = probe[0];
-                hash.update(&probe);
                 self.filled = 1;
                 total += 1;
             }
@@ -313,7 +455,6 @@ impl Encryptor {
             if n == 0 {
                 return Ok(total);
             }
-            hash.update(&room[..n]);
             self.filled += n;
             total += n as u64;
         }
@@ -598,6 +739,7 @@ impl Read for Decryptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ring::digest::SHA256;
 
     fn key() -> FileKey {
         FileKey::new(Box::new([7u8; 16]))
@@ -680,11 +822,10 @@ mod tests {
             for before in [0usize, 3] {
                 let e = encrypt(Vec::new(), &key(), b"", |e| -> io::Result<u64> {
                     e.write_all(&p[..before.min(n)])?;
-                    let mut hash = Context::new(&SHA256);
-                    let got = e.write_from(&mut Trickle(&p[before.min(n)..]), &mut hash)?;
+                    let (got, hash) = e.write_from(&mut Trickle(&p[before.min(n)..]))?;
                     assert_eq!(
-                        hash.finish().as_ref(),
-                        ring::digest::digest(&SHA256, &p[before.min(n)..]).as_ref()
+                        hash[..],
+                        ring::digest::digest(&SHA256, &p[before.min(n)..]).as_ref()[..]
                     );
                     Ok(got)
                 })

@@ -209,7 +209,7 @@ pub fn seal<W: Write + Send>(mut req: SealRequest<'_>, out: W) -> Result<Sealed,
     let mtime = created.unix_timestamp().max(0) as u64;
     // age v1: our own header (the age crate wraps the file key for each
     // recipient) and our own STREAM payload: this thread writes the tar
-    // and hashes the members, three more seal, hash and write the ciphertext.
+    // and hashes the members beside the ciphertext, two more seal and write.
     let file_key = header::new_file_key();
     let to: Vec<&dyn age::Recipient> = age_recipients
         .iter()
@@ -272,10 +272,9 @@ fn write_members(
     let mut members = Vec::new();
     let mut append = |m: MemberSource<'_>| -> Result<MemberEntry, SealError> {
         stream.write_all(&member_header(&m.path, m.size, mtime)?)?;
-        // Straight from the member into the batch, hashed as it lands.
-        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        // Straight from the member into the batch, hashed there.
         let mut reader = m.reader;
-        let n = stream.write_from(&mut (&mut reader).take(m.size), &mut hash)?;
+        let (n, sha256) = stream.write_from(&mut (&mut reader).take(m.size))?;
         if n != m.size {
             return Err(SealError::SizeChanged(m.path, m.size, n));
         }
@@ -288,7 +287,7 @@ fn write_members(
             path: m.path,
             media_type: m.media_type,
             size: n,
-            sha256: hex::encode(hash.finish()),
+            sha256: hex::encode(sha256),
         })
     };
 
