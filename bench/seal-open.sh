@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: sealing and opening a large package with renkei against Debian's
 # Go age encrypting/decrypting the same file, in the same run. Reports the
-# median wall time of each (hyperfine), the speed relative to age
-# (age time / renkei time: above 1 means renkei is faster), and peak memory
-# (GNU time). renkei fsyncs what it writes and age does not: the same run
+# median wall time of each (the commands run in turn, round after round),
+# the speed relative to age (age time / renkei time: above 1 means renkei
+# is faster), and peak memory (GNU time). renkei fsyncs what it writes and age does not: the same run
 # also times age followed by an fsync of its output (`sync FILE`), the
 # peer made as durable, and prints that ratio too. The last line is the
 # summary (against plain age):
@@ -13,13 +13,13 @@
 #   bench/seal-open.sh [SIZE_MiB] [RUNS]     (defaults: 512 MiB, 5 runs)
 #
 # Files live in a fresh folder under ${TMPDIR:-/tmp} (on disk here).
-# Needs: age, hyperfine, /usr/bin/time (Debian packages age, hyperfine, time).
+# Needs: age, python3, /usr/bin/time (Debian packages age, time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-512}
 runs=${2:-5}
-for t in age hyperfine /usr/bin/time; do
-  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y age hyperfine time" >&2; exit 1; }
+for t in age python3 /usr/bin/time; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y age python3 time" >&2; exit 1; }
 done
 cargo build --release -q
 bin=$PWD/target/release/renkei
@@ -32,23 +32,49 @@ head -c $((size * 1024 * 1024)) /dev/urandom > "$work/scan.dcm"
 sed 's/検査結果\.csv/scan.dcm/g' examples/demo/referral.json > "$work/doc.json"
 recipient=$(grep -o 'age1[0-9a-z]*' "$work/hospital/age.key" | head -1)
 
+# The three commands of each comparison run in turn, round after round
+# (the order rotating), not each in a block of its own: on a shared
+# machine the speed drifts over minutes, and a block of age runs and a
+# block of renkei runs a minute apart compared that drift as much as the
+# programs. Before every run: the outputs removed and `sync`.
+timed() { # NAME PREPARE, then lines "label<TAB>command" on stdin
+  python3 -c '
+import json, statistics, subprocess, sys, time
+work, runs, name, prepare = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+cmds = [l.split("\t", 1) for l in sys.stdin.read().splitlines() if l]
+times = {label: [] for label, _ in cmds}
+for r in range(runs + 1):  # round 0 warms up
+    k = r % len(cmds)
+    for label, cmd in cmds[k:] + cmds[:k]:
+        subprocess.run(prepare, shell=True, check=True)
+        t = time.perf_counter()
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+        if r > 0:
+            times[label].append(time.perf_counter() - t)
+for label, ts in times.items():
+    print(f"  {label:10s} median {statistics.median(ts):.3f} s (min {min(ts):.3f}, max {max(ts):.3f}, {len(ts)} runs)")
+json.dump({"results": [{"command": l, "median": statistics.median(ts), "times": ts} for l, ts in times.items()]},
+          open(f"{work}/{name}.json", "w"))
+' "$work" "$runs" "$@"
+}
+
 echo "== seal ${size} MiB: renkei seal vs age -e (same recipient set size: hospital + sender copy)"
 sender_r=$(grep -o 'age1[0-9a-z]*' "$work/clinic/age.key" | head -1)
-hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/seal.json" \
-  --prepare "sh -c 'rm -f $work/p.age $work/a.age; sync'" \
-  -n renkei "$bin seal --profile $work/clinic --to $work/hospital/cert.pem --document $work/doc.json --attach $work/scan.dcm -o $work/p.age" \
-  -n age "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm" \
-  -n age-fsync "sh -c 'age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm && sync $work/a.age'"
+printf '%s\t%s\n' \
+  renkei "$bin seal --profile $work/clinic --to $work/hospital/cert.pem --document $work/doc.json --attach $work/scan.dcm -o $work/p.age" \
+  age "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm" \
+  age-fsync "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm && sync $work/a.age" |
+  timed seal "rm -f $work/p.age $work/a.age; sync"
 
 "$bin" seal --profile "$work/clinic" --to "$work/hospital/cert.pem" --document "$work/doc.json" --attach "$work/scan.dcm" -o "$work/p.age" 2>/dev/null
 age -e -r "$recipient" -o "$work/a.age" "$work/scan.dcm"
 
 echo "== open ${size} MiB: renkei open (decrypt + verify + write members) vs age -d (decrypt + write)"
-hyperfine -N --runs "$runs" --warmup 1 --export-json "$work/open.json" \
-  --prepare "sh -c 'rm -rf $work/out $work/a.out; sync'" \
-  -n renkei "$bin open --profile $work/hospital $work/p.age -o $work/out" \
-  -n age "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age" \
-  -n age-fsync "sh -c 'age -d -i $work/hospital/age.key -o $work/a.out $work/a.age && sync $work/a.out'"
+printf '%s\t%s\n' \
+  renkei "$bin open --profile $work/hospital $work/p.age -o $work/out" \
+  age "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age" \
+  age-fsync "age -d -i $work/hospital/age.key -o $work/a.out $work/a.age && sync $work/a.out" |
+  timed open "rm -rf $work/out $work/a.out; sync"
 
 echo "== peak memory (max RSS)"
 rm -rf "$work/out" "$work/a.out" "$work/p2.age"

@@ -184,8 +184,10 @@ const PIECE: usize = 1 << 20;
 
 /// A [`Direct`] writer fed with pieces of any size and alignment: it
 /// gathers them into an aligned buffer and writes it whenever it holds
-/// [`PIECE`] bytes. [`Pieces::flush`] writes what is left (the tail); the
-/// caller fsyncs.
+/// [`PIECE`] bytes; a large piece at an aligned address that continues the
+/// file at a block boundary is written straight from the caller's buffer
+/// instead (the sealed batches of `package::payload` are laid out so).
+/// [`Pieces::flush`] writes what is left (the tail); the caller fsyncs.
 pub struct Pieces {
     buf: AlignedBuf,
     out: Direct,
@@ -205,12 +207,15 @@ impl Pieces {
     /// this).
     pub fn write_all(&mut self, file: &File, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            if self.buf.is_empty()
-                && data.len() >= PIECE
+            if data.len() >= DIRECT_MIN
                 && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+                && self.buf.len().is_multiple_of(DIRECT_ALIGN)
             {
-                // Aligned and large: straight from the caller's buffer.
-                let n = data.len() / PIECE * PIECE;
+                // Aligned and large, after whole blocks only: what is
+                // gathered goes first, then the whole blocks of `data`
+                // straight from the caller's buffer.
+                self.flush(file)?;
+                let n = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
                 self.out.write_all(file, &data[..n])?;
                 data = &data[n..];
                 continue;

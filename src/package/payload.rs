@@ -7,10 +7,10 @@
 //!
 //! The AEAD is ring's; chunks are sealed and opened in batches of
 //! [`BATCH`] (2 MiB) by a second thread, pipelined with the caller's own
-//! work (reading members and hashing them beside the ciphertext when
-//! sealing, parsing the tar, hashing and writing members when opening), so
-//! that both cores work. Sealing writes the ciphertext on a third thread
-//! ([`encrypt`]). When opening, the second thread also reads the
+//! work (hashing members beside the ciphertext when sealing, parsing the
+//! tar, hashing and writing members when opening), so that both cores
+//! work. Sealing writes the ciphertext on a third thread and reads long
+//! members on a fourth ([`encrypt`], [`Encryptor::write_from`]). When opening, the second thread also reads the
 //! ciphertext. At most sixteen batch buffers exist per stream (32 MiB)
 //! when sealing, three when opening. A batch's plaintext is released to
 //! the reader only after every chunk of the batch authenticated; the end
@@ -26,6 +26,8 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::hkdf;
 
 use renkei_twin_sha256::{self as twin_sha256, Sha256};
+
+use crate::writeback::DIRECT_ALIGN;
 
 use age::secrecy::ExposeSecret as _;
 
@@ -87,19 +89,65 @@ fn seal_batch(
     Some(len)
 }
 
-/// One batch for the sealing thread.
+/// Bytes of the payload file laid out as they will be on disk: a sealed
+/// batch goes to the output without being copied into an aligned buffer
+/// first. `bytes[base..]` starts at an address aligned to
+/// [`DIRECT_ALIGN`]; the batch whose first chunk is at file offset `off`
+/// is staged from `bytes[base + off % DIRECT_ALIGN]` on, so that
+/// `bytes[base..]` lines up with the file's blocks. The output thread puts
+/// the file's bytes before the first chunk (the tail of the previous
+/// batch, or the header) in front of it and writes whole blocks straight
+/// from the buffer.
+struct Batch {
+    bytes: Vec<u8>,
+    base: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let bytes = vec![0u8; DIRECT_ALIGN - 1 + BATCH * SLOT + DIRECT_ALIGN];
+        let base = (DIRECT_ALIGN - bytes.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        Batch { bytes, base }
+    }
+
+    /// No bytes: what the encryptor holds between handing a batch over
+    /// and taking the next buffer.
+    fn empty() -> Batch {
+        Batch {
+            bytes: Vec::new(),
+            base: 0,
+        }
+    }
+
+    /// Where the first chunk of a batch at file offset `off` goes.
+    fn first_chunk(&self, off: u64) -> usize {
+        self.base + (off % DIRECT_ALIGN as u64) as usize
+    }
+}
+
+/// One batch for the sealing thread: chunks staged from `buf.bytes[at]`.
 struct SealJob {
-    buf: Vec<u8>,
+    buf: Batch,
+    at: usize,
     filled: usize,
     counter: u64,
     last: bool,
 }
 
-/// A sealed batch: the ciphertext is `buf[..len]` (`None`: the counter
-/// overflowed).
+/// A sealed batch: the ciphertext is `buf.bytes[at..at + len]` (`None`:
+/// the counter overflowed).
 struct SealedBatch {
-    buf: Vec<u8>,
+    buf: Batch,
+    at: usize,
     len: Option<usize>,
+}
+
+/// A sealed and hashed batch for the output thread: the ciphertext is
+/// `buf.bytes[at..at + len]`.
+struct Hashed {
+    buf: Batch,
+    at: usize,
+    len: usize,
 }
 
 fn worker_gone() -> io::Error {
@@ -133,12 +181,16 @@ pub struct Encrypted<W, T> {
 /// then the plaintext that `body` writes into the [`Encryptor`] it is
 /// given, sealed in 64 KiB chunks, the last one final.
 ///
-/// Three threads share the work: the caller's (`body`: reading members
-/// into the batch being staged; then, for each batch, hashing its member
-/// bytes side by side with the ciphertext of an earlier batch, the
-/// envelope ID, see the `renkei-twin-sha256` crate), a sealing thread (ChaCha20-Poly1305
-/// of each batch) and an output thread (writing the hashed ciphertext to
-/// `out`, in order: a direct write waits for the disk). At most
+/// Three threads share the work, four while a long member is read: the
+/// caller's (`body`: staging the tar records, reading members into the
+/// batch being staged; then, for each batch, hashing its member bytes
+/// side by side with the ciphertext of an earlier batch, the envelope ID,
+/// see the `renkei-twin-sha256` crate), a sealing thread
+/// (ChaCha20-Poly1305 of each batch), an output thread (writing the
+/// hashed ciphertext to `out`, in order, as whole 4 KiB blocks from each
+/// batch's buffer: see [`Batch`]; a direct write waits for the disk) and,
+/// for a member longer than the rest of the current batch, a reading
+/// thread ([`Encryptor::write_from`]). At most
 /// [`SEAL_BUFFERS`] batch buffers exist. If `body` fails, or the output
 /// fails, everything stops and the error is returned (the output's own
 /// error when writing failed); what was written is then unusable and the
@@ -163,15 +215,26 @@ where
     // Room for every buffer there is: the sealing and the writing thread
     // never wait to hand one back.
     let (sealed_tx, sealed) = mpsc::sync_channel::<SealedBatch>(SEAL_BUFFERS);
-    let (free_tx, free) = mpsc::sync_channel::<Vec<u8>>(SEAL_BUFFERS);
-    let (output_tx, output_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(QUEUED);
+    let (free_tx, free) = mpsc::sync_channel::<Batch>(SEAL_BUFFERS);
+    let (output_tx, output_rx) = mpsc::sync_channel::<Hashed>(QUEUED);
     std::thread::scope(|s| {
         let sealer = std::thread::Builder::new()
             .name("renkei-seal".into())
             .spawn_scoped(s, move || {
                 for mut job in job_rx {
-                    let len = seal_batch(&key, &mut job.buf, job.filled, job.counter, job.last);
-                    if sealed_tx.send(SealedBatch { buf: job.buf, len }).is_err() {
+                    let len = seal_batch(
+                        &key,
+                        &mut job.buf.bytes[job.at..],
+                        job.filled,
+                        job.counter,
+                        job.last,
+                    );
+                    let sealed = SealedBatch {
+                        buf: job.buf,
+                        at: job.at,
+                        len,
+                    };
+                    if sealed_tx.send(sealed).is_err() {
                         break;
                     }
                 }
@@ -179,23 +242,46 @@ where
         let output = std::thread::Builder::new()
             .name("renkei-seal-out".into())
             .spawn_scoped(s, move || -> io::Result<(W, u64)> {
-                out.write_all(header)?;
-                out.write_all(&nonce)?;
+                // The bytes after the last whole block written: they go
+                // in front of the next batch, in its buffer.
+                let mut carry = [header, &nonce[..]].concat();
+                let whole = carry.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+                out.write_all(&carry[..whole])?;
+                carry.drain(..whole);
                 let mut size = (header.len() + NONCE) as u64;
-                for (buf, len) in output_rx {
-                    out.write_all(&buf[..len])?;
-                    size += len as u64;
+                for mut b in output_rx {
+                    size += b.len as u64;
+                    if b.at.checked_sub(carry.len()) == Some(b.buf.base) {
+                        let start = b.buf.base;
+                        b.buf.bytes[start..b.at].copy_from_slice(&carry);
+                        let end = b.at + b.len;
+                        let whole = start + (end - start) / DIRECT_ALIGN * DIRECT_ALIGN;
+                        out.write_all(&b.buf.bytes[start..whole])?;
+                        carry.clear();
+                        carry.extend_from_slice(&b.buf.bytes[whole..end]);
+                    } else {
+                        // Not laid out as expected (never, as batches are
+                        // staged): the same bytes, unaligned.
+                        out.write_all(&carry)?;
+                        out.write_all(&b.buf.bytes[b.at..b.at + b.len])?;
+                        carry.clear();
+                    }
                     // Never blocks: the channel holds every buffer there is.
-                    let _ = free_tx.send(buf);
+                    let _ = free_tx.send(b.buf);
                 }
+                out.write_all(&carry)?;
                 out.flush()?;
                 Ok((out, size))
             })?;
         let mut cipher = Sha256::new();
         cipher.update(header);
         cipher.update(&nonce);
+        let offset = (header.len() + NONCE) as u64;
+        let buf = Batch::new();
         let mut enc = Encryptor {
-            buf: vec![0u8; BATCH * SLOT],
+            at: buf.first_chunk(offset),
+            buf,
+            offset,
             filled: 0,
             counter: 0,
             jobs: Some(jobs),
@@ -248,9 +334,12 @@ struct Member {
 /// to the sealing thread, and hashes the ciphertext that comes back before
 /// passing it on to the output thread.
 pub struct Encryptor {
-    /// BATCH slots of SLOT bytes; plaintext is staged at the start of
-    /// each slot, the tag goes after it.
-    buf: Vec<u8>,
+    /// From `buf.bytes[at]` on, BATCH slots of SLOT bytes; plaintext is
+    /// staged at the start of each slot, the tag goes after it.
+    buf: Batch,
+    at: usize,
+    /// File offset of the current batch's first chunk.
+    offset: u64,
     /// Plaintext bytes staged in the current batch.
     filled: usize,
     /// Index of the first chunk of the current batch.
@@ -259,14 +348,14 @@ pub struct Encryptor {
     /// Sealed batches, in order.
     sealed: mpsc::Receiver<SealedBatch>,
     /// Buffers the output thread is done with.
-    free: mpsc::Receiver<Vec<u8>>,
-    output: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
-    /// Sealed batches whose ciphertext is not all hashed yet, in order
-    /// (buffer, ciphertext length); `ready_hashed` bytes of the first are.
-    ready: VecDeque<(Vec<u8>, usize)>,
+    free: mpsc::Receiver<Batch>,
+    output: Option<mpsc::SyncSender<Hashed>>,
+    /// Sealed batches whose ciphertext is not all hashed yet, in order;
+    /// `ready_hashed` bytes of the first are.
+    ready: VecDeque<Hashed>,
     ready_hashed: usize,
     /// Buffers back from the output thread, for the next batches.
-    spare: Vec<Vec<u8>>,
+    spare: Vec<Batch>,
     /// SHA-256 of the ciphertext so far: the envelope ID.
     cipher: Sha256,
     /// Batches at the sealing thread, and at the output thread.
@@ -282,9 +371,24 @@ impl Encryptor {
     /// `last`) and take a buffer for the next.
     fn submit(&mut self, last: bool) -> io::Result<()> {
         self.hash_member()?;
+        self.send_current(last)?;
+        if last {
+            self.jobs = None;
+        } else {
+            self.offset += (BATCH * SLOT) as u64;
+            self.buf = self.next_buffer()?;
+            self.at = self.buf.first_chunk(self.offset);
+        }
+        Ok(())
+    }
+
+    /// Hand the staged batch, hashed, to the sealing thread; `self.buf`
+    /// is left empty.
+    fn send_current(&mut self, last: bool) -> io::Result<()> {
         let n = self.filled.div_ceil(CHUNK).max(1) as u64;
         let job = SealJob {
-            buf: std::mem::take(&mut self.buf),
+            buf: std::mem::replace(&mut self.buf, Batch::empty()),
+            at: self.at,
             filled: self.filled,
             counter: self.counter,
             last,
@@ -297,18 +401,13 @@ impl Encryptor {
         if let Some(m) = &mut self.member {
             m.from = 0;
         }
-        if last {
-            self.jobs = None;
-        } else {
-            self.buf = self.next_buffer()?;
-        }
         Ok(())
     }
 
     /// A buffer for the next batch: one back from the output thread, a
     /// new one while fewer than [`SEAL_BUFFERS`] exist, or else the next
     /// one the output thread is done with.
-    fn next_buffer(&mut self) -> io::Result<Vec<u8>> {
+    fn next_buffer(&mut self) -> io::Result<Batch> {
         loop {
             while let Ok(buf) = self.free.try_recv() {
                 self.at_output -= 1;
@@ -319,7 +418,7 @@ impl Encryptor {
             }
             if self.made < SEAL_BUFFERS {
                 self.made += 1;
-                return Ok(vec![0u8; BATCH * SLOT]);
+                return Ok(Batch::new());
             }
             if self.at_output > 0 {
                 let buf = self.free.recv().map_err(|_| worker_gone())?;
@@ -348,7 +447,11 @@ impl Encryptor {
             let len = batch.len.ok_or_else(|| {
                 io::Error::other("the payload is too long (chunk counter overflow)")
             })?;
-            self.ready.push_back((batch.buf, len));
+            self.ready.push_back(Hashed {
+                buf: batch.buf,
+                at: batch.at,
+                len,
+            });
         }
         Ok(())
     }
@@ -368,19 +471,21 @@ impl Encryptor {
         while at < self.filled {
             let slot = at / CHUNK;
             let end = self.filled.min((slot + 1) * CHUNK);
-            let mut piece = &self.buf[slot * SLOT + at % CHUNK..slot * SLOT + (end - slot * CHUNK)];
+            let area = &self.buf.bytes[self.at + slot * SLOT..];
+            let mut piece = &area[at % CHUNK..end - slot * CHUNK];
             at = end;
             while !piece.is_empty() {
-                let Some((cbuf, clen)) = self.ready.front() else {
+                let Some(c) = self.ready.front() else {
                     member.hash.update(piece);
                     break;
                 };
-                let c = &cbuf[self.ready_hashed..*clen];
+                let clen = c.len;
+                let c = &c.buf.bytes[c.at + self.ready_hashed..c.at + clen];
                 let n = piece.len().min(c.len());
                 twin_sha256::update_pair(&mut member.hash, &piece[..n], &mut self.cipher, &c[..n]);
                 piece = &piece[n..];
                 self.ready_hashed += n;
-                if self.ready_hashed == *clen {
+                if self.ready_hashed == clen {
                     let batch = self.ready.pop_front().expect("the front batch");
                     self.ready_hashed = 0;
                     let output = self.output.as_ref().ok_or_else(worker_gone)?;
@@ -395,11 +500,12 @@ impl Encryptor {
 
     /// Hash the ciphertext of every sealed batch taken and pass it on.
     fn hash_ready_alone(&mut self) -> io::Result<()> {
-        while let Some((buf, len)) = self.ready.pop_front() {
-            self.cipher.update(&buf[self.ready_hashed..len]);
+        while let Some(b) = self.ready.pop_front() {
+            self.cipher
+                .update(&b.buf.bytes[b.at + self.ready_hashed..b.at + b.len]);
             self.ready_hashed = 0;
             let output = self.output.as_ref().ok_or_else(worker_gone)?;
-            output.send((buf, len)).map_err(|_| worker_gone())?;
+            output.send(b).map_err(|_| worker_gone())?;
             self.at_output += 1;
         }
         Ok(())
@@ -416,9 +522,14 @@ impl Encryptor {
         Ok(std::mem::take(&mut self.cipher).finish())
     }
 
-    /// Read `input` to its end straight into the batch (no copy in
+    /// Read `input` to its end straight into the batches (no copy in
     /// between); return the number of bytes read and their SHA-256.
-    pub fn write_from(&mut self, input: &mut impl Read) -> io::Result<(u64, [u8; 32])> {
+    ///
+    /// The rest of the current batch is read on this thread; the batches
+    /// after it on a reading thread, [`AHEAD`] batches ahead, while this
+    /// one hashes (the kernel's copy of a large member is then off the
+    /// thread that hashes every byte).
+    pub fn write_from<R: Read + Send>(&mut self, input: &mut R) -> io::Result<(u64, [u8; 32])> {
         self.member = Some(Member {
             hash: Sha256::new(),
             from: self.filled,
@@ -431,26 +542,12 @@ impl Encryptor {
         Ok((read?, member.hash.finish()))
     }
 
-    fn read_member(&mut self, input: &mut impl Read) -> io::Result<u64> {
+    fn read_member<R: Read + Send>(&mut self, input: &mut R) -> io::Result<u64> {
         let mut total = 0u64;
-        loop {
-            if self.filled == BATCH * CHUNK {
-                // A full batch is sealed only once more data comes (the
-                // last chunk of the stream carries the final flag): one
-                // byte tells.
-                let mut probe = [0u8; 1];
-                if read_retrying(input, &mut probe)? == 0 {
-                    return Ok(total);
-                }
-                self.submit(false)?;
-                self.buf[0] = probe[0];
-                self.filled = 1;
-                total += 1;
-            }
+        while self.filled < BATCH * CHUNK {
             let slot = self.filled / CHUNK;
-            let at = self.filled % CHUNK;
-            let start = slot * SLOT + at;
-            let room = &mut self.buf[start..slot * SLOT + CHUNK];
+            let start = self.at + slot * SLOT;
+            let room = &mut self.buf.bytes[start + self.filled % CHUNK..start + CHUNK];
             let n = read_retrying(input, room)?;
             if n == 0 {
                 return Ok(total);
@@ -458,7 +555,88 @@ impl Encryptor {
             self.filled += n;
             total += n as u64;
         }
+        // The current batch is full. It is sealed only once more data
+        // comes (the last chunk of the stream carries the final flag):
+        // the next batch read tells.
+        std::thread::scope(|s| {
+            let (to_reader, jobs) = mpsc::sync_channel::<(Batch, usize)>(AHEAD);
+            let (back, filled) = mpsc::sync_channel::<io::Result<(Batch, usize, usize)>>(AHEAD);
+            let reader = std::thread::Builder::new()
+                .name("renkei-seal-read".into())
+                .spawn_scoped(s, move || {
+                    let mut jobs = jobs.into_iter();
+                    for (mut buf, at) in jobs.by_ref() {
+                        let r = fill_batch(input, &mut buf.bytes[at..]).map(|n| (buf, at, n));
+                        let full = matches!(r, Ok((_, _, n)) if n == BATCH * CHUNK);
+                        if back.send(r).is_err() || !full {
+                            break;
+                        }
+                    }
+                    // The buffers handed over and not read into, back
+                    // once the caller stops handing any.
+                    jobs.map(|(buf, _)| buf).collect::<Vec<_>>()
+                })?;
+            let mut ahead = 0;
+            let mut next_offset = self.offset;
+            loop {
+                while ahead < AHEAD {
+                    next_offset += (BATCH * SLOT) as u64;
+                    let buf = self.next_buffer()?;
+                    let at = buf.first_chunk(next_offset);
+                    if let Err(mpsc::SendError((buf, _))) = to_reader.send((buf, at)) {
+                        // The reader stopped; its last answer says why.
+                        self.spare.push(buf);
+                        break;
+                    }
+                    ahead += 1;
+                }
+                self.hash_member()?;
+                let (buf, at, n) = filled.recv().map_err(|_| reader_gone())??;
+                ahead -= 1;
+                let end = n < BATCH * CHUNK;
+                if n == 0 {
+                    self.spare.push(buf);
+                } else {
+                    self.send_current(false)?;
+                    self.offset += (BATCH * SLOT) as u64;
+                    self.buf = buf;
+                    self.at = at;
+                    self.filled = n;
+                    total += n as u64;
+                }
+                if end {
+                    drop(to_reader);
+                    let rest = reader.join().map_err(|_| reader_gone())?;
+                    self.spare.extend(rest);
+                    return Ok(total);
+                }
+            }
+        })
     }
+}
+
+/// Read `input` into the chunks of one batch (`area`: BATCH slots of SLOT
+/// bytes), each chunk full before the next; return the bytes read (less
+/// than a batch only at the end of `input`).
+fn fill_batch(input: &mut impl Read, area: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < BATCH * CHUNK {
+        let start = filled / CHUNK * SLOT;
+        let n = read_retrying(input, &mut area[start + filled % CHUNK..start + CHUNK])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Batches read ahead of the hashing when a member is longer than what is
+/// left of the current batch.
+const AHEAD: usize = 4;
+
+fn reader_gone() -> io::Error {
+    io::Error::other("the payload reading thread stopped")
 }
 
 fn read_retrying(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -483,8 +661,8 @@ impl Write for Encryptor {
         let slot = self.filled / CHUNK;
         let at = self.filled % CHUNK;
         let n = data.len().min(CHUNK - at);
-        let start = slot * SLOT + at;
-        self.buf[start..start + n].copy_from_slice(&data[..n]);
+        let start = self.at + slot * SLOT + at;
+        self.buf.bytes[start..start + n].copy_from_slice(&data[..n]);
         self.filled += n;
         Ok(n)
     }
@@ -834,6 +1012,90 @@ mod tests {
                 assert_eq!(e.out.len(), NONCE + n + n.div_ceil(CHUNK).max(1) * TAG);
                 assert_eq!(open(&e.out).unwrap(), p, "{n} {before}");
             }
+        }
+    }
+
+    #[test]
+    fn a_member_that_fails_while_read_ahead_fails_the_encryption() {
+        // The error of a member read on the reading thread, at the start,
+        // inside and at the end of batches, reaches the caller; nothing
+        // waits forever.
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk gone"));
+                }
+                let n = buf.len().min(self.0).min(50_000);
+                buf[..n].fill(3);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        for after in [
+            0,
+            1,
+            CHUNK,
+            BATCH * CHUNK,
+            3 * BATCH * CHUNK + 5,
+            7 * BATCH * CHUNK,
+        ] {
+            let r = encrypt(Vec::new(), &key(), b"", |e| {
+                e.write_all(b"tar header")?;
+                e.write_from(&mut Failing(after)).map(|_| ())
+            });
+            let e = r.err().expect("the read error");
+            assert_eq!(e.to_string(), "disk gone", "{after}");
+        }
+    }
+
+    #[test]
+    fn sealed_batches_reach_the_output_as_whole_aligned_blocks() {
+        // What a direct write needs: the output receives the ciphertext
+        // as writes that start at a block of the file, from an aligned
+        // address, in whole blocks; only the bytes where batches meet
+        // (less than a block each) and the header arrive otherwise.
+        #[derive(Default)]
+        struct Blocks {
+            bytes: Vec<u8>,
+            aligned: usize,
+        }
+        impl Write for Blocks {
+            fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+                if self.bytes.len().is_multiple_of(DIRECT_ALIGN)
+                    && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+                    && data.len().is_multiple_of(DIRECT_ALIGN)
+                {
+                    self.aligned += data.len();
+                }
+                self.bytes.extend_from_slice(data);
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let p = data(9 * BATCH * CHUNK + 777);
+        for header in [&b""[..], &[b'h'; 317], &[b'h'; 4096], &[b'h'; 9000]] {
+            let e = encrypt(Blocks::default(), &key(), header, |e| {
+                e.write_from(&mut &p[..]).map(|_| ())
+            })
+            .unwrap();
+            let out = e.out.bytes;
+            assert_eq!(e.size, out.len() as u64);
+            assert_eq!(
+                e.sha256[..],
+                ring::digest::digest(&SHA256, &out).as_ref()[..]
+            );
+            assert_eq!(open(&out[header.len()..]).unwrap(), p);
+            let batches = 10;
+            let unaligned = out.len() - e.out.aligned;
+            assert!(
+                unaligned <= header.len() + (batches + 1) * DIRECT_ALIGN,
+                "{} of {} bytes not in aligned blocks",
+                unaligned,
+                out.len()
+            );
         }
     }
 
