@@ -48,7 +48,7 @@ for r in range(runs + 1):  # round 0 warms up
     for label, cmd in cmds[k:] + cmds[:k]:
         subprocess.run(prepare, shell=True, check=True)
         t = time.perf_counter()
-        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if r > 0:
             times[label].append(time.perf_counter() - t)
 for label, ts in times.items():
@@ -66,6 +66,7 @@ printf '%s\t%s\n' \
   age-fsync "age -e -r $recipient -r $sender_r -o $work/a.age $work/scan.dcm && sync $work/a.age" |
   timed seal "rm -f $work/p.age $work/a.age; sync"
 
+rm -f "$work/p.age" "$work/a.age"
 "$bin" seal --profile "$work/clinic" --to "$work/hospital/cert.pem" --document "$work/doc.json" --attach "$work/scan.dcm" -o "$work/p.age" 2>/dev/null
 age -e -r "$recipient" -o "$work/a.age" "$work/scan.dcm"
 
