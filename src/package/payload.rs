@@ -10,9 +10,10 @@
 //! work (hashing members beside the ciphertext when sealing, parsing the
 //! tar, hashing and writing members when opening), so that both cores
 //! work. Sealing writes the ciphertext on a third thread and reads long
-//! members on a fourth ([`encrypt`], [`Encryptor::write_from`]). When opening, the second thread also reads the
-//! ciphertext. At most sixteen batch buffers exist per stream (32 MiB)
-//! when sealing, three when opening. A batch's plaintext is released to
+//! members on a fourth ([`encrypt`], [`Encryptor::write_from`]). When
+//! opening, the second thread also reads the ciphertext. At most sixteen
+//! batch buffers exist per stream (32 MiB) when sealing, three when
+//! opening. A batch's plaintext is released to
 //! the reader only after every chunk of the batch authenticated; the end
 //! of the stream (the final flag) is authenticated before [`Decryptor`]
 //! reports the end.
