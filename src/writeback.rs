@@ -359,11 +359,19 @@ const BUFFER: usize = 1 << 20;
 /// waiting, one being written.
 const BUFFERS: usize = 4;
 
+/// What the writing thread writes next: a buffer of its own (given back
+/// once written), or bytes lent by the caller (dropped once written).
+enum Job {
+    Own(AlignedBuf),
+    Lent(Box<dyn AsRef<[u8]> + Send>, std::ops::Range<usize>),
+}
+
 /// A new file written by a thread of its own: the caller fills 1 MiB
 /// buffers ([`WriteBehind::space`] to read straight into one, or
 /// [`Write::write`] to copy) and full buffers are handed over, so that
 /// the caller goes on decrypting and hashing while the kernel copies and
-/// the disk writes. [`WriteBehind::finish`] writes the rest, fsyncs and
+/// the disk writes. [`WriteBehind::put`] takes bytes the caller already
+/// has in memory and writes their aligned part straight from there. [`WriteBehind::finish`] writes the rest, fsyncs and
 /// returns the first error; dropped unfinished, it stops the thread
 /// without an fsync (the caller deletes the file).
 pub struct WriteBehind {
@@ -371,7 +379,10 @@ pub struct WriteBehind {
     buf: AlignedBuf,
     /// Bytes per buffer.
     size: usize,
-    jobs: Option<mpsc::SyncSender<AlignedBuf>>,
+    /// Bytes handed over to the thread so far (the file offset of the
+    /// buffer's first byte).
+    handed: u64,
+    jobs: Option<mpsc::SyncSender<Job>>,
     free: mpsc::Receiver<AlignedBuf>,
     made: usize,
     abandon: Arc<AtomicBool>,
@@ -383,7 +394,7 @@ impl WriteBehind {
     /// bytes (a hint: buffers are no larger than needed for them).
     pub fn new(file: File, expected: u64) -> io::Result<WriteBehind> {
         let size = buffer_for(expected, BUFFER);
-        let (jobs, rx) = mpsc::sync_channel::<AlignedBuf>(BUFFERS - 2);
+        let (jobs, rx) = mpsc::sync_channel::<Job>(BUFFERS - 2);
         let (free_tx, free) = mpsc::sync_channel::<AlignedBuf>(BUFFERS);
         let abandon = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&abandon);
@@ -391,14 +402,22 @@ impl WriteBehind {
             .name("renkei-write".into())
             .spawn(move || {
                 let mut out = Direct::default();
-                for mut buf in rx {
+                for job in rx {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    out.write_all(&file, buf.data())?;
-                    buf.clear();
-                    // Never blocks: the channel holds every buffer there is.
-                    let _ = free_tx.send(buf);
+                    match job {
+                        Job::Own(mut buf) => {
+                            out.write_all(&file, buf.data())?;
+                            buf.clear();
+                            // Never blocks: the channel holds every buffer
+                            // there is.
+                            let _ = free_tx.send(buf);
+                        }
+                        Job::Lent(bytes, range) => {
+                            out.write_all(&file, &(*bytes).as_ref()[range])?;
+                        }
+                    }
                 }
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
@@ -408,6 +427,7 @@ impl WriteBehind {
         Ok(WriteBehind {
             buf: AlignedBuf::new(size),
             size,
+            handed: 0,
             jobs: Some(jobs),
             free,
             made: 1,
@@ -436,8 +456,13 @@ impl WriteBehind {
             }
         };
         let full = std::mem::replace(&mut self.buf, next);
+        self.handed += full.len() as u64;
+        self.send(Job::Own(full))
+    }
+
+    fn send(&mut self, job: Job) -> io::Result<()> {
         let sent = match &self.jobs {
-            Some(jobs) => jobs.send(full).is_ok(),
+            Some(jobs) => jobs.send(job).is_ok(),
             None => false,
         };
         if sent {
@@ -445,6 +470,33 @@ impl WriteBehind {
         } else {
             Err(self.failure())
         }
+    }
+
+    /// Append `bytes`, which the caller has in memory already: the whole
+    /// blocks of a large piece at an aligned address that continues the
+    /// file at a block boundary are written from `bytes` itself (dropped
+    /// once written); the rest is copied into the buffer.
+    pub fn put<B: AsRef<[u8]> + Send + 'static>(&mut self, bytes: B) -> io::Result<()> {
+        let data = bytes.as_ref();
+        let offset = self.handed + self.buf.len() as u64;
+        let head = ((DIRECT_ALIGN - (offset % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN)
+            .min(data.len());
+        let whole = (data.len() - head) / DIRECT_ALIGN * DIRECT_ALIGN;
+        let aligned = (data[head..].as_ptr() as usize).is_multiple_of(DIRECT_ALIGN);
+        if whole < DIRECT_MIN || !aligned {
+            return self.write_all(data);
+        }
+        let end = head + whole;
+        let mut tail = [0u8; DIRECT_ALIGN];
+        let tail_len = data.len() - end;
+        tail[..tail_len].copy_from_slice(&data[end..]);
+        self.write_all(&data[..head])?;
+        if !self.buf.is_empty() {
+            self.hand_over()?;
+        }
+        self.handed += whole as u64;
+        self.send(Job::Lent(Box::new(bytes), head..end))?;
+        self.write_all(&tail[..tail_len])
     }
 
     /// Room to read into (never empty); say how much was put there with
@@ -526,6 +578,54 @@ mod tests {
         let mut got = Vec::new();
         File::open(&path).unwrap().read_to_end(&mut got).unwrap();
         assert!(got == data);
+    }
+
+    /// Bytes at `range` of an aligned buffer, lent to [`WriteBehind::put`].
+    struct Held(Arc<AlignedBuf>, std::ops::Range<usize>);
+
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.0.data()[self.1.clone()]
+        }
+    }
+
+    #[test]
+    fn lent_pieces_arrive_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut source = AlignedBuf::new(8 << 20);
+        let n = source.space().len();
+        for (i, b) in source.space().iter_mut().enumerate() {
+            *b = (i * 13 % 251) as u8;
+        }
+        source.advance(n);
+        let source = Arc::new(source);
+        // Pieces starting on and off block boundaries, in memory and in
+        // the file, small and large, and a copied write between them.
+        let cuts = [
+            0,
+            1000,
+            4096,
+            4096 + 300 * 1024,
+            1 << 20,
+            (1 << 20) + 5,
+            (3 << 20) + 5,
+            (3 << 20) + 4096,
+            (5 << 20) + 4096 + 17,
+            8 << 20,
+        ];
+        let mut w = WriteBehind::new(File::create(&path).unwrap(), 8 << 20).unwrap();
+        for (k, c) in cuts.windows(2).enumerate() {
+            if k == 4 {
+                w.write_all(&source.data()[c[0]..c[1]]).unwrap();
+            } else {
+                w.put(Held(Arc::clone(&source), c[0]..c[1])).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        assert!(std::fs::read(&path).unwrap() == source.data());
+        // The writing thread dropped every piece it was lent.
+        assert_eq!(Arc::strong_count(&source), 1);
     }
 
     #[test]

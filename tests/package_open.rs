@@ -1555,3 +1555,49 @@ fn sealing_writes_a_user_given_thread_id_in_canonical_form() {
     let (opened, _) = expect_opened(&hospital, &out);
     assert_eq!(opened.manifest.thread_id, thread.to_lowercase());
 }
+
+/// The tar records inside the age payload are damage whenever they do not
+/// add up: a header whose checksum is wrong, a stream that ends inside a
+/// header or inside a member's data, a size that overflows. The opened
+/// folder is never released.
+#[test]
+fn tar_records_that_do_not_add_up_are_damage() {
+    let (_region, clinic, hospital) = pair();
+    let plain = decrypt(&seal_simple(&clinic, &[&hospital]), &hospital);
+    assert!(plain.len() > 2048);
+    // The reader and the sender's own copy, as the manifest says.
+    let readers = [hospital.recipient(), clinic.recipient()];
+    let refused = |tar: &[u8], what: &str| {
+        let e = expect_refused(&hospital, &encrypt(tar, &readers));
+        assert!(matches!(e, OpenError::Damaged), "{what}: {e:?}");
+    };
+
+    // A changed name without its checksum fixed.
+    let mut t = plain.clone();
+    t[0] ^= 0x01;
+    refused(&t, "first header's checksum");
+
+    // Ends inside the first header, right after it, and inside the
+    // second record's header.
+    let first_size = tar::Header::from_byte_slice(&plain[..512])
+        .entry_size()
+        .unwrap();
+    let second = 512 + first_size.next_multiple_of(512) as usize;
+    for cut in [100, 512, 512 + 1, second + 300] {
+        refused(&plain[..cut], &format!("cut at {cut}"));
+    }
+
+    // A record whose size (GNU base-256) reaches the end of u64: the end
+    // of its data cannot be computed.
+    let mut t = plain.clone();
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&t[..512]);
+    h.set_size(u64::MAX);
+    h.set_cksum();
+    t[..512].copy_from_slice(h.as_bytes());
+    refused(&t, "size u64::MAX");
+
+    // The untouched inner tar, encrypted again, still opens (the cases
+    // above fail for what they change).
+    expect_opened(&hospital, &encrypt(&plain, &readers));
+}

@@ -5,7 +5,6 @@
 //! sender's certificate, then `manifest.json` and its detached Ed25519
 //! signature `manifest.sig`. The outer layer is a standard age v1 file.
 
-mod hash;
 pub mod header;
 pub mod manifest;
 pub mod open;

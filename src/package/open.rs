@@ -7,7 +7,6 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::hash::HashingReader;
 use super::header::{self, HeaderError};
 use super::manifest::Manifest;
 use super::payload;
@@ -234,7 +233,7 @@ fn read_package(
     at: Option<SystemTime>,
 ) -> Result<Opened, OpenError> {
     let (me, mine) = (reader.facility, &reader.age_recipient);
-    let mut archive = tar::Archive::new(stream);
+    let mut records = Records::new(stream);
     let mut seen: HashMap<String, (u64, [u8; 32])> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut manifest_bytes: Option<Vec<u8>> = None;
@@ -245,16 +244,14 @@ fn read_package(
     let mut names: HashSet<String> = HashSet::new();
     let mut long_name: Option<Vec<u8>> = None;
     {
-        // Raw mode: GNU long-name records are handled here, bounded, and
-        // every other kind of header (PAX, links, devices) is refused.
-        let entries = archive.entries().map_err(stream_err)?.raw(true);
-        for entry in entries {
-            let mut entry = entry.map_err(stream_err)?;
-            let etype = entry.header().entry_type();
+        // GNU long-name records are handled here, bounded, and every other
+        // kind of header (PAX, links, devices) is refused.
+        while let Some(header) = records.next()? {
+            let etype = header.entry_type();
             // Nothing at all may follow the signature: no member, and no
             // record of any other type (GNU long name, PAX, ...).
             if signature.is_some() {
-                let name: String = String::from_utf8_lossy(&entry.header().path_bytes())
+                let name: String = String::from_utf8_lossy(&header.path_bytes())
                     .chars()
                     .take(80)
                     .collect();
@@ -267,11 +264,10 @@ fn read_package(
                 ));
             }
             if etype == tar::EntryType::GNULongName {
-                if long_name.is_some() || entry.size() > MAX_LONG_NAME {
+                if long_name.is_some() || records.size > MAX_LONG_NAME {
                     return Err(malformed("a member path is too long"));
                 }
-                let mut b = Vec::new();
-                entry.read_to_end(&mut b).map_err(stream_err)?;
+                let mut b = records.read_data()?;
                 while b.last() == Some(&0) {
                     b.pop();
                 }
@@ -287,7 +283,7 @@ fn read_package(
             }
             let raw_path = match long_name.take() {
                 Some(n) => n,
-                None => entry.header().path_bytes().into_owned(),
+                None => header.path_bytes().into_owned(),
             };
             let p =
                 String::from_utf8(raw_path).map_err(|_| malformed("a member path is not UTF-8"))?;
@@ -304,7 +300,7 @@ fn read_package(
                     "duplicate member {shown:?} (names are compared ignoring case and Unicode normalization)"
                 )));
             }
-            let size = entry.size();
+            let size = records.size;
             match p.as_str() {
                 MANIFEST_PATH => {
                     if size > limits.max_manifest_bytes {
@@ -313,9 +309,7 @@ fn read_package(
                             limits.max_manifest_bytes
                         )));
                     }
-                    let mut b = Vec::with_capacity(size as usize);
-                    entry.read_to_end(&mut b).map_err(stream_err)?;
-                    manifest_bytes = Some(b);
+                    manifest_bytes = Some(records.read_data()?);
                 }
                 SIGNATURE_PATH => {
                     if manifest_bytes.is_none() {
@@ -324,9 +318,7 @@ fn read_package(
                     if size != 64 {
                         return Err(OpenError::BadSignature);
                     }
-                    let mut b = Vec::with_capacity(64);
-                    entry.read_to_end(&mut b).map_err(stream_err)?;
-                    signature = Some(b);
+                    signature = Some(records.read_data()?);
                 }
                 _ => {
                     if manifest_bytes.is_some() {
@@ -345,14 +337,14 @@ fn read_package(
                             limits.max_total_bytes
                         )));
                     }
-                    let mut reader = HashingReader::new(&mut entry);
-                    if p == SENDER_CERT_PATH {
+                    let digest = if p == SENDER_CERT_PATH {
                         if size > limits.max_cert_bytes {
                             return Err(malformed("the sender certificate is too large"));
                         }
-                        let mut b = Vec::new();
-                        reader.read_to_end(&mut b).map_err(stream_err)?;
+                        let b = records.read_data()?;
+                        let digest = sha256(&b);
                         cert_pem = Some(b);
+                        digest
                     } else {
                         let dest = staging.join(&p);
                         if let Some(parent) = dest.parent() {
@@ -364,14 +356,11 @@ fn read_package(
                         // while this one decrypts and hashes.
                         let mut f =
                             WriteBehind::new(private_file(&dest)?, size).map_err(OpenError::Io)?;
-                        copy_split(&mut reader, &mut f)?;
+                        let digest = records.write_data(&mut f)?;
                         f.finish().map_err(OpenError::Io)?;
-                    }
-                    let (n, digest) = reader.finish();
-                    if n != size {
-                        return Err(OpenError::Damaged);
-                    }
-                    seen.insert(p.clone(), (n, digest));
+                        digest
+                    };
+                    seen.insert(p.clone(), (size, digest));
                     order.push(p);
                 }
             }
@@ -382,7 +371,7 @@ fn read_package(
     }
     // Drain what follows the tar end: zero padding only, then the age
     // stream's authenticated end (a truncated stream fails here).
-    let mut rest = archive.into_inner();
+    let mut rest = records.stream;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = rest.read(&mut buf).map_err(stream_err)?;
@@ -567,18 +556,114 @@ fn check_document(file: &Path, size: u64, manifest: &Manifest) -> Result<Summary
     document::validate(&bytes, &Expect::from_manifest(manifest)).map_err(OpenError::Document)
 }
 
-/// Copy a member to disk (read straight into the writer's buffer),
-/// telling decryption/truncation failures (reading) apart from local
-/// write failures.
-fn copy_split<R: Read>(r: &mut R, w: &mut WriteBehind) -> Result<(), OpenError> {
-    loop {
-        let room = w.space().map_err(OpenError::Io)?;
-        let n = r.read(room).map_err(stream_err)?;
-        if n == 0 {
-            return Ok(());
+/// The tar records of the decrypted stream, in order: ustar headers
+/// (checksum verified) and the data after each. Nothing is skipped or
+/// resynchronised: a record ends where its header's size says, rounded
+/// up to 512 bytes, and the archive at the first all-zero header or at
+/// the end of the stream.
+struct Records {
+    stream: payload::Decryptor,
+    /// The size of the current record's data.
+    size: u64,
+    /// Where the next header starts in the stream.
+    next: u64,
+}
+
+const BLOCK: u64 = 512;
+
+impl Records {
+    fn new(stream: payload::Decryptor) -> Records {
+        Records {
+            stream,
+            size: 0,
+            next: 0,
         }
-        w.advance(n);
     }
+
+    /// The next record's header (its data follows in the stream), or
+    /// `None` at the end of the archive. Data of the record before not
+    /// read is skipped. Every error is damage: the stream is
+    /// authenticated, so a sender made it so.
+    fn next(&mut self) -> Result<Option<tar::Header>, OpenError> {
+        let skip = self.next - self.stream.position();
+        let skipped =
+            io::copy(&mut (&mut self.stream).take(skip), &mut io::sink()).map_err(stream_err)?;
+        if skipped != skip {
+            return Err(OpenError::Damaged);
+        }
+        let mut header = tar::Header::new_old();
+        let block = header.as_mut_bytes();
+        let mut got = 0;
+        while got < block.len() {
+            match self.stream.read(&mut block[got..]).map_err(stream_err)? {
+                0 if got == 0 => return Ok(None),
+                0 => return Err(OpenError::Damaged),
+                n => got += n,
+            }
+        }
+        if block.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        let sum = block[..148]
+            .iter()
+            .chain(&block[156..])
+            .fold(8 * u32::from(b' '), |a, &b| a + u32::from(b));
+        if header.cksum().map_err(stream_err)? != sum {
+            return Err(OpenError::Damaged);
+        }
+        self.size = header.entry_size().map_err(stream_err)?;
+        self.next = self
+            .size
+            .checked_next_multiple_of(BLOCK)
+            .and_then(|n| n.checked_add(self.stream.position()))
+            .ok_or(OpenError::Damaged)?;
+        Ok(Some(header))
+    }
+
+    /// The current record's data, in memory (the caller bounded its size).
+    fn read_data(&mut self) -> Result<Vec<u8>, OpenError> {
+        let mut b = Vec::with_capacity(self.size as usize);
+        (&mut self.stream)
+            .take(self.size)
+            .read_to_end(&mut b)
+            .map_err(stream_err)?;
+        if b.len() as u64 != self.size {
+            return Err(OpenError::Damaged);
+        }
+        Ok(b)
+    }
+
+    /// Write the current record's data to `w` and hash it, without
+    /// copying it on this thread: the pieces of the opened batches go to
+    /// the writing thread, which writes their whole blocks straight from
+    /// the batch (the batches after this one are laid out for that).
+    /// Decryption and truncation failures are damage; write failures are
+    /// the writer's.
+    fn write_data(&mut self, w: &mut WriteBehind) -> Result<[u8; 32], OpenError> {
+        self.stream.align_at(self.stream.position());
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut left = self.size;
+        while left > 0 {
+            let max = usize::try_from(left).unwrap_or(usize::MAX);
+            let piece = self
+                .stream
+                .piece(max)
+                .map_err(stream_err)?
+                .ok_or(OpenError::Damaged)?;
+            ctx.update(piece.as_ref());
+            left -= piece.as_ref().len() as u64;
+            w.put(piece).map_err(OpenError::Io)?;
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ctx.finish().as_ref());
+        Ok(digest)
+    }
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    digest
 }
 
 /// Create `dir` (and missing parents) if needed, and make it 0700.

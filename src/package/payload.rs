@@ -11,16 +11,20 @@
 //! tar, hashing and writing members when opening), so that both cores
 //! work. Sealing writes the ciphertext on a third thread and reads long
 //! members on a fourth ([`encrypt`], [`Encryptor::write_from`]). When
-//! opening, the second thread also reads the ciphertext. At most sixteen
-//! batch buffers exist per stream (32 MiB) when sealing, three when
-//! opening. A batch's plaintext is released to
-//! the reader only after every chunk of the batch authenticated; the end
-//! of the stream (the final flag) is authenticated before [`Decryptor`]
-//! reports the end.
+//! opening, the second thread also reads the ciphertext, and opens each
+//! batch into contiguous plaintext that the caller can lend, without a
+//! copy, to the thread writing a member ([`Decryptor::piece`]). At most
+//! sixteen batch buffers exist per stream (32 MiB) when sealing; when
+//! opening, three plus those lent out (bounded by the writer's queue).
+//! A batch's plaintext is released to the reader only after every chunk
+//! of the batch authenticated; the end of the stream (the final flag) is
+//! authenticated before [`Decryptor`] reports the end.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::mpsc;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
 use age_core::format::FileKey;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -107,6 +111,12 @@ struct Batch {
 impl Batch {
     fn new() -> Batch {
         let bytes = vec![0u8; DIRECT_ALIGN - 1 + BATCH * SLOT + DIRECT_ALIGN];
+        let base = (DIRECT_ALIGN - bytes.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        Batch { bytes, base }
+    }
+
+    /// A buffer made by [`Batch::new`], given back.
+    fn reuse(bytes: Vec<u8>) -> Batch {
         let base = (DIRECT_ALIGN - bytes.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
         Batch { bytes, base }
     }
@@ -673,31 +683,69 @@ impl Write for Encryptor {
     }
 }
 
-/// One batch of ciphertext: `buf[..body]`.
+/// One batch of ciphertext, read to `buf.bytes[at..at + body]`.
 struct OpenJob {
-    buf: Vec<u8>,
+    buf: Batch,
+    at: usize,
     body: usize,
     counter: u64,
     last: bool,
 }
 
-/// An opened batch: plaintext ranges in `buf`, or `None` if a chunk
-/// failed.
+/// An opened batch: its plaintext, contiguous in `buf.bytes`, or `None`
+/// if a chunk failed.
 struct OpenedBatch {
-    buf: Vec<u8>,
-    ranges: Option<Vec<(usize, usize)>>,
+    buf: Batch,
+    plain: Option<Range<usize>>,
     last: bool,
 }
 
-fn open_batch(key: &LessSafeKey, job: &mut OpenJob) -> Option<Vec<(usize, usize)>> {
+/// Open every chunk of `job` in place, each chunk's plaintext moved down
+/// over the tags before it (ring's AEAD reads and writes through separate
+/// pointers, so the move costs nothing): the batch's plaintext ends up
+/// contiguous from `job.at` on.
+fn open_batch(key: &LessSafeKey, job: &mut OpenJob) -> Option<Range<usize>> {
     let n = job.body.div_ceil(SLOT);
-    let mut ranges = Vec::with_capacity(n);
-    for (i, slot) in job.buf[..job.body].chunks_mut(SLOT).enumerate() {
+    let end = job.at + job.body;
+    let mut plain = job.at;
+    for i in 0..n {
+        let chunk = job.at + i * SLOT;
         let nonce = chunk_nonce(job.counter.checked_add(i as u64)?, job.last && i == n - 1);
-        let len = key.open_in_place(nonce, Aad::empty(), slot).ok()?.len();
-        ranges.push((i * SLOT, i * SLOT + len));
+        let in_out = &mut job.buf.bytes[plain..end.min(chunk + SLOT)];
+        plain += key
+            .open_within(nonce, Aad::empty(), in_out, chunk - plain..)
+            .ok()?
+            .len();
     }
-    Some(ranges)
+    Some(job.at..plain)
+}
+
+/// An opened batch's buffer, shared by the [`Decryptor`] and the
+/// [`Piece`]s of it lent out; whoever lets go of it last gives the buffer
+/// back to the opening thread.
+struct Shared {
+    bytes: Vec<u8>,
+    spare: mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A full channel or a stopped thread: the buffer is freed instead.
+        let _ = self.spare.try_send(std::mem::take(&mut self.bytes));
+    }
+}
+
+/// Plaintext lent out of an opened batch ([`Decryptor::piece`]): the
+/// batch's buffer is not reused before the piece is dropped.
+pub struct Piece {
+    batch: Arc<Shared>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.batch.bytes[self.range.clone()]
+    }
 }
 
 /// Decrypts a payload read from `input` (positioned after the header).
@@ -709,22 +757,27 @@ fn open_batch(key: &LessSafeKey, job: &mut OpenJob) -> Option<Vec<(usize, usize)
 /// An opening thread, spawned in the caller's scope, reads the ciphertext
 /// and opens it batch by batch, one batch ahead of the caller, who only
 /// consumes plaintext: reading the package costs the caller's thread
-/// nothing. At most three batch buffers exist: the one being consumed,
-/// one opened and waiting, one being read and opened.
+/// nothing. The plaintext is read with [`Read`] (copied), or taken as
+/// [`Piece`]s of the opened batches themselves ([`Decryptor::piece`]),
+/// which [`Decryptor::align_at`] can make start at block boundaries for
+/// direct writes. At most three batch buffers are in use besides the
+/// pieces lent out: the one being consumed, one opened and waiting, one
+/// being read and opened.
 pub struct Decryptor {
     opened: mpsc::Receiver<io::Result<OpenedBatch>>,
     /// Buffers the caller is done with, back to the opening thread.
     spare: mpsc::SyncSender<Vec<u8>>,
-    /// The batch being consumed: plaintext ranges not yet returned.
-    current: Option<Plain>,
+    /// The batch being consumed, and its plaintext not yet returned.
+    current: Option<(Arc<Shared>, Range<usize>)>,
+    /// Plaintext bytes returned so far.
+    position: u64,
+    /// Where the opening thread stages the batches it reads next: an
+    /// offset into the block (see [`Decryptor::align_at`]).
+    shift: Arc<AtomicUsize>,
     /// The final chunk authenticated and was returned.
     done: bool,
     failed: bool,
 }
-
-/// An opened batch being read: its buffer, the plaintext ranges in it,
-/// and the index of the next range to read.
-type Plain = (Vec<u8>, Vec<(usize, usize)>, usize);
 
 fn damaged() -> io::Error {
     io::Error::new(
@@ -748,6 +801,8 @@ impl Decryptor {
     ) -> Self {
         let (tx, opened) = mpsc::sync_channel(1);
         let (spare, spares) = mpsc::sync_channel(2);
+        let shift = Arc::new(AtomicUsize::new(0));
+        let staging = Arc::clone(&shift);
         // Should the thread not start, its channel closes with it and the
         // first read says so.
         let _ = std::thread::Builder::new()
@@ -758,6 +813,7 @@ impl Decryptor {
                     carry: None,
                     counter: 0,
                     spares,
+                    shift: staging,
                 };
                 if let Err(e) = opener.run(file_key, &tx) {
                     let _ = tx.send(Err(e));
@@ -767,22 +823,84 @@ impl Decryptor {
             opened,
             spare,
             current: None,
+            position: 0,
+            shift,
             done: false,
             failed: false,
         }
     }
 
-    /// Make the next opened batch current. The current one is read to its
-    /// end: its buffer goes back to the opening thread first, so that the
-    /// thread, unblocked by this receive, reuses it instead of allocating
-    /// a fourth.
-    fn next_batch(&mut self) -> io::Result<()> {
-        if let Some((old, _, _)) = self.current.take() {
-            let _ = self.spare.try_send(old);
+    /// Plaintext bytes returned (read or lent) so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Ask that plaintext byte `offset` (of the whole stream) and every
+    /// 4 KiB after it fall at block-aligned addresses in the batches
+    /// opened from now on, so that pieces of a member starting there can
+    /// be written with `O_DIRECT` straight from the batch. Batches already
+    /// opened keep their layout; only speed depends on this.
+    pub fn align_at(&self, offset: u64) {
+        // Every batch but the last holds a multiple of 4 KiB, so the
+        // offset within the block is the same in all of them.
+        let shift = (DIRECT_ALIGN - (offset % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN;
+        self.shift.store(shift, Ordering::Relaxed);
+    }
+
+    /// The next plaintext, at most `max` bytes (and not beyond the
+    /// current batch), lent out of the opened batch without a copy;
+    /// `None` at the end of the stream.
+    pub fn piece(&mut self, max: usize) -> io::Result<Option<Piece>> {
+        if !self.fill()? || max == 0 {
+            return Ok(None);
         }
+        let (batch, range) = self.current.as_mut().expect("filled");
+        let n = max.min(range.len());
+        let piece = Piece {
+            batch: Arc::clone(batch),
+            range: range.start..range.start + n,
+        };
+        range.start += n;
+        self.position += n as u64;
+        Ok(Some(piece))
+    }
+
+    /// Make sure the current batch has plaintext left: `false` at the
+    /// end of the stream.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.failed {
+            return Err(damaged());
+        }
+        loop {
+            if let Some((_, range)) = &self.current {
+                if !range.is_empty() {
+                    return Ok(true);
+                }
+                if self.done {
+                    return Ok(false);
+                }
+            }
+            if let Err(e) = self.next_batch() {
+                self.failed = e.kind() == io::ErrorKind::InvalidData;
+                self.current = None;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Make the next opened batch current. The current one is read to its
+    /// end: its buffer goes back to the opening thread first (unless a
+    /// piece of it is still lent out), so that the thread, unblocked by
+    /// this receive, reuses it instead of allocating another.
+    fn next_batch(&mut self) -> io::Result<()> {
+        self.current = None;
         let b = self.opened.recv().map_err(|_| opener_gone())??;
-        let ranges = b.ranges.ok_or_else(damaged)?;
-        self.current = Some((b.buf, ranges, 0));
+        let shared = Arc::new(Shared {
+            bytes: b.buf.bytes,
+            spare: self.spare.clone(),
+        });
+        let plain = b.plain.ok_or_else(damaged)?;
+        self.current = Some((shared, plain));
         self.done = b.last;
         Ok(())
     }
@@ -796,6 +914,7 @@ struct Opener<R> {
     carry: Option<u8>,
     counter: u64,
     spares: mpsc::Receiver<Vec<u8>>,
+    shift: Arc<AtomicUsize>,
 }
 
 impl<R: Read> Opener<R> {
@@ -820,11 +939,11 @@ impl<R: Read> Opener<R> {
         drop(file_key);
         loop {
             let mut job = self.read_batch()?;
-            let ranges = open_batch(&key, &mut job);
-            let stop = job.last || ranges.is_none();
+            let plain = open_batch(&key, &mut job);
+            let stop = job.last || plain.is_none();
             let batch = OpenedBatch {
                 buf: job.buf,
-                ranges,
+                plain,
                 last: job.last,
             };
             if out.send(Ok(batch)).is_err() || stop {
@@ -835,17 +954,19 @@ impl<R: Read> Opener<R> {
 
     /// Read the next batch of ciphertext and check its chunk boundaries.
     fn read_batch(&mut self) -> io::Result<OpenJob> {
-        let mut buf = self
-            .spares
-            .try_recv()
-            .unwrap_or_else(|_| vec![0u8; BATCH * SLOT + 1]);
+        let mut buf = match self.spares.try_recv() {
+            Ok(bytes) => Batch::reuse(bytes),
+            Err(_) => Batch::new(),
+        };
+        let start = buf.base + self.shift.load(Ordering::Relaxed) % DIRECT_ALIGN;
+        let area = &mut buf.bytes[start..start + BATCH * SLOT + 1];
         let mut at = 0;
         if let Some(b) = self.carry.take() {
-            buf[0] = b;
+            area[0] = b;
             at = 1;
         }
-        while at < buf.len() {
-            match self.input.read(&mut buf[at..]) {
+        while at < area.len() {
+            match self.input.read(&mut area[at..]) {
                 Ok(0) => break,
                 Ok(n) => at += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -856,7 +977,7 @@ impl<R: Read> Opener<R> {
         let body = if last {
             at
         } else {
-            self.carry = Some(buf[BATCH * SLOT]);
+            self.carry = Some(area[BATCH * SLOT]);
             BATCH * SLOT
         };
         // Chunk boundaries: full slots, then (if last) a final chunk of at
@@ -873,6 +994,7 @@ impl<R: Read> Opener<R> {
         }
         let job = OpenJob {
             buf,
+            at: start,
             body,
             counter: self.counter,
             last,
@@ -884,34 +1006,15 @@ impl<R: Read> Opener<R> {
 
 impl Read for Decryptor {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.failed {
-            return Err(damaged());
-        }
-        if out.is_empty() {
+        if out.is_empty() || !self.fill()? {
             return Ok(0);
         }
-        loop {
-            if let Some((buf, ranges, pos)) = self.current.as_mut() {
-                while let Some(&(s, e)) = ranges.get(*pos) {
-                    if s == e {
-                        *pos += 1;
-                        continue;
-                    }
-                    let n = out.len().min(e - s);
-                    out[..n].copy_from_slice(&buf[s..s + n]);
-                    ranges[*pos].0 += n;
-                    return Ok(n);
-                }
-                if self.done {
-                    return Ok(0);
-                }
-            }
-            if let Err(e) = self.next_batch() {
-                self.failed = e.kind() == io::ErrorKind::InvalidData;
-                self.current = None;
-                return Err(e);
-            }
-        }
+        let (batch, range) = self.current.as_mut().expect("filled");
+        let n = out.len().min(range.len());
+        out[..n].copy_from_slice(&batch.bytes[range.start..range.start + n]);
+        range.start += n;
+        self.position += n as u64;
+        Ok(n)
     }
 }
 
@@ -1227,6 +1330,72 @@ mod tests {
                 io::ErrorKind::InvalidData
             );
             assert!(d.read(&mut buf).is_err());
+        });
+    }
+
+    #[test]
+    fn pieces_are_the_plaintext_and_follow_the_alignment_asked_for() {
+        let plain = data(BATCH * CHUNK * 6 + 777);
+        let ct = seal(&plain, 1 << 20);
+        // What a member after a tar header sees: 1,536 bytes read by
+        // copying, then the rest taken as pieces, every one kept until the
+        // end (a lent batch's buffer must not be reused meanwhile).
+        let (head, pieces, offsets) = std::thread::scope(|s| {
+            let mut d = Decryptor::new(s, &ct[..], key());
+            let mut head = vec![0u8; 1536];
+            d.read_exact(&mut head).unwrap();
+            d.align_at(d.position());
+            let (mut pieces, mut offsets) = (Vec::new(), Vec::new());
+            loop {
+                let at = d.position();
+                match d.piece(usize::MAX).unwrap() {
+                    Some(p) => {
+                        pieces.push(p);
+                        offsets.push(at);
+                    }
+                    None => break,
+                }
+            }
+            assert!(d.piece(1).unwrap().is_none());
+            (head, pieces, offsets)
+        });
+        let mut got = head;
+        for p in &pieces {
+            got.extend_from_slice(p.as_ref());
+        }
+        assert!(got == plain, "pieces differ from the plaintext");
+        assert_eq!(pieces.len(), 7, "one piece per batch");
+        // Batches opened after the request (the opening thread may have
+        // read three before it) put the member's blocks at aligned
+        // addresses: stream offset `at` at an address congruent to
+        // `at - 1536`.
+        let lined_up = |(p, at): (&Piece, &u64)| {
+            (p.as_ref().as_ptr() as usize) % DIRECT_ALIGN
+                == ((at - 1536) % DIRECT_ALIGN as u64) as usize
+        };
+        assert!(pieces.iter().zip(&offsets).skip(3).all(lined_up));
+    }
+
+    #[test]
+    fn a_damaged_batch_lends_no_piece() {
+        let mut ct = seal(&data(BATCH * CHUNK * 2 + 5), 1 << 20);
+        let mid = ct.len() - 100;
+        ct[mid] ^= 1;
+        std::thread::scope(|s| {
+            let mut d = Decryptor::new(s, &ct[..], key());
+            let mut n = 0;
+            let err = loop {
+                match d.piece(usize::MAX) {
+                    Ok(Some(p)) => n += p.as_ref().len(),
+                    Ok(None) => panic!("the damaged stream ended cleanly"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            // The damage is in the second batch's last chunk (the third
+            // holds only the final 5 bytes): only the first batch came out.
+            assert_eq!(n, BATCH * CHUNK);
+            assert!(d.piece(usize::MAX).is_err());
         });
     }
 }
