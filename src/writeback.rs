@@ -274,7 +274,7 @@ impl Direct {
         };
         let mut rest = data;
         if whole >= DIRECT_MIN && self.direct(file, true)? {
-            let n = self.write_direct(file, &data[..whole])?;
+            let n = self.write_direct(file, &mut [io::IoSlice::new(&data[..whole])])?;
             rest = &data[n..];
         }
         if !rest.is_empty() {
@@ -308,32 +308,10 @@ impl Direct {
             self.write_all(file, first)?;
             return self.write_all(file, second);
         }
-        let mut slices = [io::IoSlice::new(first), io::IoSlice::new(&second[..whole])];
-        let mut left = &mut slices[..];
-        let mut done = 0;
-        while !left.is_empty() {
-            match (&*file).write_vectored(left) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    done += n;
-                    self.written += n as u64;
-                    self.direct_bytes += n as u64;
-                    self.writeback.wrote(file, n);
-                    io::IoSlice::advance_slices(&mut left, n);
-                    if !n.is_multiple_of(DIRECT_ALIGN) {
-                        // A short write (a full disk): the rest goes
-                        // through the page cache, where the error shows.
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(EINVAL) && done == 0 => {
-                    self.refused = true;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let done = self.write_direct(
+            file,
+            &mut [io::IoSlice::new(first), io::IoSlice::new(&second[..whole])],
+        )?;
         // What is left: after a short write or a refusal, and the tail of
         // `second` after its whole blocks.
         let both = first.len() + second.len();
@@ -351,18 +329,21 @@ impl Direct {
         Ok(())
     }
 
-    /// Write `data` with `O_DIRECT` set; returns how much was written
-    /// (less when the file system turned out to refuse direct writes).
-    fn write_direct(&mut self, file: &File, data: &[u8]) -> io::Result<usize> {
+    /// Write `slices` in turn with `O_DIRECT` set; returns how much was
+    /// written (less when the file system turned out to refuse direct
+    /// writes, or after a short write).
+    fn write_direct(&mut self, file: &File, slices: &mut [io::IoSlice]) -> io::Result<usize> {
+        let mut left = slices;
         let mut done = 0;
-        while done < data.len() {
-            match (&*file).write(&data[done..]) {
+        while !left.is_empty() {
+            match (&*file).write_vectored(left) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
                     self.written += n as u64;
                     self.direct_bytes += n as u64;
                     self.writeback.wrote(file, n);
+                    io::IoSlice::advance_slices(&mut left, n);
                     if !n.is_multiple_of(DIRECT_ALIGN) {
                         // A short write (a full disk): the rest goes
                         // through the page cache, where the error shows.
