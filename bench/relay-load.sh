@@ -14,8 +14,9 @@
 #   keep-alive:     the same three
 #   1 GiB:          one upload of about 1 GiB to nginx and to the SQLite relay,
 #                   BIG_RUNS times each (default 3), alternately; medians
-# Every relay case starts on a fresh database and data folder, on disk; its
-# log is audited afterwards (`renkei audit sync` from an empty state).
+# Every case starts after a `sync`; every relay case on a fresh database and
+# data folder, on disk; its log is audited afterwards (`renkei audit sync`
+# from an empty state).
 #
 # Prints a table per case (uploads/s, MiB/s, p50, p99, max, errors, audit,
 # peak RSS and CPU time of the servers, sequencer batches and statements),
