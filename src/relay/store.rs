@@ -864,3 +864,31 @@ pub(crate) async fn read_nodes(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection of the relay's SQLite pool keeps temporary
+    /// b-trees in memory (no file in /var/tmp per batch) and the larger
+    /// page cache.
+    #[tokio::test]
+    async fn sqlite_connections_keep_temporary_btrees_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut conn = store.pool().acquire().await.unwrap();
+            let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!((temp, cache), (2, -8192), "temp_store=MEMORY is 2");
+            held.push(conn);
+        }
+    }
+}
