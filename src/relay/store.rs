@@ -179,8 +179,9 @@ impl Store {
                         // in /var/tmp for them, about once per batch.
                         conn.execute("PRAGMA temp_store=MEMORY").await?;
                         // 8 MiB of pages per connection (SQLite's default
-                        // is 2 MiB): the log's recent tree nodes and
-                        // entries stay cached between batches.
+                        // is 2 MiB), for the log's tree as it grows; in the
+                        // load bench the reads per upload did not change
+                        // measurably (about 12 `pread`s either way).
                         conn.execute("PRAGMA cache_size=-8192").await?;
                     }
                     Ok(())
