@@ -10,10 +10,17 @@
 #
 # Cases, each CLIENTS concurrent clients for DURATION seconds, sealing and
 # uploading envelopes of about SIZE bytes (sealing outside the timed part):
-#   per-connection: nginx; 1 relay on SQLite; 2 relays on one PostgreSQL
-#   keep-alive:     the same three
+#   per-connection: nginx; 1 relay on SQLite; 2 relays on one PostgreSQL;
+#                   1 relay on PostgreSQL (the control)
+#   keep-alive:     the same four
 #   1 GiB:          one upload of about 1 GiB to nginx and to the SQLite relay,
 #                   BIG_RUNS times each (default 3), alternately; medians
+# The first two each ROUNDS times (default 3), the servers taking turns in a rotating
+# order (round 1: nginx first, round 2: the SQLite relay first, ...), every
+# round on fresh servers; each case's figures are the round with its
+# median rate, and the ratios are ratios of medians (the per-round ratios
+# are printed too). Rounds spread the machine's drift over every server
+# instead of letting it land on one.
 # Every case starts after a `sync`; every relay case on a fresh database and
 # data folder, on disk; its log is audited afterwards (`renkei audit sync`
 # from an empty state).
@@ -23,8 +30,8 @@
 # the load average, and ends with exactly one line:
 #   relay/nginx per-connection X.XX (sqlite) X.XX (postgres x2); keep-alive X.XX (sqlite) X.XX (postgres x2); 1GiB X.XX
 #
-#   bench/relay-load.sh                      (60 s, 32 clients, 64 KiB)
-#   DURATION=5 bench/relay-load.sh           (smoke run)
+#   bench/relay-load.sh                      (3 rounds of 20 s, 32 clients, 64 KiB)
+#   DURATION=5 ROUNDS=1 bench/relay-load.sh  (smoke run)
 #   CASES="big" bench/relay-load.sh          (some cases only: per-connection,
 #                                             keep-alive, big; the closing line
 #                                             needs all three)
@@ -38,7 +45,7 @@
 #   RENKEI_BIN=/tmp/renkei-old bench/relay-load.sh
 #                                            (another build of the relay, to
 #                                             compare two in alternating runs)
-#   DURATION=60 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
+#   DURATION=20 ROUNDS=3 CLIENTS=32 SIZE=65536 BIG=1073741824 PGURL=postgres://postgres@127.0.0.1:5432 bench/relay-load.sh
 #
 # Needs nginx (apt-get install -y nginx), psql, python3, and a PostgreSQL
 # that accepts PGURL (trust auth) and may create databases. Everything runs
@@ -46,7 +53,8 @@
 # the same cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=${DURATION:-60}
+duration=${DURATION:-20}
+rounds=${ROUNDS:-3}
 clients=${CLIENTS:-32}
 size=${SIZE:-65536}
 big=${BIG:-1073741824}
@@ -66,6 +74,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/relay-load.XXXXXX")
 db="renkei_load_$$"
 pids=()
 dbs=()
+# When the last run's clean-up ended (see below).
+cleaned=${TMPDIR:-/tmp}/relay-load.cleaned
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -73,8 +83,21 @@ cleanup() {
     psql "$pgurl/postgres" -qAt -c "DROP DATABASE IF EXISTS $d" >/dev/null 2>&1 || true
   done
   rm -rf "$work"
+  date +%s >"$cleaned"
 }
 trap cleanup EXIT
+# ext4 without a journal (this machine's) does not reuse an inode for a
+# minute after it is freed, and scans past every such inode whenever it
+# allocates one: a run started right after another one's cleanup (some
+# 10^5 files deleted) pays that scan on every file it creates, on
+# whichever server's folder shares a block group with them. Wait it out.
+if [ -f "$cleaned" ]; then
+  left=$(( $(cat "$cleaned" 2>/dev/null || echo 0) + 70 - $(date +%s) ))
+  if [ "$left" -gt 0 ]; then
+    echo "== waiting ${left} s: the previous run deleted its files less than 70 s ago"
+    sleep "$left"
+  fi
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -143,6 +166,8 @@ tree_pids() { local p=$1; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2
 peak_rss() { local t=0; for p in $(tree_pids "$(cat "$work/$1.pid")"); do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
 cpu_secs() { local hz; hz=$(getconf CLK_TCK); for p in $(tree_pids "$(cat "$work/$1.pid")"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$hz" '{s+=$1} END {printf "%.1f", s / hz}'; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
+# Bytes written to storage so far by every PostgreSQL process.
+pg_written() { for p in $(pgrep -x postgres); do awk '/^write_bytes/ {print $2}' "/proc/$p/io" 2>/dev/null; done | awk '{s+=$1} END {printf "%d", s}'; }
 # CPU seconds used so far by every PostgreSQL process (server and backends).
 pg_cpu() { local hz; hz=$(getconf CLK_TCK); for p in $(pgrep -x postgres); do awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null; done | awk -v hz="$hz" '{s+=$1} END {printf "%.1f", s / hz}'; }
 stop_servers() {
@@ -176,6 +201,7 @@ run_case() {
   sync
   loadavg >"$work/$name.load"
   local pg0; pg0=$(pg_cpu)
+  local pgw0; pgw0=$(pg_written)
   # shellcheck disable=SC2086
   local bytes=$size
   [[ $flags == *--once* ]] && bytes=$big
@@ -184,6 +210,7 @@ run_case() {
   local cpu=() rss=()
   for r in "$@"; do cpu+=("$(cpu_secs "$r")"); rss+=("$(peak_rss "$r")"); done
   echo "$(pg_cpu) - $pg0" | bc >"$work/$name.pgcpu"
+  echo "$(( ($(pg_written) - pgw0) >> 20 ))" >"$work/$name.pgwritten"
   echo "   $(cat "$work/$name.json")"
   if [[ $flags != *--nginx* ]]; then
     audit "$name" "$(cat "$work/${*: -1}.port")"
@@ -196,33 +223,64 @@ run_case() {
   stop_servers
   : >"$work/$name.seq"
   for r in "$@"; do grep -ho 'log sequencer totals.*' "$work/$r.log" >>"$work/$name.seq" 2>/dev/null || true; done
+  # One line per case, to tell a slow round's cause: CPU per upload
+  # (servers, client) and, for relays, the time per batch and its COMMIT.
+  python3 - "$work" "$name" <<'PY'
+import json, re, sys
+w, name = sys.argv[1], sys.argv[2]
+r = json.load(open(f"{w}/{name}.json"))
+n = max(r["submissions"], 1)
+srv = sum(float(x) for x in open(f"{w}/{name}.cpu").read().split())
+gen = sum(float(x) for x in open(f"{w}/{name}.gen").read().split()[-2:] if x[0].isdigit())
+seq = [dict(re.findall(r"(\w+)=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", l))) for l in open(f"{w}/{name}.seq").read().splitlines()]
+b = sum(int(s.get("batches", 0)) for s in seq)
+batch = ""
+if b:
+    busy = sum(int(s.get("busy_us", 0)) for s in seq) / b / 1000
+    commit = sum(int(s.get("commit_us", 0)) for s in seq) / b / 1000
+    batch = f"; {busy:.1f} ms per batch, COMMIT {commit:.1f} ms"
+pgw = open(f"{w}/{name}.pgwritten").read().strip()
+print(f"   {r['per_second']:.1f}/s, p50 {r['p50_ms']:.0f} ms; CPU per upload: server {srv / n * 1000:.2f} ms, client {gen / n * 1000:.2f} ms, both {(srv + gen) / r['seconds']:.2f} cores{batch}; PostgreSQL wrote {pgw} MiB meanwhile")
+PY
 }
 
 echo "== region ($work); load average $(loadavg)"
 "$load" setup "$work/region" >/dev/null
-for policy in per-connection keep-alive; do
-  [[ " $cases " == *" $policy "* ]] || continue
-  flags=""; [ "$policy" = keep-alive ] && flags="--keep-alive"
-  if want nginx; then
-    start_nginx "nginx-$policy"
-    run_case "nginx-$policy" "nginx, $policy" "--nginx $flags" "nginx-$policy"
-  fi
-  if want sqlite; then
-    start_relay "sq-$policy" "$work/sq-$policy-data"
-    run_case "sq-$policy" "1 relay on SQLite, $policy" "$flags" "sq-$policy"
-  fi
-  if want pg2; then
-    new_db "${policy//-/_}"; url="$pgurl/${db}_${policy//-/_}"
-    start_relay "pga-$policy" "$work/pg-$policy-data" "$url"
-    start_relay "pgb-$policy" "$work/pg-$policy-data" "$url"
-    run_case "pg-$policy" "2 relays on PostgreSQL, $policy" "$flags" "pga-$policy" "pgb-$policy"
-  fi
-  # Control: one relay on PostgreSQL (does a second instance add anything?)
-  if want pg1; then
-    new_db "one_${policy//-/_}"; url="$pgurl/${db}_one_${policy//-/_}"
-    start_relay "pgone-$policy" "$work/pgone-$policy-data" "$url"
-    run_case "pgone-$policy" "control: 1 relay on PostgreSQL, $policy" "$flags" "pgone-$policy"
-  fi
+# run_server SERVER POLICY ROUND: one case (names end in .rROUND).
+run_server() {
+  local policy=$2 r=".r$3" flags=""
+  [ "$policy" = keep-alive ] && flags="--keep-alive"
+  case $1 in
+    nginx)
+      start_nginx "nginx-$policy$r"
+      run_case "nginx-$policy$r" "nginx, $policy, round $3" "--nginx $flags" "nginx-$policy$r" ;;
+    sqlite)
+      start_relay "sq-$policy$r" "$work/sq-$policy$r-data"
+      run_case "sq-$policy$r" "1 relay on SQLite, $policy, round $3" "$flags" "sq-$policy$r" ;;
+    pg2)
+      local d="${policy//-/_}_$3"
+      new_db "$d"
+      start_relay "pga-$policy$r" "$work/pg-$policy$r-data" "$pgurl/${db}_$d"
+      start_relay "pgb-$policy$r" "$work/pg-$policy$r-data" "$pgurl/${db}_$d"
+      run_case "pg-$policy$r" "2 relays on PostgreSQL, $policy, round $3" "$flags" "pga-$policy$r" "pgb-$policy$r" ;;
+    pg1)
+      # Control: one relay on PostgreSQL (does a second instance add anything?)
+      local d="one_${policy//-/_}_$3"
+      new_db "$d"
+      start_relay "pgone-$policy$r" "$work/pgone-$policy$r-data" "$pgurl/${db}_$d"
+      run_case "pgone-$policy$r" "control: 1 relay on PostgreSQL, $policy, round $3" "$flags" "pgone-$policy$r" ;;
+  esac
+}
+order=()
+for s in nginx sqlite pg2 pg1; do want "$s" && order+=("$s"); done
+for round in $(seq "$rounds"); do
+  for policy in per-connection keep-alive; do
+    [[ " $cases " == *" $policy "* ]] || continue
+    n=${#order[@]}
+    for i in $(seq 0 $((n - 1))); do
+      run_server "${order[$(( (i + round - 1) % n ))]}" "$policy" "$round"
+    done
+  done
 done
 # One large upload each, BIG_RUNS times (default 3), alternating between
 # the two servers, each after a `sync` (the previous upload's dirty pages
@@ -269,6 +327,7 @@ import json, os, re, sys
 w, size, big = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def load(name):
     r = json.load(open(f"{w}/{name}.json"))
+    r["name"] = name
     r["audit"] = open(f"{w}/{name}.audit").read().strip()
     r["rss"] = " + ".join(f"{int(k) / 1024:.0f}" for k in open(f"{w}/{name}.rss").read().split())
     r["cpu"] = " + ".join(open(f"{w}/{name}.cpu").read().split())
@@ -281,23 +340,40 @@ def load(name):
     return r
 print()
 print(f"clients {os.environ.get('CLIENTS', '32')} per case; envelopes of ~{size} bytes; {os.cpu_count()} cores shared by clients, servers and PostgreSQL")
-print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | PostgreSQL CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch | ms/batch (BEGIN..COMMIT) | of which COMMIT | ms/batch waiting for a connection |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| case | uploads/s | MiB/s | p50 | p99 | max | uploads | errors | audit | server peak RSS (MiB) | server CPU s | PostgreSQL CPU s | client CPU s | load before | batches | jobs/batch | statements/batch | round trips/batch | ms/batch (BEGIN..COMMIT) | of which COMMIT | ms/batch waiting for a connection | uploads/s by round |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 rows = {}
+rounds = {}
 for policy in ("per-connection", "keep-alive"):
     for kind, label in (("nginx", "nginx"), ("sq", "relay, SQLite"), ("pg", "2 relays, PostgreSQL"), ("pgone", "control: 1 relay, PostgreSQL")):
         name = f"{kind}-{policy}"
-        if not os.path.exists(f"{w}/{name}.json"):
+        runs, i = [], 1
+        while os.path.exists(f"{w}/{name}.r{i}.json"):
+            runs.append(load(f"{name}.r{i}")); i += 1
+        if not runs:
             continue
-        r = load(name); rows[name] = r
+        rounds[name] = runs
+        # The round with the median rate (the lower middle one of an even count).
+        r = sorted(runs, key=lambda x: x["per_second"])[(len(runs) - 1) // 2]
+        r = dict(r, errors=sum(x["errors"] for x in runs),
+                 error_samples=[e for x in runs for e in x["error_samples"]],
+                 audit=r["audit"] if all(x["audit"] in ("pass", "n/a") for x in runs) else "; ".join(x["audit"] for x in runs))
+        rows[name] = r
         s = r["seq"]; b = s["batches"] or 1
         seqcols = f"{s['batches']} | {s['jobs'] / b:.1f} | {s['statements'] / b:.1f} | {s['round_trips'] / b:.1f} | {s['busy_us'] / b / 1000:.1f} | {s['commit_us'] / b / 1000:.1f} | {s['acquire_us'] / b / 1000:.1f}" if s["batches"] else "- | - | - | - | - | - | -"
         audit = r["audit"]
         if audit == "pass":
-            a = json.load(open(f"{w}/{name}.audit.json"))
-            want = 2 + 2 * r["submissions"]
-            audit = f"pass, {a['to_size']} entries" + ("" if a["to_size"] == want or r["errors"] else f" (expected {want}!)")
-        print(f"| {label}, {policy} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {audit} | {r['rss']} | {r['cpu']} | {r['pgcpu']} | {r['gen']:.1f} | {r['load']} | {seqcols} |")
+            audit = "pass"
+            for x in runs:
+                a = json.load(open(f"{w}/{x['name']}.audit.json"))
+                want = 2 + 2 * x["submissions"]
+                if a["to_size"] != want and not x["errors"]:
+                    audit = f"pass, but {a['to_size']} entries in {x['name']} (expected {want}!)"
+            if audit == "pass":
+                path = w + "/" + r["name"] + ".audit.json"
+                audit = f"pass, {json.load(open(path))['to_size']} entries"
+        by_round = ", ".join(f"{x['per_second']:.1f}" for x in runs)
+        print(f"| {label}, {policy} | {r['per_second']:.1f} | {r['mib_per_second']:.2f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['submissions']} | {r['errors']} | {audit} | {r['rss']} | {r['cpu']} | {r['pgcpu']} | {r['gen']:.1f} | {r['load']} | {seqcols} | {by_round} |")
 for name, l in (("nginx-big", "nginx"), ("sq-big", "relay, SQLite")):
     if not os.path.exists(f"{w}/{name}.json"):
         continue
@@ -310,6 +386,12 @@ def ratio(a, b):
     return a / b if b > 0 else 0.0
 pc, ka = "per-connection", "keep-alive"
 ok = all(r["errors"] == 0 and r["audit"] in ("pass", "n/a") for r in rows.values())
+for policy in (pc, ka):
+    for kind, label in (("sq", "sqlite"), ("pg", "postgres x2")):
+        a, b = rounds.get(f"{kind}-{policy}"), rounds.get(f"nginx-{policy}")
+        if a and b and len(a) == len(b) and len(a) > 1:
+            each = ", ".join(f"{ratio(x['per_second'], y['per_second']):.2f}" for x, y in zip(a, b))
+            print(f"{policy} relay/nginx by round ({label}): {each}")
 if len(rows) < 10:
     print(f"(some cases only: {' '.join(rows)}; no closing line)")
     if "sq-big" in rows and "nginx-big" in rows:
