@@ -368,6 +368,16 @@ mod tests {
         }
         assert!(LogEntry::parse(odd[0].as_bytes()).is_err());
         assert!(LogEntry::parse(odd[1].as_bytes()).is_err());
+
+        // Bytes that are not UTF-8 in a member both ways ignore (found by
+        // the `receipt` fuzz target): refused both ways.
+        let tag = r#"{"type":"receipt","#;
+        let mut not_utf8 = format!(r#"{tag}"note":"ab"#).into_bytes();
+        not_utf8.extend_from_slice(&[0x8d, 0xce, 0xcc, 0xce]);
+        not_utf8.extend_from_slice(br#"","#);
+        not_utf8.extend_from_slice(&text.as_bytes()[tag.len()..]);
+        assert!(serde_json::from_slice::<LogEntry>(&not_utf8).is_err());
+        assert!(LogEntry::parse(&not_utf8).is_err());
     }
 
     fn sub() -> Submission {
@@ -538,9 +548,13 @@ impl LogEntry {
         // tag, which cost an auditor more than parsing itself. The struct
         // accepts exactly what the enum's variant does (unknown members
         // ignored, a repeated member refused); anything it refuses goes
-        // the general way, which then gives the error.
+        // the general way, which then gives the error. The enum's tree
+        // holds every string, so it refuses bytes that are not UTF-8 even
+        // in a member it then ignores; the struct skips such a member
+        // unread, hence the check first.
         if bytes.starts_with(br#"{"type":"receipt","#) {
-            if let Ok(e) = serde_json::from_slice::<ReceiptEntry>(bytes) {
+            let text = std::str::from_utf8(bytes).ok();
+            if let Some(Ok(e)) = text.map(serde_json::from_str::<ReceiptEntry>) {
                 return Ok(LogEntry::Receipt {
                     signer: e.signer,
                     receipt: e.receipt,
