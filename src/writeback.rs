@@ -250,8 +250,9 @@ impl Pieces {
 /// page cache with its writeback started early ([`Writeback`]). The caller
 /// still fsyncs the file at the end (for its size and extents, and for
 /// what went through the page cache).
-#[derive(Default)]
 pub struct Direct {
+    /// Pieces with fewer whole blocks than this go through the page cache.
+    min: usize,
     written: u64,
     /// Bytes written with `O_DIRECT`.
     direct_bytes: u64,
@@ -262,7 +263,34 @@ pub struct Direct {
     writeback: Writeback,
 }
 
+impl Default for Direct {
+    /// Direct writes for pieces of at least 256 KiB: for files that are
+    /// written in large pieces and whose writer does not wait for each.
+    fn default() -> Self {
+        Direct::with_min(DIRECT_MIN)
+    }
+}
+
 impl Direct {
+    /// Direct writes for the whole blocks of every aligned piece, however
+    /// small: for a file that is fsynced as soon as it is written (the
+    /// writer waits for the disk either way, and the page cache would only
+    /// add a copy of every byte and the work of writing it back).
+    pub fn eager() -> Direct {
+        Direct::with_min(DIRECT_ALIGN)
+    }
+
+    fn with_min(min: usize) -> Direct {
+        Direct {
+            min,
+            written: 0,
+            direct_bytes: 0,
+            on: false,
+            refused: false,
+            writeback: Writeback::default(),
+        }
+    }
+
     /// Append all of `data` to `file`.
     pub fn write_all(&mut self, file: &File, data: &[u8]) -> io::Result<()> {
         let aligned = self.written.is_multiple_of(DIRECT_ALIGN as u64)
@@ -273,7 +301,7 @@ impl Direct {
             0
         };
         let mut rest = data;
-        if whole >= DIRECT_MIN && self.direct(file, true)? {
+        if whole >= self.min && self.direct(file, true)? {
             let n = self.write_direct(file, &mut [io::IoSlice::new(&data[..whole])])?;
             rest = &data[n..];
         }
@@ -303,7 +331,7 @@ impl Direct {
             && first.len().is_multiple_of(DIRECT_ALIGN)
             && aligned(first)
             && aligned(second)
-            && first.len() + whole >= DIRECT_MIN;
+            && first.len() + whole >= self.min;
         if !together || !self.direct(file, true)? {
             self.write_all(file, first)?;
             return self.write_all(file, second);
@@ -750,6 +778,28 @@ mod tests {
         }
         file.sync_all().unwrap();
         assert!(std::fs::read(&path).unwrap() == want);
+    }
+
+    #[test]
+    fn an_eager_writer_writes_small_pieces_direct_and_a_default_one_does_not() {
+        // What a 64 KiB upload is: 16 whole blocks and a tail.
+        let data: Vec<u8> = (0..(64 << 10) + 1234u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mut w, direct) in [
+            ("eager", Direct::eager(), 64u64 << 10),
+            ("default", Direct::default(), 0),
+        ] {
+            let path = dir.path().join(name);
+            let file = File::create(&path).unwrap();
+            let mut buf = AlignedBuf::new(1 << 20);
+            buf.fill(&data);
+            w.write_all(&file, buf.data()).unwrap();
+            file.sync_all().unwrap();
+            assert!(std::fs::read(&path).unwrap() == data, "{name}");
+            if direct_here(dir.path()) {
+                assert_eq!(w.direct_bytes(), direct, "{name}");
+            }
+        }
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl BlobStore for FsBlobStore {
                     file: None,
                     abandoned: Arc::clone(&abandoned),
                     digest: ring::digest::Context::new(&ring::digest::SHA256),
-                    out: Direct::default(),
+                    out: Direct::eager(),
                 }),
                 abandoned,
                 hashed: false,
