@@ -166,6 +166,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 16 })
             .acquire_timeout(std::time::Duration::from_secs(10))
+            // A PostgreSQL connection can die with its server, and is
+            // checked before each use; an SQLite connection is a file
+            // opened in this process, and the check would only cost the
+            // sequencer a trip to the connection's thread per batch.
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
