@@ -239,6 +239,16 @@ pub(crate) struct Sequencer {
     pub config: LogConfig,
     pub stats: Arc<Stats>,
     tree: Option<CompactTree>,
+    /// On SQLite, the connection of the last batch, kept for the next one:
+    /// its page cache then still holds the tree's border and the indexes'
+    /// upper pages (SQLite drops a connection's cache when another
+    /// connection wrote since it last read, and the pool hands its
+    /// connections out in turn). A connection that failed is not kept.
+    /// On PostgreSQL each batch takes one from the pool (checked before
+    /// use: the server may have restarted). In a mutex only so that the
+    /// sequencer is `Sync` (a connection is not); reached through
+    /// `get_mut`, never locked.
+    held: std::sync::Mutex<Option<PoolConnection<Any>>>,
 }
 
 /// Start the sequencer task; it ends when every sender is dropped.
@@ -257,6 +267,7 @@ pub(crate) fn start(
         config,
         stats,
         tree: None,
+        held: Default::default(),
     };
     tokio::spawn(seq.run(rx));
     tx
@@ -389,7 +400,11 @@ impl Sequencer {
         requests: &[Request],
     ) -> Result<Vec<Result<Response, StoreError>>, StoreError> {
         let asked = std::time::Instant::now();
-        let conn = self.pool.acquire().await?;
+        let held = self.held.get_mut().map(Option::take).unwrap_or(None);
+        let conn = match held {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
         let t0 = std::time::Instant::now();
         let waited = t0 - asked;
         let mut tx = Tx {
@@ -429,7 +444,11 @@ impl Sequencer {
                     "batch committed"
                 );
                 let out = self.finish_proofs(&mut tx, answers).await;
-                drop(tx);
+                if !self.postgres && out.is_ok() {
+                    if let Ok(held) = self.held.get_mut() {
+                        *held = Some(tx.conn);
+                    }
+                }
                 match (checkpoint, &self.config.witnesses) {
                     (Some(note), Some(w)) => Ok(self.witness(w.clone(), note, out?).await),
                     _ => out,
