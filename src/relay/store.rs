@@ -96,6 +96,10 @@ pub fn db_unavailable(e: &sqlx::Error) -> bool {
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The daily quota check, on every upload: answered from the index
+/// `envelopes_sender_size` alone (migration 0006).
+const SENDER_USAGE: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT), MIN(accepted_at) FROM envelopes WHERE sender = $1 AND accepted_at >= $2";
+
 /// One stored envelope.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EnvelopeRow {
@@ -626,7 +630,7 @@ impl Store {
         sender: &str,
         since: i64,
     ) -> Result<(u64, u64, Option<i64>), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT), MIN(accepted_at) FROM envelopes WHERE sender = $1 AND accepted_at >= $2")
+        let row = sqlx::query(SENDER_USAGE)
             .bind(sender)
             .bind(since)
             .fetch_one(&self.pool)
@@ -896,5 +900,26 @@ mod tests {
             assert_eq!((temp, cache), (2, -8192), "temp_store=MEMORY is 2");
             held.push(conn);
         }
+    }
+
+    /// The quota check reads the sender index alone, not a table row per
+    /// envelope of the day.
+    #[tokio::test]
+    async fn the_quota_check_reads_only_the_sender_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {SENDER_USAGE}"))
+            .bind("F0001")
+            .bind(0i64)
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap())
+            .collect();
+        assert_eq!(
+            plan,
+            ["SEARCH envelopes USING COVERING INDEX envelopes_sender_size (sender=? AND accepted_at>?)"]
+        );
     }
 }
