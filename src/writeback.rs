@@ -251,7 +251,8 @@ impl Pieces {
 /// still fsyncs the file at the end (for its size and extents, and for
 /// what went through the page cache).
 pub struct Direct {
-    /// Pieces with fewer whole blocks than this go through the page cache.
+    /// Pieces whose whole blocks come to fewer bytes than this go through
+    /// the page cache.
     min: usize,
     written: u64,
     /// Bytes written with `O_DIRECT`.

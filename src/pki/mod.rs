@@ -98,9 +98,9 @@ pub fn crl_number(der: Option<&[u8]>) -> u128 {
 /// with the suites built on SHA-256 first (TLS 1.3: AES-128-GCM, then
 /// ChaCha20-Poly1305, then AES-256-GCM with SHA-384). A renkei client thus
 /// asks for AES-128-GCM-SHA256, which every TLS 1.3 peer supports; ring
-/// hashes SHA-256 with the CPU's SHA instructions and SHA-384 without,
-/// and a resumed handshake is mostly hashing (in the relay's load bench,
-/// SHA-384 of the handshakes was 2.4 % of the relay's CPU).
+/// hashes SHA-256 with the CPU's SHA instructions and SHA-384 without, and
+/// every handshake hashes its transcript and key schedule (in the relay's
+/// load bench, SHA-384 in resumed handshakes was 2.4 % of the relay's CPU).
 #[cfg(feature = "net")]
 pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::hash::HashAlgorithm;
