@@ -2,17 +2,21 @@
 """Benchmark: the relay's daily quota check, with and without `size` in the
 sender index (migrations/*/0006_quota_index.sql).
 
-The check (`Store::sender_usage`) runs on every upload when quotas are on:
-COUNT(*), SUM(size) and MIN(accepted_at) over one facility's envelopes of
-the last 24 hours. This builds the relay's `envelopes` table in SQLite
-(Python's sqlite3 module) with ENVELOPES rows over 30 days from 100
-facilities plus one busy facility sending a quarter of them, then times the
-check for the busy facility RUNS times against each index.
+The check (`SENDER_USAGE` in src/relay/store.rs, read from there) runs on every
+upload when quotas are on: COUNT(*), SUM(size) and MIN(accepted_at) over one
+facility's envelopes of the last 24 hours. This builds the relay's SQLite
+schema (Python's sqlite3 module) by running the relay's own migrations,
+"before" up to 0005 and "after" up to 0006, fills `envelopes` with
+ENVELOPES rows over 30 days from 100 facilities plus one busy facility
+sending a quarter of them, then times the check for the busy facility RUNS
+times against each schema.
 
     bench/quota-query.py [ENVELOPES (200000)] [RUNS (200)]
 """
+import glob
 import os
 import random
+import re
 import sqlite3
 import statistics
 import sys
@@ -23,12 +27,15 @@ ENVELOPES = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 NOW = 1_800_000_000
 DAY = 86_400
-QUERY = ("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT), MIN(accepted_at) "
-         "FROM envelopes WHERE sender = ? AND accepted_at >= ?")
-INDEXES = {
-    "before (sender, accepted_at)": "CREATE INDEX envelopes_sender ON envelopes (sender, accepted_at)",
-    "after (sender, accepted_at, size)":
-        "CREATE INDEX envelopes_sender_size ON envelopes (sender, accepted_at, size)",
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+with open(os.path.join(ROOT, "src/relay/store.rs"), encoding="utf-8") as f:
+    QUERY = re.search(r'const SENDER_USAGE: &str = "([^"]+)";', f.read()).group(1)
+# sqlx numbers its parameters ($1); Python's sqlite3 takes them as ?1.
+QUERY = re.sub(r"\$(\d)", r"?\1", QUERY)
+MIGRATIONS = sorted(glob.glob(os.path.join(ROOT, "migrations/sqlite/*.sql")))
+SCHEMAS = {
+    "before (sender, accepted_at)": [m for m in MIGRATIONS if os.path.basename(m) < "0006"],
+    "after (sender, accepted_at, size)": [m for m in MIGRATIONS if os.path.basename(m) < "0007"],
 }
 
 rng = random.Random(13)
@@ -40,13 +47,12 @@ for i in range(ENVELOPES):
 
 medians = {}
 with tempfile.TemporaryDirectory() as tmp:
-    for name, index in INDEXES.items():
+    for name, migrations in SCHEMAS.items():
         path = os.path.join(tmp, "relay.db")
         db = sqlite3.connect(path)
-        db.execute("CREATE TABLE envelopes (envelope_id TEXT PRIMARY KEY, sender TEXT NOT NULL, "
-                   "size BIGINT NOT NULL, accepted_at BIGINT NOT NULL, "
-                   "blob_deleted BIGINT NOT NULL DEFAULT 0, expires_at BIGINT)")
-        db.execute(index)
+        for m in migrations:
+            with open(m, encoding="utf-8") as f:
+                db.executescript(f.read())
         db.executemany("INSERT INTO envelopes (envelope_id, sender, size, accepted_at) "
                        "VALUES (?, ?, ?, ?)", rows)
         db.commit()

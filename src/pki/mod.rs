@@ -122,13 +122,10 @@ mod tests {
 
     #[test]
     fn renkei_asks_for_the_sha256_suites_first_and_keeps_the_others() {
-        let ours: Vec<C> = super::tls_provider()
-            .cipher_suites
-            .iter()
-            .map(|s| s.suite())
-            .collect();
-        let tls13: Vec<C> = super::tls_provider()
-            .cipher_suites
+        let provider = super::tls_provider();
+        let suites = &provider.cipher_suites;
+        let ours: Vec<C> = suites.iter().map(|s| s.suite()).collect();
+        let tls13: Vec<C> = suites
             .iter()
             .filter(|s| s.tls13().is_some())
             .map(|s| s.suite())

@@ -1360,4 +1360,122 @@ mod tests {
         .unwrap();
         assert!(w.send(&mut tx).await.is_err());
     }
+
+    /// A sequencer on a relay's own SQLite database (migrated, files on
+    /// disk), its blob store beside it.
+    async fn sequencer_on_sqlite(dir: &std::path::Path) -> Sequencer {
+        let store = super::super::store::Store::open(dir, None).await.unwrap();
+        let key = Arc::new(SigningKey::generate());
+        Sequencer {
+            pool: store.pool().clone(),
+            blobs: Arc::new(super::super::blobs::FsBlobStore::open(&dir.join("blobs")).unwrap()),
+            postgres: false,
+            config: LogConfig {
+                relay_id: "relay-test".into(),
+                receipt_key: key.clone(),
+                checkpoints: CheckpointSigner::new("relay.test/renkei/relay-test", key),
+                key_from_size: 0,
+                expiry_after_secs: 3600,
+                batch_max_jobs: 8,
+                batch_wait: Duration::from_millis(1),
+                witnesses: None,
+            },
+            stats: Default::default(),
+            tree: None,
+            held: Default::default(),
+        }
+    }
+
+    fn certificate(id: &str) -> Request {
+        Request::Directory {
+            facility_id: id.into(),
+            kind: "clinic".into(),
+            name: "試験診療所".into(),
+            pem: format!("PEM {id}"),
+            fingerprint: format!("fp-{id}"),
+            entry: certificate_entry(id, &format!("PEM {id}")),
+        }
+    }
+
+    /// Whether the connection kept for the next batch has the temporary
+    /// table `mark` (a temporary table lives on its connection alone).
+    async fn held_is_marked(seq: &mut Sequencer) -> bool {
+        let held = seq
+            .held
+            .get_mut()
+            .unwrap()
+            .as_mut()
+            .expect("a kept connection");
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM temp.sqlite_master WHERE name = 'mark'")
+                .fetch_one(&mut **held)
+                .await
+                .unwrap();
+        n == 1
+    }
+
+    /// On SQLite the next batch runs on the connection of the last one
+    /// (whose page cache holds the tree's border); a batch that failed
+    /// does not keep its connection, and the one after it takes a fresh
+    /// one from the pool.
+    #[tokio::test]
+    async fn sqlite_batches_keep_their_connection_until_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = sequencer_on_sqlite(dir.path()).await;
+        assert!(seq.held.get_mut().unwrap().is_none());
+
+        let answers = seq.batch(&[certificate("F0001")]).await.unwrap();
+        assert!(matches!(answers[0], Ok(Response::Appended(Some(_)))));
+        let held = seq
+            .held
+            .get_mut()
+            .unwrap()
+            .as_mut()
+            .expect("kept after a batch");
+        sqlx::query("CREATE TEMP TABLE mark (x)")
+            .execute(&mut **held)
+            .await
+            .unwrap();
+        // Other connections of the pool do not have it.
+        let mut other = seq.pool.acquire().await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM temp.sqlite_master")
+            .fetch_one(&mut *other)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+
+        // The next batch runs on the marked connection and keeps it.
+        seq.batch(&[certificate("F0002")]).await.unwrap();
+        assert!(held_is_marked(&mut seq).await);
+
+        // A batch that cannot take the write lock (another connection
+        // holds it; no waiting on this one) fails and drops its connection.
+        let held = seq.held.get_mut().unwrap().as_mut().unwrap();
+        sqlx::query("PRAGMA busy_timeout=0")
+            .execute(&mut **held)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        assert!(seq.batch(&[certificate("F0003")]).await.is_err());
+        assert!(
+            seq.held.get_mut().unwrap().is_none(),
+            "a failed batch keeps nothing"
+        );
+        sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+        drop(other);
+
+        // The batch after it takes a connection from the pool, succeeds,
+        // and keeps that one (not the marked one).
+        let answers = seq.batch(&[certificate("F0003")]).await.unwrap();
+        assert!(matches!(answers[0], Ok(Response::Appended(Some(_)))));
+        assert!(!held_is_marked(&mut seq).await);
+        let size: i64 = sqlx::query_scalar("SELECT count(*) FROM log_entries")
+            .fetch_one(&seq.pool)
+            .await
+            .unwrap();
+        assert_eq!(size, 3, "the failed batch appended nothing");
+    }
 }
