@@ -1364,11 +1364,11 @@ mod tests {
     /// A sequencer on a relay's own SQLite database (migrated, files on
     /// disk), its blob store beside it.
     async fn sequencer_on_sqlite(dir: &std::path::Path) -> Sequencer {
-        let store = super::super::store::Store::open(dir, None).await.unwrap();
+        let store = crate::relay::store::Store::open(dir, None).await.unwrap();
         let key = Arc::new(SigningKey::generate());
         Sequencer {
             pool: store.pool().clone(),
-            blobs: Arc::new(super::super::blobs::FsBlobStore::open(&dir.join("blobs")).unwrap()),
+            blobs: Arc::new(crate::relay::blobs::FsBlobStore::open(&dir.join("blobs")).unwrap()),
             postgres: false,
             config: LogConfig {
                 relay_id: "relay-test".into(),
