@@ -277,6 +277,17 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Give back the connection of a failed batch: rolled back, or, when the
+/// rollback fails too (a connection in an unknown state), closed instead
+/// of returned to the pool.
+async fn abandon(mut conn: PoolConnection<Any>) {
+    if sqlx::Executor::execute(&mut *conn, "ROLLBACK")
+        .await
+        .is_err()
+    {
+        let _ = conn.detach();
+    }
+}
 /// One transaction's statements, counted.
 struct Tx {
     conn: PoolConnection<Any>,
@@ -416,12 +427,15 @@ impl Sequencer {
         match result {
             Ok((answers, tree, leaves, checkpoint)) => {
                 let committing = std::time::Instant::now();
-                sqlx::Executor::execute(&mut *tx.conn, "COMMIT")
-                    .await
-                    .map_err(|e| {
-                        self.tree = None;
-                        StoreError::Db(e)
-                    })?;
+                if let Err(e) = sqlx::Executor::execute(&mut *tx.conn, "COMMIT").await {
+                    // The transaction may still be open (SQLite keeps it
+                    // after a failed COMMIT, for instance a busy or full
+                    // disk): it must not go back to the pool holding the
+                    // write lock.
+                    self.tree = None;
+                    abandon(tx.conn).await;
+                    return Err(StoreError::Db(e));
+                }
                 tx.count(1);
                 self.tree = tree;
                 let s = &self.stats;
@@ -456,13 +470,7 @@ impl Sequencer {
             }
             Err(e) => {
                 self.tree = None;
-                if sqlx::Executor::execute(&mut *tx.conn, "ROLLBACK")
-                    .await
-                    .is_err()
-                {
-                    // A connection in an unknown state is not given back.
-                    let _ = tx.conn.detach();
-                }
+                abandon(tx.conn).await;
                 Err(e)
             }
         }
@@ -1477,5 +1485,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(size, 3, "the failed batch appended nothing");
+    }
+
+    /// A batch whose COMMIT fails leaves no transaction open: SQLite keeps
+    /// the transaction after a failed COMMIT (here a deferred foreign key
+    /// that only COMMIT checks), and a connection given back to the pool
+    /// in it would hold the write lock and refuse every later BEGIN. The
+    /// sequencer rolls it back (or closes it); the next writer takes the
+    /// lock at once, and the next batch appends.
+    #[tokio::test]
+    async fn a_failed_commit_leaves_no_transaction_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = sequencer_on_sqlite(dir.path()).await;
+        seq.batch(&[certificate("F0001")]).await.unwrap();
+        for sql in [
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+            "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+            "CREATE TRIGGER fail_at_commit AFTER INSERT ON log_entries BEGIN INSERT INTO child VALUES (1); END",
+        ] {
+            sqlx::query(sql).execute(&seq.pool).await.unwrap();
+        }
+        let e = seq
+            .batch(&[certificate("F0002")])
+            .await
+            .err()
+            .expect("the commit fails");
+        assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+        assert!(seq.held.get_mut().unwrap().is_none(), "nothing kept");
+
+        // Every connection of the pool can take the write lock without
+        // waiting.
+        let mut conns = Vec::new();
+        for _ in 0..seq.pool.size() {
+            conns.push(seq.pool.acquire().await.unwrap());
+        }
+        for c in &mut conns {
+            sqlx::query("PRAGMA busy_timeout=0")
+                .execute(&mut **c)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut **c)
+                .await
+                .expect("no connection is left in a transaction or blocked by one");
+            sqlx::query("ROLLBACK").execute(&mut **c).await.unwrap();
+        }
+        drop(conns);
+
+        sqlx::query("DROP TRIGGER fail_at_commit")
+            .execute(&seq.pool)
+            .await
+            .unwrap();
+        let answers = seq.batch(&[certificate("F0002")]).await.unwrap();
+        assert!(matches!(answers[0], Ok(Response::Appended(Some(_)))));
+        let size: i64 = sqlx::query_scalar("SELECT count(*) FROM log_entries")
+            .fetch_one(&seq.pool)
+            .await
+            .unwrap();
+        assert_eq!(size, 2, "the failed batch appended nothing");
     }
 }
