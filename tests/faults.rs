@@ -26,6 +26,8 @@ use faults_support::*;
 use hyper::Method;
 use renkei::audit::sync::Auditor;
 use renkei::client::ops::{SendOutcome, Session};
+use renkei::pki::CertInfo;
+use renkei::relay::blobs::FsBlobStore;
 
 const UPLOADS: usize = 200;
 
@@ -82,14 +84,13 @@ async fn download_intact(hospital: &renkei::client::RelayClient, id: &str) {
 
 /// Committed blobs (by address) and staged left-overs under `blobs`.
 fn blob_files(blobs: &Path) -> (BTreeMap<String, PathBuf>, Vec<PathBuf>) {
-    let staging = blobs.join("staging");
     let mut committed = BTreeMap::new();
     let mut staged = Vec::new();
     for f in files_under(blobs) {
-        if f.starts_with(&staging) {
+        let name = f.file_name().expect("name").to_string_lossy().into_owned();
+        if FsBlobStore::is_staged(&name) {
             staged.push(f);
         } else {
-            let name = f.file_name().expect("name").to_string_lossy().into_owned();
             committed.insert(name, f);
         }
     }
@@ -369,6 +370,23 @@ async fn kill9_during_200_concurrent_uploads_loses_nothing_acknowledged() {
 
 // --- blob write failures ---
 
+/// A package whose address's fan-out folder is not used yet, so that
+/// replacing that folder with a file hides nothing.
+fn fresh_fan_out(
+    region: &Region,
+    to: &[CertInfo],
+    dir: &Path,
+    blobs: &Path,
+    attachment_len: usize,
+) -> Package {
+    loop {
+        let p = seal(&region.clinic, to, dir, attachment_len);
+        if !blobs.join(&p.id[..2]).exists() {
+            return p;
+        }
+    }
+}
+
 /// A tmpfs mounted over a folder, unmounted on drop.
 struct Tmpfs(PathBuf);
 
@@ -506,11 +524,12 @@ async fn unusable_blob_folder_fails_with_503_and_stores_nothing() {
     let dir = region.folder("packages");
     let to = [cert_of(&region.hospital)];
 
-    // 1. The staging folder is not a folder: the upload cannot start.
-    let staging = blobs.join("staging");
-    std::fs::remove_dir(&staging).expect("staging is empty");
-    std::fs::write(&staging, b"not a folder").expect("replace staging");
-    let pkg = seal(&region.clinic, &to, &dir, 128 * 1024);
+    // 1. The folder the upload is staged in is not a folder, and the
+    // upload is larger than what the relay gathers before it writes: it
+    // fails while streaming.
+    let pkg = fresh_fan_out(&region, &to, &dir, &blobs, 3 << 20);
+    let fan_out = blobs.join(&pkg.id[..2]);
+    std::fs::write(&fan_out, b"not a folder").expect("block the fan-out folder");
     let log_size = db.log_size().await;
     let a = upload_raw(&clinic, &region.clinic, &pkg)
         .await
@@ -521,22 +540,15 @@ async fn unusable_blob_folder_fails_with_503_and_stores_nothing() {
         "{detail}"
     );
     assert!(!detail.contains("os error"), "no internals: {detail}");
-    std::fs::remove_file(&staging).expect("remove the file");
-    std::fs::create_dir(&staging).expect("restore staging");
+    std::fs::remove_file(&fan_out).expect("unblock");
     nothing_stored(&db, &data, &hospital, &pkg, log_size).await;
     let out = upload(&clinic_s, &pkg).await.expect("upload after repair");
     assert!(out.created);
     download_intact(&hospital, &pkg.id).await;
 
-    // 2. The folder the blob is committed to is not a folder: the whole
-    // upload is staged, then the commit fails; the staged bytes go.
-    let pkg = loop {
-        let p = seal(&region.clinic, &to, &dir, 128 * 1024);
-        // A prefix folder not used yet, so replacing it hides nothing.
-        if !blobs.join(&p.id[..2]).exists() {
-            break p;
-        }
-    };
+    // 2. The same with a small upload: the relay gathers all of it, then
+    // fails to write it at the commit.
+    let pkg = fresh_fan_out(&region, &to, &dir, &blobs, 128 * 1024);
     let fan_out = blobs.join(&pkg.id[..2]);
     std::fs::write(&fan_out, b"not a folder").expect("block the fan-out folder");
     let log_size = db.log_size().await;

@@ -2858,3 +2858,28 @@ on_both_backends!(
     submissions_arriving_together_share_a_batch_and_carry_their_proofs,
     ciphertext_in_object_storage_survives_a_server_killed_mid_upload,
 );
+
+// Parsed client certificates, shared (issue #13) -------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_parsed_once_and_shared() {
+    let w = World::start(Backend::Sqlite).await;
+    let st = &w.relay.state;
+    let clinic = cert_of(&w.clinic);
+    let hospital = cert_of(&w.hospital);
+    let a = st.caller(&clinic.der).expect("the clinic's certificate");
+    let b = st.caller(&clinic.der).expect("again");
+    assert!(std::sync::Arc::ptr_eq(&a.0, &b.0), "parsed once, shared");
+    assert_eq!(a.0.fingerprint, clinic.fingerprint);
+    let h = st
+        .caller(&hospital.der)
+        .expect("the hospital's certificate");
+    assert_eq!(h.0.id, hospital.id, "each certificate is its own caller");
+    assert!(!std::sync::Arc::ptr_eq(&a.0, &h.0));
+    // Bytes that are not a renkei certificate are refused every time.
+    let mut bad = clinic.der.clone();
+    bad.truncate(bad.len() - 1);
+    assert!(st.caller(&bad).is_err());
+    assert!(st.caller(&bad).is_err());
+    assert!(st.caller(b"not a certificate").is_err());
+}

@@ -40,11 +40,16 @@
 //!
 //! A staged object that is dropped without commit (refused or interrupted
 //! upload, failed write) is removed; one left behind by a killed process is
-//! removed by the next instance that opens the store once it is a day old.
+//! removed once it is a day old by the relay's hourly sweep
+//! ([`BlobStore::remove_stale_staged`]).
 //!
-//! On disk: `blobs/staging/upload-<uuid>` while uploading, then
-//! `blobs/<first two hex digits>/<envelope ID>`. Staging lives inside the
-//! blob folder so that commit is a `rename` on one filesystem.
+//! On disk: `blobs/<first two hex digits>/<envelope ID>.upload-<uuid>`
+//! while uploading, then `blobs/<first two hex digits>/<envelope ID>`: the
+//! upload is staged in the folder of the address its sender signed, so
+//! that commit is a `rename` within one folder (one folder changed per
+//! upload, no lock shared by every upload in flight, and only that folder
+//! to fsync). A staged name is never an address, so neither downloads nor
+//! the orphan collector ever take it for a blob.
 //!
 //! # Limits
 //!
@@ -168,6 +173,15 @@ pub trait BlobStore: Send + Sync {
     /// database under the sequencer lock).
     fn committed_before(&self, age: Duration) -> BoxFuture<'_, Result<Vec<String>, BlobError>>;
 
+    /// Remove the staged objects of uploads that a killed process left
+    /// behind, not written for `age`; returns how many. Object stores
+    /// leave this to the bucket's lifecycle rule (see the module
+    /// documentation) and remove nothing here.
+    fn remove_stale_staged(&self, age: Duration) -> BoxFuture<'_, Result<usize, BlobError>> {
+        let _ = age;
+        Box::pin(async { Ok(0) })
+    }
+
     /// This store's identity: a random ID written into the store (create
     /// only, so concurrent first starts agree) the first time it is asked
     /// for, and read back after that. The database records the identity of
@@ -204,10 +218,14 @@ pub trait StagedBlob: Send {
 }
 
 /// Staged objects older than this are left-overs of a killed process.
-const STALE_STAGED: Duration = Duration::from_secs(24 * 3600);
+pub const STALE_STAGED: Duration = Duration::from_secs(24 * 3600);
 
-/// The folder of staged objects inside the blob folder.
-const STAGING: &str = "staging";
+/// Where earlier versions staged uploads (`blobs/staging/upload-<uuid>`);
+/// only swept now.
+const LEGACY_STAGING: &str = "staging";
+
+/// What a staged file's name holds after its address.
+const STAGED_MARK: &str = ".upload-";
 
 /// The file holding the store's identity ([`BlobStore::identity`]).
 const IDENTITY: &str = "store-id";
@@ -220,25 +238,20 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
-    /// Use (and create if needed) the blob folder `root`, and remove staged
-    /// objects that a killed process left more than a day ago.
+    /// Use (and create if needed) the blob folder `root`, and remove what
+    /// an earlier version left in its staging folder more than a day ago.
     pub fn open(root: &Path) -> Result<FsBlobStore, BlobError> {
-        std::fs::create_dir_all(root.join(STAGING))?;
+        std::fs::create_dir_all(root)?;
         let store = FsBlobStore {
             root: root.to_path_buf(),
         };
-        store.remove_stale_staged(STALE_STAGED);
+        remove_old_files(&root.join(LEGACY_STAGING), STALE_STAGED, |_| true);
         Ok(store)
     }
 
     /// The blob folder.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// The folder of uploads in progress.
-    pub fn staging(&self) -> PathBuf {
-        self.root.join(STAGING)
     }
 
     /// Where the blob `id` is (or would be) stored.
@@ -249,39 +262,70 @@ impl FsBlobStore {
         Ok(self.root.join(&id[..2]).join(id))
     }
 
-    /// Remove staged objects not modified for `age` (best effort).
-    pub fn remove_stale_staged(&self, age: Duration) {
-        let Ok(rd) = std::fs::read_dir(self.staging()) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|a| a > age);
-            if old && std::fs::remove_file(e.path()).is_ok() {
-                tracing::info!(file = %e.path().display(), "removed a stale staged upload");
+    /// Whether `name` (a file name in a fan-out folder) is a staged upload.
+    pub fn is_staged(name: &str) -> bool {
+        name.split_once(STAGED_MARK)
+            .is_some_and(|(id, _)| crate::receipt::valid_envelope_id(id))
+    }
+
+    /// The fan-out folders (`blobs/<2 hex digits>`).
+    fn fan_out_folders(&self) -> std::io::Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(&self.root)?.flatten() {
+            let Some(prefix) = dir.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let hex = prefix.len() == 2
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if hex && dir.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push((prefix, dir.path()));
             }
         }
+        Ok(out)
     }
+}
+
+/// Remove the files in `dir` whose name passes `pick` and that were not
+/// modified for `age` (best effort); returns how many went.
+fn remove_old_files(dir: &Path, age: Duration, pick: impl Fn(&str) -> bool) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        if !e.file_name().to_str().is_some_and(&pick) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age);
+        if old && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!(file = %e.path().display(), "removed a stale staged upload");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 impl BlobStore for FsBlobStore {
     fn stage<'a>(
         &'a self,
-        _id: &'a str,
+        id: &'a str,
         size: u64,
     ) -> BoxFuture<'a, Result<Box<dyn StagedBlob>, BlobError>> {
         Box::pin(async move {
-            let path = self
-                .staging()
-                .join(format!("upload-{}", uuid::Uuid::new_v4()));
+            let dest = self.path(id)?;
+            let path = dest.with_file_name(format!("{id}{STAGED_MARK}{}", uuid::Uuid::new_v4()));
             let abandoned = Arc::new(AtomicBool::new(false));
             Ok(Box::new(FsStaged {
                 sink: Some(Sink {
                     path: path.clone(),
+                    root: self.root.clone(),
                     file: None,
                     abandoned: Arc::clone(&abandoned),
                     digest: ring::digest::Context::new(&ring::digest::SHA256),
@@ -390,34 +434,48 @@ impl BlobStore for FsBlobStore {
     }
 
     fn committed_before(&self, age: Duration) -> BoxFuture<'_, Result<Vec<String>, BlobError>> {
-        let root = self.root.clone();
+        let store = self.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
-                for dir in std::fs::read_dir(&root)?.flatten() {
-                    let name = dir.file_name();
-                    let Some(prefix) = name.to_str() else {
-                        continue;
-                    };
-                    if prefix.len() != 2 || !dir.file_type().is_ok_and(|t| t.is_dir()) {
-                        continue;
-                    }
-                    for f in std::fs::read_dir(dir.path())?.flatten() {
+                for (prefix, dir) in store.fan_out_folders()? {
+                    for f in std::fs::read_dir(dir)?.flatten() {
                         let Some(id) = f.file_name().to_str().map(str::to_string) else {
                             continue;
                         };
+                        // Staged uploads are not addresses: never listed.
+                        if !crate::receipt::valid_envelope_id(&id) || !id.starts_with(&prefix) {
+                            continue;
+                        }
                         let old = f
                             .metadata()
                             .and_then(|m| m.modified())
                             .ok()
                             .and_then(|t| t.elapsed().ok())
                             .is_some_and(|a| a >= age);
-                        if old && crate::receipt::valid_envelope_id(&id) && id.starts_with(prefix) {
+                        if old {
                             out.push(id);
                         }
                     }
                 }
                 Ok(out)
+            })
+            .await
+            .map_err(|e| BlobError::Unavailable(std::io::Error::other(e.to_string())))?
+        })
+    }
+
+    /// Staged files in every fan-out folder, and in the staging folder of
+    /// earlier versions.
+    fn remove_stale_staged(&self, age: Duration) -> BoxFuture<'_, Result<usize, BlobError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut removed = remove_old_files(&store.root.join(LEGACY_STAGING), age, |_| true);
+                for (_, dir) in store.fan_out_folders()? {
+                    removed += remove_old_files(&dir, age, FsBlobStore::is_staged);
+                }
+                Ok(removed)
             })
             .await
             .map_err(|e| BlobError::Unavailable(std::io::Error::other(e.to_string())))?
@@ -430,7 +488,7 @@ impl BlobStore for FsBlobStore {
 /// one), while the next MiB arrives.
 const BATCH: usize = 1 << 20;
 
-/// A staged file under `blobs/staging`. The upload's chunks are gathered
+/// A staged file in its address's fan-out folder. The upload's chunks are gathered
 /// into aligned [`BATCH`]-byte buffers; each full buffer is hashed and
 /// written on the blocking pool while the next one fills, straight to the
 /// disk ([`Direct`]: no copy into the page cache), so that the fsync at
@@ -463,6 +521,8 @@ struct FsStaged {
 /// What the blocking pool works on, one batch at a time.
 struct Sink {
     path: PathBuf,
+    /// The blob folder (fsynced when a fan-out folder is made in it).
+    root: PathBuf,
     /// Created by the first batch written.
     file: Option<std::fs::File>,
     abandoned: Arc<AtomicBool>,
@@ -474,10 +534,23 @@ impl Sink {
     /// The staged file, created when first needed.
     fn create(&mut self) -> std::io::Result<&std::fs::File> {
         if self.file.is_none() {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&self.path)?;
+            let create = || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.path)
+            };
+            let file = match create() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // The address's fan-out folder, made (and its name made
+                    // durable) by the first upload that needs it.
+                    let dir = self.path.parent().unwrap_or(&self.root);
+                    std::fs::create_dir_all(dir)?;
+                    std::fs::File::open(&self.root)?.sync_all()?;
+                    create()?
+                }
+                r => r?,
+            };
             // Dropped meanwhile: its Drop may have looked for the file
             // before it existed (it sets the flag first, then removes).
             if self.abandoned.load(Ordering::SeqCst) {
@@ -614,7 +687,9 @@ impl StagedBlob for FsStaged {
                 file.sync_all()?;
                 drop(sink);
                 let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-                if !dir.try_exists()? {
+                // Staged under another address than it is committed to:
+                // its folder may not exist yet.
+                if from.parent() != Some(dir.as_path()) && !dir.try_exists()? {
                     std::fs::create_dir_all(&dir)?;
                     std::fs::File::open(&root)?.sync_all()?;
                 }
@@ -689,7 +764,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back, data);
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(staged(&store).is_empty());
         store.delete(&id).await.unwrap();
         store.delete(&id).await.unwrap();
         assert!(store.open(&id).await.unwrap().is_none());
@@ -739,7 +814,7 @@ mod tests {
         assert_eq!(s.sha256_hex().await.unwrap(), id);
         s.commit(&id).await.unwrap();
         assert_eq!(std::fs::read(store.path(&id).unwrap()).unwrap(), data);
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(staged(&store).is_empty());
 
         // Dropped with a batch in flight: nothing stays.
         let mut s = store.stage(&id, data.len() as u64).await.unwrap();
@@ -747,7 +822,7 @@ mod tests {
             s.write(c).await.unwrap();
         }
         drop(s);
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(staged(&store).is_empty());
     }
 
     #[tokio::test]
@@ -766,7 +841,7 @@ mod tests {
         }
         s.commit(&id).await.unwrap();
         assert!(std::fs::read(store.path(&id).unwrap()).unwrap() == data);
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(staged(&store).is_empty());
     }
 
     #[tokio::test]
@@ -783,7 +858,7 @@ mod tests {
         let mut s = store.stage(&"0".repeat(64), 0).await.unwrap();
         s.write(b"abc").await.unwrap();
         drop(s);
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(staged(&store).is_empty());
         assert!(!store.exists(&other).await.unwrap());
         assert!(matches!(
             store.exists("../etc/passwd").await,
@@ -799,14 +874,86 @@ mod tests {
         assert!(matches!(BlobError::from(denied), BlobError::Unavailable(_)));
     }
 
-    #[test]
-    fn stale_staged_files_are_removed() {
+    #[tokio::test]
+    async fn stale_staged_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        std::fs::write(store.staging().join("upload-x"), b"x").unwrap();
-        store.remove_stale_staged(Duration::from_secs(3600));
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 1);
-        store.remove_stale_staged(Duration::ZERO);
-        assert_eq!(std::fs::read_dir(store.staging()).unwrap().count(), 0);
+        let data = b"kept".to_vec();
+        let id = sha(&data);
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        s.write(&data).await.unwrap();
+        s.commit(&id).await.unwrap();
+        // A killed process's upload in the address's folder, one in the
+        // staging folder of earlier versions, and a file that is neither.
+        let left = store
+            .path(&id)
+            .unwrap()
+            .with_file_name(format!("{id}.upload-x"));
+        std::fs::write(&left, b"x").unwrap();
+        std::fs::create_dir(dir.path().join("staging")).unwrap();
+        std::fs::write(dir.path().join("staging/upload-y"), b"y").unwrap();
+        let other = store.path(&id).unwrap().with_file_name("notes.txt");
+        std::fs::write(&other, b"z").unwrap();
+        assert_eq!(staged(&store).len(), 2);
+        // Never taken for a blob.
+        assert_eq!(
+            store.committed_before(Duration::ZERO).await.unwrap(),
+            std::slice::from_ref(&id)
+        );
+        assert_eq!(
+            store
+                .remove_stale_staged(Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(staged(&store).len(), 2);
+        assert_eq!(store.remove_stale_staged(Duration::ZERO).await.unwrap(), 2);
+        assert!(staged(&store).is_empty());
+        assert!(other.exists(), "only staged uploads are removed");
+        assert!(store.exists(&id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn uploads_are_staged_beside_their_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(3 << 20) + 5u32).map(|i| (i % 251) as u8).collect();
+        let id = sha(&data);
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        s.write(&data).await.unwrap();
+        // Past the first batch: the staged file exists, in the folder of
+        // the address it was staged for, under a name that is not one.
+        assert_eq!(s.sha256_hex().await.unwrap(), id);
+        let files = staged(&store);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].parent(), store.path(&id).unwrap().parent());
+        assert!(!store.exists(&id).await.unwrap());
+        s.commit(&id).await.unwrap();
+        assert!(staged(&store).is_empty());
+        assert_eq!(std::fs::read(store.path(&id).unwrap()).unwrap(), data);
+        assert!(
+            !dir.path().join("staging").exists(),
+            "no shared staging folder"
+        );
+    }
+
+    /// The staged files under the blob folder (fan-out folders and the
+    /// staging folder of earlier versions).
+    fn staged(store: &FsBlobStore) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(store.root()).unwrap().flatten() {
+            if !d.file_type().unwrap().is_dir() {
+                continue;
+            }
+            let legacy = d.file_name() == LEGACY_STAGING;
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if legacy || FsBlobStore::is_staged(&name) {
+                    out.push(f.path());
+                }
+            }
+        }
+        out
     }
 }

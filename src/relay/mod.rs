@@ -145,9 +145,15 @@ pub enum RelayError {
     CheckpointKey(String),
 }
 
-/// The caller of a request, from its verified client certificate.
+/// The caller of a request, from its verified client certificate (shared
+/// by every request on the connection, and by the connections that
+/// present the same certificate: see [`RelayState::caller`]).
 #[derive(Clone, Debug)]
-pub struct Caller(pub CertInfo);
+pub struct Caller(pub Arc<CertInfo>);
+
+/// How many parsed client certificates a relay instance keeps
+/// ([`RelayState::caller`]); when full it starts again from none.
+const CALLERS_KEPT: usize = 4096;
 
 /// Shared state of one relay instance.
 pub struct RelayState {
@@ -178,6 +184,8 @@ pub struct RelayState {
     revoked: RwLock<std::collections::HashMap<String, String>>,
     /// Uploads in progress per facility (this instance).
     uploads: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Client certificates parsed before, by their DER bytes.
+    callers: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Arc<CertInfo>>>,
     profile_dir: PathBuf,
     /// The profile's `[revocation] crl_grace_days`.
     crl_grace_days: u32,
@@ -251,10 +259,29 @@ impl RelayState {
             tls: RwLock::new(Arc::new(tls)),
             revoked: RwLock::new(revoked),
             uploads: Default::default(),
+            callers: Default::default(),
             profile_dir: profile.to_path_buf(),
             crl_grace_days,
             transitions,
         }))
+    }
+
+    /// The caller presenting the (verified) client certificate `der`.
+    /// Clients open a connection per request or two and resume their TLS
+    /// sessions, so the same few certificates come again and again: each
+    /// is parsed once, then shared. Parsing depends on the bytes alone;
+    /// revocation is checked on every request ([`RelayState::revoked_on`]).
+    pub fn caller(&self, der: &[u8]) -> Result<Caller, crate::pki::CertError> {
+        if let Some(c) = self.callers.lock().expect("lock").get(der) {
+            return Ok(Caller(Arc::clone(c)));
+        }
+        let parsed = Arc::new(CertInfo::parse(der, "client certificate")?);
+        let mut kept = self.callers.lock().expect("lock");
+        if kept.len() >= CALLERS_KEPT {
+            kept.clear();
+        }
+        kept.insert(der.to_vec(), Arc::clone(&parsed));
+        Ok(Caller(parsed))
     }
 
     /// Install a newer CRL: trust store and TLS client verification.

@@ -13,8 +13,8 @@ use rustls::pki_types::{
 };
 use tower::ServiceExt;
 
-use super::{AppState, Caller, RelayError};
-use crate::pki::{tls_provider as provider, CertInfo, TrustStore};
+use super::{AppState, RelayError};
+use crate::pki::{tls_provider as provider, TrustStore};
 use crate::profile::Profile;
 
 /// The relay's server configuration.
@@ -136,24 +136,17 @@ pub fn spawn_connection(
             }
         };
         permits.handshake = None;
-        let Some(der) = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec())
-        else {
+        let Some(der) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
             return;
         };
-        let caller = match CertInfo::parse(&der, "client certificate") {
+        let caller = match state.caller(der) {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "client certificate is not a renkei certificate");
                 return;
             }
         };
-        tracing::debug!(%peer, caller = %caller.id, kind = %caller.kind, "connection");
-        let caller = Caller(caller);
+        tracing::debug!(%peer, caller = %caller.0.id, kind = %caller.0.kind, "connection");
         let svc = router.map_request(
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(caller.clone());

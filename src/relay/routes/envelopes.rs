@@ -649,7 +649,7 @@ const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 
 const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Sweep forever at the configured interval (and collect unreferenced
-/// ciphertext once an hour).
+/// ciphertext and stale staged uploads once an hour).
 pub async fn sweep_loop(st: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(
         st.config.sweep_interval_secs.max(1),
@@ -661,13 +661,26 @@ pub async fn sweep_loop(st: AppState) {
             tracing::warn!(detail = %e.detail, "sweep failed");
         }
         // Unreferenced ciphertext (a process killed between storing a blob
-        // and accepting it) older than a day, at most once an hour.
+        // and accepting it) and staged uploads left by a killed process,
+        // older than a day, at most once an hour.
         if last_reclaim.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP_EVERY) {
             last_reclaim = Some(std::time::Instant::now());
             match st.store.reclaim_orphans(ORPHAN_MIN_AGE).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(blobs = n, "unreferenced ciphertext removed"),
                 Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+            }
+            // Uploads a killed process was staging (the blob store's own
+            // files; nothing refers to them).
+            match st
+                .store
+                .blobs()
+                .remove_stale_staged(crate::relay::blobs::STALE_STAGED)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "stale staged uploads removed"),
+                Err(e) => tracing::warn!(error = %e, "removing stale staged uploads failed"),
             }
         }
     }
