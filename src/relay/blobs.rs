@@ -739,6 +739,15 @@ mod tests {
         hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
     }
 
+    /// Store `data` at its address; returns the address.
+    async fn put(store: &FsBlobStore, data: &[u8]) -> String {
+        let id = sha(data);
+        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
+        s.write(data).await.unwrap();
+        s.commit(&id).await.unwrap();
+        id
+    }
+
     #[tokio::test]
     async fn stage_commit_open_delete() {
         let dir = tempfile::tempdir().unwrap();
@@ -774,11 +783,7 @@ mod tests {
     async fn exists_each_answers_every_id_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let data = b"stored".to_vec();
-        let id = sha(&data);
-        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
-        s.write(&data).await.unwrap();
-        s.commit(&id).await.unwrap();
+        let id = put(&store, b"stored").await;
         let absent = sha(b"never stored");
         let ids = [
             absent.as_str(),
@@ -878,11 +883,7 @@ mod tests {
     async fn stale_staged_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let data = b"kept".to_vec();
-        let id = sha(&data);
-        let mut s = store.stage(&id, data.len() as u64).await.unwrap();
-        s.write(&data).await.unwrap();
-        s.commit(&id).await.unwrap();
+        let id = put(&store, b"kept").await;
         // A killed process's upload in the address's folder, one in the
         // staging folder of earlier versions, and a file that is neither.
         let left = store
