@@ -288,6 +288,7 @@ async fn abandon(mut conn: PoolConnection<Any>) {
         let _ = conn.detach();
     }
 }
+
 /// One transaction's statements, counted.
 struct Tx {
     conn: PoolConnection<Any>,
