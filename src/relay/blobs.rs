@@ -287,6 +287,11 @@ impl FsBlobStore {
     }
 }
 
+/// How long since the file `e` was last written (none when unknown).
+fn unchanged_for(e: &std::fs::DirEntry) -> Option<Duration> {
+    e.metadata().ok()?.modified().ok()?.elapsed().ok()
+}
+
 /// Remove the files in `dir` whose name passes `pick` and that were not
 /// modified for `age` (best effort); returns how many went.
 fn remove_old_files(dir: &Path, age: Duration, pick: impl Fn(&str) -> bool) -> usize {
@@ -298,13 +303,7 @@ fn remove_old_files(dir: &Path, age: Duration, pick: impl Fn(&str) -> bool) -> u
         if !e.file_name().to_str().is_some_and(&pick) {
             continue;
         }
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|a| a > age);
-        if old && std::fs::remove_file(e.path()).is_ok() {
+        if unchanged_for(&e).is_some_and(|a| a > age) && std::fs::remove_file(e.path()).is_ok() {
             tracing::info!(file = %e.path().display(), "removed a stale staged upload");
             removed += 1;
         }
@@ -447,13 +446,7 @@ impl BlobStore for FsBlobStore {
                         if !crate::receipt::valid_envelope_id(&id) || !id.starts_with(&prefix) {
                             continue;
                         }
-                        let old = f
-                            .metadata()
-                            .and_then(|m| m.modified())
-                            .ok()
-                            .and_then(|t| t.elapsed().ok())
-                            .is_some_and(|a| a >= age);
-                        if old {
+                        if unchanged_for(&f).is_some_and(|a| a >= age) {
                             out.push(id);
                         }
                     }
