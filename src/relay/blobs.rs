@@ -177,8 +177,7 @@ pub trait BlobStore: Send + Sync {
     /// behind, not written for `age`; returns how many. Object stores
     /// leave this to the bucket's lifecycle rule (see the module
     /// documentation) and remove nothing here.
-    fn remove_stale_staged(&self, age: Duration) -> BoxFuture<'_, Result<usize, BlobError>> {
-        let _ = age;
+    fn remove_stale_staged(&self, _age: Duration) -> BoxFuture<'_, Result<usize, BlobError>> {
         Box::pin(async { Ok(0) })
     }
 
@@ -238,15 +237,14 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
-    /// Use (and create if needed) the blob folder `root`, and remove what
-    /// an earlier version left in its staging folder more than a day ago.
+    /// Use (and create if needed) the blob folder `root`. (Staged files
+    /// left by a killed process go in the relay's sweep, which runs at
+    /// start and then hourly: [`BlobStore::remove_stale_staged`].)
     pub fn open(root: &Path) -> Result<FsBlobStore, BlobError> {
         std::fs::create_dir_all(root)?;
-        let store = FsBlobStore {
+        Ok(FsBlobStore {
             root: root.to_path_buf(),
-        };
-        remove_old_files(&root.join(LEGACY_STAGING), STALE_STAGED, |_| true);
-        Ok(store)
+        })
     }
 
     /// The blob folder.
