@@ -2825,6 +2825,67 @@ async fn two_instances_on_postgres_and_object_storage_share_no_filesystem() {
     b.stop().await;
 }
 
+/// What a killed process can leave in the blob folder goes in the relay's
+/// sweep, which runs when the relay starts and then hourly, once it is a
+/// day old: uploads it was staging and ciphertext that no acceptance
+/// refers to. Accepted ciphertext of any age, and fresh left-overs (an
+/// upload may still be under way), stay.
+async fn a_starting_relay_removes_day_old_left_overs_and_nothing_else(backend: Backend) {
+    let mut w = World::start(backend).await;
+    let clinic = w.session(&w.clinic).await;
+    bounded(clinic.publish()).await.unwrap();
+    bounded(w.session(&w.hospital).await.publish())
+        .await
+        .unwrap();
+    let doc = w.file("referral.json", DOCUMENT.as_bytes());
+    let sent = bounded(clinic.send(request(&[HOSPITAL], doc, Vec::new()), |_, _| {}))
+        .await
+        .unwrap();
+    let blobs = w.blobs();
+    let at = |name: &str| blobs.join(&name[..2]).join(name);
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    let leave = |name: String, old: bool| {
+        let p = at(&name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, b"left by a killed process").unwrap();
+        if old {
+            let f = fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(two_days_ago).unwrap();
+        }
+        p
+    };
+    let accepted = at(&sent.envelope_id);
+    fs::File::options()
+        .write(true)
+        .open(&accepted)
+        .expect("the accepted ciphertext")
+        .set_modified(two_days_ago)
+        .unwrap();
+    let old_staged = leave(format!("{}.upload-1", "a".repeat(64)), true);
+    let old_orphan = leave("b".repeat(64), true);
+    let new_staged = leave(format!("{}.upload-2", "c".repeat(64)), false);
+    let new_orphan = leave("d".repeat(64), false);
+    // Another name in a fan-out folder is not the store's to remove.
+    let foreign = leave(format!("{}.note", "e".repeat(64)), true);
+
+    w.restart().await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while old_staged.exists() || old_orphan.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the sweep at start removes the day-old staged upload and orphan");
+    for p in [&accepted, &new_staged, &new_orphan, &foreign] {
+        assert!(p.exists(), "{} must stay", p.display());
+    }
+    // The accepted envelope is still delivered, whole.
+    let hospital = w.session(&w.hospital).await;
+    bounded(hospital.receive(&sent.envelope_id, &w.out_dir()))
+        .await
+        .expect("the day-old accepted envelope is delivered");
+}
+
 on_both_backends!(
     round_trip_referral_delivery_receipt_and_reply,
     resubmitting_the_same_sealed_file_is_idempotent,
@@ -2857,6 +2918,7 @@ on_both_backends!(
     an_expiry_signed_before_the_announced_time_is_caught_by_the_auditor,
     submissions_arriving_together_share_a_batch_and_carry_their_proofs,
     ciphertext_in_object_storage_survives_a_server_killed_mid_upload,
+    a_starting_relay_removes_day_old_left_overs_and_nothing_else,
 );
 
 // Parsed client certificates, shared (issue #13) -------------------------
