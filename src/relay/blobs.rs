@@ -24,9 +24,14 @@
 //! 1. [`BlobStore::stage`] opens a staged object; the upload is streamed
 //!    into it ([`StagedBlob::write`]) while it hashes the bytes. Nothing
 //!    staged is ever served.
-//! 2. [`StagedBlob::commit`] checks that the bytes hash to the envelope ID,
-//!    makes them durable and publishes them under that address, atomically.
-//!    Writing the same address twice is harmless: the content is the same.
+//! 2. [`StagedBlob::commit`] checks that the bytes hash to the envelope ID
+//!    and publishes them under that address, atomically, and durably: at
+//!    once (`sync = "upload"`: the file, then its folder, fsync'd), or
+//!    (`sync = "batch"`, the default on Linux) by the one `syncfs` that
+//!    the sequencer has the store run ([`BlobStore::sync`]) beside each
+//!    batch that accepts uploads, before that batch commits. Writing the
+//!    same address twice is harmless: the content is the same (and a file
+//!    already there is only ever replaced by a durable one).
 //! 3. Only then does the relay insert the envelope row and sign the
 //!    acceptance (one database transaction). A crash between 2 and 3
 //!    leaves an unreferenced blob, which is never served (downloads go
@@ -181,6 +186,16 @@ pub trait BlobStore: Send + Sync {
         Box::pin(async { Ok(0) })
     }
 
+    /// Make durable the blobs whose commit left that to this call: every
+    /// one committed before it (the file system store with `sync =
+    /// "batch"`: one `syncfs` for all of them). The sequencer calls it for
+    /// every batch that accepts uploads, beside the batch's statements, and
+    /// commits the batch only once it returned `Ok`. Stores whose commit
+    /// is durable by itself (the default) have nothing to do.
+    fn sync(&self) -> BoxFuture<'_, Result<(), BlobError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// This store's identity: a random ID written into the store (create
     /// only, so concurrent first starts agree) the first time it is asked
     /// for, and read back after that. The database records the identity of
@@ -210,9 +225,10 @@ pub trait StagedBlob: Send {
     /// of them is hashed).
     fn sha256_hex(&mut self) -> BoxFuture<'_, Result<String, BlobError>>;
 
-    /// Make the bytes durable and publish them at `id`, which must be
-    /// their SHA-256; once this returns `Ok`, [`BlobStore::open`] on any
-    /// instance finds them.
+    /// Publish the bytes at `id`, which must be their SHA-256, durably:
+    /// at once, or once [`BlobStore::sync`] has returned `Ok` after this
+    /// (a store that defers it, see [`BlobSync`]). Once this returns `Ok`,
+    /// [`BlobStore::open`] on any instance finds them.
     fn commit(self: Box<Self>, id: &str) -> BoxFuture<'static, Result<(), BlobError>>;
 }
 
@@ -229,22 +245,106 @@ const STAGED_MARK: &str = ".upload-";
 /// The file holding the store's identity ([`BlobStore::identity`]).
 const IDENTITY: &str = "store-id";
 
+/// When the file system store makes committed ciphertext durable
+/// (`[blob_store] sync`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobSync {
+    /// Once per log batch: the commit of an upload writes and names its
+    /// file, and one `syncfs` of the blob folder's file system
+    /// ([`BlobStore::sync`]) makes every file of the batch durable before
+    /// the batch commits. Linux 5.8 or later (earlier kernels do not
+    /// report write errors to `syncfs`); elsewhere the store uses `upload`.
+    #[default]
+    Batch,
+    /// At each upload's commit: its file, then its folder, are fsync'd.
+    Upload,
+}
+
 /// Blobs as files in a folder that every instance mounts (see the module
 /// documentation).
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
     root: PathBuf,
+    /// With [`BlobSync::Batch`]: what [`BlobStore::sync`] works with.
+    batch: Option<Arc<BatchSync>>,
+}
+
+/// The blob folder, open for `syncfs`, and the first failure of one.
+#[derive(Debug)]
+struct BatchSync {
+    /// Opened with the store: `syncfs` reports on it every write error of
+    /// the file system since then (once).
+    dir: std::fs::File,
+    /// Set by a failed `syncfs` and kept: the file system lost writes that
+    /// some committed file may hold, so no later batch may take its
+    /// `syncfs` for a promise (the error is reported once). Uploads are
+    /// refused (503) until the relay is restarted, after the disk is seen
+    /// to; an upload retried then is stored again (see
+    /// [`StagedBlob::commit`]).
+    failed: std::sync::OnceLock<String>,
+}
+
+/// Whether `syncfs` reports write errors here (Linux 5.8 and later).
+fn syncfs_reports_errors() -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut v = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    (major, minor) >= (5, 8)
 }
 
 impl FsBlobStore {
     /// Use (and create if needed) the blob folder `root`. (Staged files
     /// left by a killed process go in the relay's sweep, which runs at
     /// start and then hourly: [`BlobStore::remove_stale_staged`].)
+    /// Every commit is made durable by itself ([`BlobSync::Upload`]).
     pub fn open(root: &Path) -> Result<FsBlobStore, BlobError> {
+        Self::open_with(root, BlobSync::Upload)
+    }
+
+    /// Use the blob folder `root`, making commits durable as `sync` says
+    /// ([`BlobSync::Batch`] falls back to `Upload` where `syncfs` would
+    /// not report write errors).
+    pub fn open_with(root: &Path, sync: BlobSync) -> Result<FsBlobStore, BlobError> {
         std::fs::create_dir_all(root)?;
+        let batch = if sync == BlobSync::Batch && syncfs_reports_errors() {
+            Some(Arc::new(BatchSync {
+                dir: std::fs::File::open(root)?,
+                failed: std::sync::OnceLock::new(),
+            }))
+        } else {
+            None
+        };
         Ok(FsBlobStore {
             root: root.to_path_buf(),
+            batch,
         })
+    }
+
+    /// Make [`BlobStore::sync`] fail from now on, as after a failed
+    /// `syncfs` (tests).
+    #[cfg(test)]
+    pub(crate) fn fail_sync_for_test(&self, why: &str) {
+        if let Some(b) = &self.batch {
+            let _ = b.failed.set(why.to_string());
+        }
+    }
+
+    /// How this store makes commits durable.
+    pub fn sync_mode(&self) -> BlobSync {
+        if self.batch.is_some() {
+            BlobSync::Batch
+        } else {
+            BlobSync::Upload
+        }
     }
 
     /// The blob folder.
@@ -254,10 +354,7 @@ impl FsBlobStore {
 
     /// Where the blob `id` is (or would be) stored.
     pub fn path(&self, id: &str) -> Result<PathBuf, BlobError> {
-        if !crate::receipt::valid_envelope_id(id) {
-            return Err(BlobError::BadAddress(id.to_string()));
-        }
-        Ok(self.root.join(&id[..2]).join(id))
+        address_in(&self.root, id)
     }
 
     /// Whether `name` (a file name in a fan-out folder) is a staged upload.
@@ -283,6 +380,14 @@ impl FsBlobStore {
         }
         Ok(out)
     }
+}
+
+/// Where the blob `id` is (or would be) stored under `root`.
+fn address_in(root: &Path, id: &str) -> Result<PathBuf, BlobError> {
+    if !crate::receipt::valid_envelope_id(id) {
+        return Err(BlobError::BadAddress(id.to_string()));
+    }
+    Ok(root.join(&id[..2]).join(id))
 }
 
 /// How long since the file `e` was last written (none when unknown).
@@ -336,6 +441,7 @@ impl BlobStore for FsBlobStore {
                 spare: None,
                 path,
                 root: self.root.clone(),
+                deferred: self.batch.is_some(),
                 len: 0,
                 committed: false,
             }) as Box<dyn StagedBlob>)
@@ -385,6 +491,34 @@ impl BlobStore for FsBlobStore {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// One `syncfs` of the blob folder's file system (with
+    /// [`BlobSync::Batch`]); a failure is kept (see [`BatchSync`]).
+    fn sync(&self) -> BoxFuture<'_, Result<(), BlobError>> {
+        let batch = self.batch.clone();
+        Box::pin(async move {
+            let Some(batch) = batch else {
+                return Ok(());
+            };
+            let failed = |m: &str| {
+                BlobError::Unavailable(std::io::Error::other(format!(
+                    "writing ciphertext to disk failed ({m}); uploads are refused until the relay is restarted (check the disk first)"
+                )))
+            };
+            if let Some(m) = batch.failed.get() {
+                return Err(failed(m));
+            }
+            let b = Arc::clone(&batch);
+            match blocking(move || syncfs(&b.dir)).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let m = batch.failed.get_or_init(|| e.to_string());
+                    tracing::error!(error = %m, "syncfs of the blob store failed");
+                    Err(failed(m))
+                }
             }
         })
     }
@@ -505,6 +639,8 @@ struct FsStaged {
     spare: Option<AlignedBuf>,
     path: PathBuf,
     root: PathBuf,
+    /// Durability left to [`BlobStore::sync`] ([`BlobSync::Batch`]).
+    deferred: bool,
     len: u64,
     committed: bool,
 }
@@ -658,25 +794,22 @@ impl StagedBlob for FsStaged {
             if self.sha256_hex().await? != id {
                 return Err(BlobError::Mismatch(id));
             }
-            let dest = FsBlobStore {
-                root: self.root.clone(),
-            }
-            .path(&id)?;
+            let dest = address_in(&self.root, &id)?;
             // Hashed, and written unless they are in the last batch.
             self.settle().await?;
             let mut sink = self.sink.take().ok_or_else(closed)?;
             let last = self.buf.take().filter(|b| !b.is_empty());
             let (root, from) = (self.root.clone(), self.path.clone());
-            // One hop to the blocking pool: write the last batch, make the
-            // bytes durable, then name them and make the name durable.
+            let deferred = self.deferred;
+            // One hop to the blocking pool: write the last batch, then
+            // name the bytes, durably (or, deferred, for `sync` to make
+            // durable).
             blocking(move || {
                 sink.create()?;
                 let file = sink.file.as_ref().expect("created above");
                 if let Some(last) = last {
                     sink.out.write_all(file, last.data())?;
                 }
-                file.sync_all()?;
-                drop(sink);
                 let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
                 // Staged under another address than it is committed to:
                 // its folder may not exist yet.
@@ -684,6 +817,21 @@ impl StagedBlob for FsStaged {
                     std::fs::create_dir_all(&dir)?;
                     std::fs::File::open(&root)?.sync_all()?;
                 }
+                if deferred {
+                    // Named only where no file is: a blob already at the
+                    // address (accepted, or left by a crash before it was
+                    // made durable) is replaced below, by a durable file
+                    // in one durable step, never by bytes not yet on disk.
+                    match rename_new(&from, &dest) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        // A file system without the flag (ENOTSUP/EINVAL).
+                        Err(e) if matches!(e.raw_os_error(), Some(22 | 95)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                file.sync_all()?;
+                drop(sink);
                 std::fs::rename(&from, &dest)?;
                 std::fs::File::open(&dir)?.sync_all()
             })
@@ -692,6 +840,29 @@ impl StagedBlob for FsStaged {
             Ok(())
         })
     }
+}
+
+/// Rename `from` to `to` unless `to` exists (`AlreadyExists` then).
+#[cfg(target_os = "linux")]
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_new(_from: &Path, _to: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(22))
+}
+
+/// Flush the file system that holds `dir` (Linux).
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &std::fs::File) -> std::io::Result<()> {
+    rustix::fs::syncfs(dir).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_dir: &std::fs::File) -> std::io::Result<()> {
+    Err(std::io::Error::other("syncfs is Linux only"))
 }
 
 /// Run file system calls on the blocking pool.
@@ -928,6 +1099,76 @@ mod tests {
             !dir.path().join("staging").exists(),
             "no shared staging folder"
         );
+    }
+
+    /// With `sync = "batch"`, a commit names the file and leaves making
+    /// it durable to the batch's `sync`; a file already at the address
+    /// (accepted, or bytes a crash left before they were made durable) is
+    /// replaced by the new upload's bytes in one durable step, never kept
+    /// in their stead.
+    #[tokio::test]
+    async fn batch_sync_commits_name_the_file_and_replace_what_is_at_the_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open_with(dir.path(), BlobSync::Batch).unwrap();
+        let want = if syncfs_reports_errors() {
+            BlobSync::Batch
+        } else {
+            BlobSync::Upload
+        };
+        assert_eq!(store.sync_mode(), want);
+        assert_eq!(
+            FsBlobStore::open(dir.path()).unwrap().sync_mode(),
+            BlobSync::Upload
+        );
+        let small = b"a small envelope".to_vec();
+        let large: Vec<u8> = (0..(2 << 20) + 7u32).map(|i| (i % 241) as u8).collect();
+        for data in [&small, &large] {
+            let id = put(&store, data).await;
+            store.sync().await.unwrap();
+            assert_eq!(&std::fs::read(store.path(&id).unwrap()).unwrap(), data);
+        }
+        assert!(staged(&store).is_empty());
+
+        // Bytes left at an address by a crash: the retried upload's win.
+        let data = b"the genuine ciphertext".to_vec();
+        let id = sha(&data);
+        let at = store.path(&id).unwrap();
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(&at, b"\0\0\0\0").unwrap();
+        assert_eq!(put(&store, &data).await, id);
+        store.sync().await.unwrap();
+        assert_eq!(std::fs::read(&at).unwrap(), data);
+        // The same bytes again over an accepted blob: a new file, whole.
+        use std::os::unix::fs::MetadataExt as _;
+        let before = std::fs::metadata(&at).unwrap().ino();
+        put(&store, &data).await;
+        assert_ne!(std::fs::metadata(&at).unwrap().ino(), before);
+        assert_eq!(std::fs::read(&at).unwrap(), data);
+        assert!(staged(&store).is_empty());
+    }
+
+    /// A failed `syncfs` is kept: the lost writes are reported once, so
+    /// every later sync fails too, until the relay restarts.
+    #[tokio::test]
+    async fn a_failed_batch_sync_stays_failed() {
+        if !syncfs_reports_errors() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open_with(dir.path(), BlobSync::Batch).unwrap();
+        store.sync().await.unwrap();
+        store.fail_sync_for_test("Input/output error (os error 5)");
+        for _ in 0..2 {
+            let e = store.sync().await.unwrap_err();
+            assert!(matches!(e, BlobError::Unavailable(_)), "{e}");
+            assert!(e.to_string().contains("os error 5"), "{e}");
+        }
+        // A store opened anew (the relay restarted) syncs again.
+        FsBlobStore::open_with(dir.path(), BlobSync::Batch)
+            .unwrap()
+            .sync()
+            .await
+            .unwrap();
     }
 
     /// The staged files under the blob folder (fan-out folders and the

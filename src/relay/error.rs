@@ -88,7 +88,7 @@ impl From<super::store::StoreError> for ApiError {
                 unavailable: true, ..
             } => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the relay's database is temporarily unavailable; nothing was recorded. Retry later",
+                "the relay's storage is temporarily unavailable; nothing was recorded. Retry later",
             ),
             _ => return ApiError::internal(e),
         };

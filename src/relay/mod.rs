@@ -412,7 +412,8 @@ fn blob_store_of(
 ) -> Result<Arc<dyn blobs::BlobStore>, RelayError> {
     let b: Arc<dyn blobs::BlobStore> = match config.blob_store.kind {
         object_blobs::BlobStoreKind::Fs => Arc::new(
-            blobs::FsBlobStore::open(&data.join("blobs")).map_err(store::StoreError::from)?,
+            blobs::FsBlobStore::open_with(&data.join("blobs"), config.blob_store.sync)
+                .map_err(store::StoreError::from)?,
         ),
         object_blobs::BlobStoreKind::S3 => Arc::new(
             object_blobs::ObjectBlobStore::s3(&config.blob_store)

@@ -54,6 +54,11 @@ pub struct BlobStoreConfig {
     /// `fs` (default): files under `DATA/blobs`; `s3`: a bucket through
     /// the S3 API.
     pub kind: BlobStoreKind,
+    /// `fs`: when committed ciphertext is made durable: `batch` (default),
+    /// one `syncfs` of the blob folder's file system per log batch, before
+    /// the batch commits; `upload`, an fsync of each upload's file and
+    /// folder (see [`BlobSync`](super::blobs::BlobSync)).
+    pub sync: super::blobs::BlobSync,
     /// The bucket (s3).
     pub bucket: String,
     /// The service's URL, e.g. `https://s3.ap-northeast-1.amazonaws.com`
@@ -90,6 +95,7 @@ impl Default for BlobStoreConfig {
     fn default() -> Self {
         BlobStoreConfig {
             kind: BlobStoreKind::Fs,
+            sync: Default::default(),
             bucket: String::new(),
             endpoint: None,
             region: None,
@@ -106,6 +112,7 @@ impl std::fmt::Debug for BlobStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobStoreConfig")
             .field("kind", &self.kind)
+            .field("sync", &self.sync)
             .field("bucket", &self.bucket)
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)

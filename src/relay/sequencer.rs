@@ -424,7 +424,27 @@ impl Sequencer {
             statements: 0,
             round_trips: 0,
         };
-        let result = self.batch_in(&mut tx, requests).await;
+        // Uploads' ciphertext is made durable (where its store leaves that
+        // to a batch) beside the batch's statements, before it commits.
+        let uploads = requests.iter().any(|r| matches!(r, Request::Accept { .. }));
+        let blobs = Arc::clone(&self.blobs);
+        let sync = async move {
+            if uploads {
+                blobs.sync().await
+            } else {
+                Ok(())
+            }
+        };
+        let (result, synced) = tokio::join!(self.batch_in(&mut tx, requests), sync);
+        let result = match (result, synced) {
+            // Not retried job by job (see `run_batch`): a later `syncfs`
+            // would not report this failure again.
+            (Ok(_), Err(e)) => Err(StoreError::Batch {
+                unavailable: true,
+                message: StoreError::Blob(e).to_string(),
+            }),
+            (r, _) => r,
+        };
         match result {
             Ok((answers, tree, leaves, checkpoint)) => {
                 let committing = std::time::Instant::now();
@@ -1486,6 +1506,99 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(size, 3, "the failed batch appended nothing");
+    }
+
+    /// An upload of `data` from a clinic to a hospital, its ciphertext
+    /// committed to `blobs`.
+    async fn upload(blobs: &dyn BlobStore, key: &SigningKey, data: &[u8]) -> Request {
+        let id = hex::encode(ring::digest::digest(&ring::digest::SHA256, data));
+        let mut staged = blobs.stage(&id, data.len() as u64).await.unwrap();
+        staged.write(data).await.unwrap();
+        staged.commit(&id).await.unwrap();
+        let sub = Submission {
+            envelope_id: id,
+            size: data.len() as u64,
+            sender: "1311234569".parse().unwrap(),
+            sender_cert_sha256: "0f".repeat(32),
+            recipients: vec!["1317654323".parse().unwrap()],
+            submitted_at: receipt::now_rfc3339(),
+        };
+        let submission = SignedReceipt::sign(Purpose::Submission, &sub, key);
+        Request::Accept { submission, sub }
+    }
+
+    /// Uploads are accepted only once their ciphertext is durable: with
+    /// `sync = "batch"` the store's `syncfs` runs beside each batch that
+    /// accepts uploads, and when it fails, nothing of the batch is
+    /// appended and every job of it is refused as unavailable. The
+    /// failure stays until a restart (a second `syncfs` would not report
+    /// the lost writes again); batches without uploads go on.
+    #[tokio::test]
+    async fn a_failed_blob_sync_refuses_the_whole_batch_and_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seq = sequencer_on_sqlite(dir.path()).await;
+        let store = crate::relay::blobs::FsBlobStore::open_with(
+            &dir.path().join("blobs"),
+            crate::relay::blobs::BlobSync::Batch,
+        )
+        .unwrap();
+        assert_eq!(store.sync_mode(), crate::relay::blobs::BlobSync::Batch);
+        let store = Arc::new(store);
+        seq.blobs = store.clone();
+        let key = SigningKey::generate();
+
+        // Synced: accepted.
+        let first = upload(&*store, &key, b"first ciphertext").await;
+        let answers = seq.batch(&[first]).await.unwrap();
+        assert!(matches!(
+            answers[0],
+            Ok(Response::Accepted(Accepted::New { .. }))
+        ));
+        let log_size = |pool: AnyPool| async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM log_entries")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(log_size(seq.pool.clone()).await, 2);
+
+        // The file system lost writes: the batch with uploads is refused
+        // whole, with a directory change in it.
+        store.fail_sync_for_test("Input/output error (os error 5)");
+        let mut replies = Vec::new();
+        let mut jobs = Vec::new();
+        for request in [
+            upload(&*store, &key, b"second ciphertext").await,
+            certificate("F0001"),
+            upload(&*store, &key, b"third ciphertext").await,
+        ] {
+            let (reply, rx) = oneshot::channel();
+            jobs.push(Job { request, reply });
+            replies.push(rx);
+        }
+        seq.run_batch(jobs).await;
+        for rx in replies {
+            let e = match rx.await.unwrap() {
+                Ok(_) => panic!("a job of a batch whose ciphertext is not durable succeeded"),
+                Err(e) => e,
+            };
+            assert!(e.is_unavailable(), "{e}");
+            assert!(e.to_string().contains("restart"), "{e}");
+        }
+        assert_eq!(log_size(seq.pool.clone()).await, 2, "nothing appended");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM envelopes")
+            .fetch_one(&seq.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "no envelope recorded");
+
+        // It stays: the next upload is refused too; a batch without
+        // uploads appends.
+        let again = upload(&*store, &key, b"fourth ciphertext").await;
+        assert!(seq.batch(&[again]).await.is_err());
+        let answers = seq.batch(&[certificate("F0002")]).await.unwrap();
+        assert!(matches!(answers[0], Ok(Response::Appended(Some(_)))));
+        assert_eq!(log_size(seq.pool.clone()).await, 3);
     }
 
     /// A batch whose COMMIT fails leaves no transaction open: SQLite keeps

@@ -138,6 +138,7 @@ impl S3Server {
             part_size_mib: 5,
             access_key_id: Some(ACCESS_KEY.into()),
             secret_access_key: Some(SECRET_KEY.into()),
+            ..Default::default()
         }
     }
 
