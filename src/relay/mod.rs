@@ -732,3 +732,21 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[blob_store] sync` in the relay settings: `batch` unless told,
+    /// `upload` when asked, anything else refused.
+    #[test]
+    fn blob_sync_setting_defaults_to_batch_and_refuses_unknown_values() {
+        let parse = |text: &str| toml::from_str::<RelayConfig>(text);
+        let default = parse("").unwrap();
+        assert_eq!(default.blob_store.sync, blobs::BlobSync::Batch);
+        let upload = parse("[blob_store]\nsync = \"upload\"\n").unwrap();
+        assert_eq!(upload.blob_store.sync, blobs::BlobSync::Upload);
+        let e = parse("[blob_store]\nsync = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+    }
+}
